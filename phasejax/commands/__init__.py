@@ -1,0 +1,1 @@
+"""Subcommands of the `phasejax` console script (see phasejax.cli)."""

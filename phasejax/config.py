@@ -1,0 +1,198 @@
+"""The one config system: frozen keyword-only dataclasses with dotted overrides.
+
+Every run writes its resolved Config to config.json; `Config.from_dict` reads it
+back, so a run directory is enough to rebuild the model and its preprocessing.
+Named configs live in `experiments/configs/NAME.py` as `get_config() -> Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CohortConfig:
+    """The built-in synthetic cohort used when `data.cache_dir` is empty."""
+
+    preset: str = "tiny"  # tiny | quick | paper
+    seed: int = 0
+    # Reader-disagreement label noise: share of series whose label is replaced by a
+    # neighbouring phase (EAP<->LAP, PVP<->DP), as two readers would disagree.
+    label_noise: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    cache_dir: str = ""  # prepared cache (phasejax prepare / cohort generate); "" = built-in cohort
+    label_set: str = "paper4"  # paper4 | full5
+    image_size: int = 128  # model input, pixels per side
+    num_slices: int = 3
+    slice_mode: str = "channels"  # channels (2.5D) | per_slice (classify each, aggregate per series)
+    slice_selection: str = "even"  # central | even (evenly spaced over the liver-to-kidney range)
+    slice_jitter: int = 1  # training only: +/- slices of random shift per selected slice
+    window: str = "abdomen"  # raw | abdomen | liver | wide | multi
+    augment: bool = True
+    rotation_deg: float = 7.0
+    scale: float = 0.08
+    translate: float = 0.06  # fraction of the image side
+    intensity_jitter_hu: float = 15.0
+    noise_hu: float = 10.0
+    flip_lr: bool = False  # off: abdominal anatomy is lateralised (liver right, spleen left)
+    train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
+    worker_count: int = 0  # Grain worker processes (0 = in-process)
+    cache_spacing_z: float = 5.0  # mm between cached slices
+    cache_size: int = 256  # cached in-plane matrix (the full reconstruction FOV)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    depth: str = "18"  # tiny | 10 | 18 | 34 | 50 | 101
+    width: int = 64  # channels of the first stage (64 = standard ResNet)
+    strategy: str = "two_step"  # one_step (strategy A) | two_step (strategy B)
+    aggregation: str = "mean_logprob"  # per_slice mode: mean_logprob | majority
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and BatchNorm stay float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 32  # global batch (series per step), split over all devices
+    steps: int = 1000
+    optimizer: str = "adamw"  # adamw | sgd
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | constant
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    grad_clip: float = 0.0  # global-norm clip; 0 = off
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    log_every: int = 10
+    eval_batch_size: int = 64
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    name: str = "default"
+    cohort: CohortConfig = field(default_factory=CohortConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return _from_dict(cls, d)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **kw: Any) -> Config:
+        return dataclasses.replace(self, **kw)
+
+    def override(self, assignments: list[str] | tuple[str, ...] | dict[str, Any]) -> Config:
+        """Apply `a.b=value` overrides (strings parsed against the field's type)."""
+        items = assignments.items() if isinstance(assignments, dict) else map(_split, assignments)
+        cfg: Any = self
+        for key, value in items:
+            cfg = _set_path(cfg, key.split("."), value, key)
+        return cfg
+
+
+def _split(assignment: str) -> tuple[str, str]:
+    if "=" not in assignment:
+        raise ValueError(f"override {assignment!r} is not of the form a.b=value")
+    key, value = assignment.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = parts[0]
+    if name not in fields:
+        raise ValueError(f"unknown config key {full!r}: {type(obj).__name__} has {sorted(fields)}")
+    current = getattr(obj, name)
+    if len(parts) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"config key {full!r}: {name} is not a section")
+        return dataclasses.replace(obj, **{name: _set_path(current, parts[1:], value, full)})
+    if dataclasses.is_dataclass(current):
+        raise ValueError(f"config key {full!r} names a section, not a value")
+    hint = typing.get_type_hints(type(obj))[name]
+    return dataclasses.replace(obj, **{name: _coerce(value, hint, full)})
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return low in ("true", "1", "yes")
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+    except ValueError:
+        raise ValueError(f"config key {key!r}: {value!r} is not a valid {hint.__name__}") from None
+    return value
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        hint = hints[f.name]
+        v = d[f.name]
+        kwargs[f.name] = _from_dict(hint, v) if dataclasses.is_dataclass(hint) else v
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+    return cls(**kwargs)
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load `experiments/configs/NAME.py` (or a .py / config.json path) and apply overrides."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        cfg = Config.from_json_file(path)
+    else:
+        if path.suffix != ".py":
+            path = CONFIG_DIR / f"{name_or_path}.py"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config {name_or_path!r} not found; available: {available_configs()}"
+            )
+        spec = importlib.util.spec_from_file_location(f"phasejax_config_{path.stem}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cfg = module.get_config()
+    return cfg.override(list(overrides))

@@ -1,0 +1,1 @@
+"""Host-side data: DICOM/NIfTI ingestion, cache, input pipeline. Never imports jax."""
