@@ -4,7 +4,11 @@ Layout of a cache directory::
 
     cache.json               grid (spacing_z, size) and how the cache was made
     manifest.csv             one row per series (columns below), sorted by series_id
-    volumes/<id>.npy         int16 HU [Z, size, size], the full reconstruction FOV
+    volumes/<id>.npy         int16 HU [Z, size, size], the full reconstruction FOV; slice 0 is
+                             the most inferior (feet) and z grows towards the head, as in DICOM
+                             LPS sorted along the slice normal and in NIfTI RAS+; rows run
+                             anterior to posterior, columns patient right to left (image left
+                             = patient right), the radiological display convention
     volumes/<id>.json        the series' manifest row (written last: marks the entry done)
     masks/<id>.npy           optional uint8 organ labels on the same grid (synthetic cohort)
 

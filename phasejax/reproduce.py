@@ -1,0 +1,235 @@
+"""`phasejax reproduce`: the paper's experiment, strategy A (one step) vs B (two steps).
+
+Both strategies are trained with the same data, preprocessing, steps and batch size
+(the config's `train` section); only `model.strategy` differs. Each is an ordinary
+training workdir (`OUT/strategy_A`, `OUT/strategy_B`), so an interrupted reproduce
+resumes where it stopped: a finished training returns its results without retraining,
+an interrupted one continues from its last checkpoint. The comparison, report and
+figures are then redrawn from the two results.json files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from phasejax.config import Config, load_config
+from phasejax.eval import paper
+from phasejax.eval.results import load_results, paired_comparison
+from phasejax.eval.stats import jsonable
+
+PRESETS = ("debug", "quick", "paper")
+STRATEGIES = {"A": "one_step", "B": "two_step"}
+STRATEGY_LABELS = {"A": "A: one-step", "B": "B: two-step"}
+
+
+def reproduce_config(preset: str, overrides: Sequence[str] = ()) -> Config:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    return load_config(preset, list(overrides))
+
+
+def reproduce(
+    out: str | Path,
+    *,
+    preset: str = "quick",
+    data: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Train A and B, compare them, write OUT/results.json, OUT/report.md and OUT/figures/."""
+    from phasejax.train.loop import resolve_cache, train
+
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = reproduce_config(preset, overrides)
+    t0 = time.perf_counter()
+    cache = resolve_cache(cfg, data)
+    cohort_s = time.perf_counter() - t0
+
+    run_dirs: dict[str, Path] = {}
+    for key, strategy in STRATEGIES.items():
+        run_dirs[key] = out / f"strategy_{key}"
+        run_cfg = cfg.override({"model.strategy": strategy, "data.cache_dir": str(cache)})
+        print(f"[reproduce] strategy {key} ({strategy}) -> {run_dirs[key]}", flush=True)
+        train(run_cfg, run_dirs[key], cache_dir=cache)
+
+    summary = summarize_reproduction(run_dirs, preset=preset, data=str(cache))
+    summary["timing"] = {"data_s": cohort_s, "total_s": time.perf_counter() - t0}
+    if figures:
+        from phasejax.plotting.figures import draw_all
+
+        fig_dir = out / "figures"
+        paths = draw_all({STRATEGY_LABELS[k]: d for k, d in run_dirs.items()}, fig_dir)
+        summary["figures"] = sorted(str(p.relative_to(out)) for p in paths)
+    write_reproduction(out, summary)
+    return summary
+
+
+def summarize_reproduction(
+    run_dirs: dict[str, Path], *, preset: str = "", data: str = ""
+) -> dict[str, Any]:
+    """Every number of the report, from the two runs' results.json files."""
+    results = {k: load_results(d) for k, d in run_dirs.items()}
+    a, b = results["A"], results["B"]
+    comparisons = {}
+    for split in ("test", "external"):
+        if split in a["splits"] and split in b["splits"]:
+            comparisons[split] = paired_comparison(a, b, split)
+    strategies = {}
+    for key, res in results.items():
+        strategies[key] = {
+            "strategy": res["strategy"],
+            "run_dir": str(run_dirs[key]),
+            "train": res.get("train", {}),
+            "splits": {split: _split_summary(s["metrics"]) for split, s in res["splits"].items()},
+        }
+    return jsonable(
+        {
+            "preset": preset,
+            "data": data,
+            "classes": a["classes"],
+            "label_set": a["label_set"],
+            "published": paper.published(),
+            "strategies": strategies,
+            "comparison": comparisons,
+        }
+    )
+
+
+def _split_summary(m: dict[str, Any]) -> dict[str, Any]:
+    keep = ("n", "n_patients", "accuracy", "macro_f1", "log_loss", "per_site", "calibration")
+    out = {k: m[k] for k in keep if k in m}
+    out["per_class"] = {
+        c: {k: v for k, v in pc.items() if k in ("sensitivity", "specificity", "ppv", "f1", "auc")}
+        for c, pc in m.get("per_class", {}).items()
+    }
+    out["confusion"] = m.get("confusion", {}).get("counts")
+    return out
+
+
+def write_reproduction(out: Path, summary: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    (out / "report.md").write_text(render_report(summary))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pct(d: dict[str, Any] | None, *, ci: bool = True) -> str:
+    if not d or d.get("value") is None:
+        return "n/a"
+    s = f"{100 * d['value']:.1f}%"
+    if "k" in d and "n" in d:
+        s += f" ({d['k']}/{d['n']})"
+    if ci and d.get("ci") and None not in d["ci"]:
+        lo, hi = d["ci"]
+        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return s
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def render_report(s: dict[str, Any]) -> str:
+    pub = s["published"]
+    st = s["strategies"]
+    lines = [
+        f"# phasejax reproduce: Liu et al. 2025, preset `{s['preset']}`",
+        "",
+        f"Data: `{s['data']}`. Label set `{s['label_set']}` ({', '.join(s['classes'])}). "
+        "All numbers are per series, with 95% Wilson intervals in brackets; paired tests are "
+        "exact McNemar on the same series. Strategy A = one network over all phases; "
+        "B = network 1 (AP / PVP / DP) then network 2 (EAP / LAP) on arterial series, "
+        "p(EAP) = p1(AP) p2(EAP | AP). Same data, steps and batch size for both.",
+        "",
+        "## The paper's table next to ours",
+        "",
+        "| | Liu et al. 2025 | phasejax |",
+        "|---|---|---|",
+    ]
+
+    def acc(key: str, split: str) -> dict | None:
+        return st[key]["splits"].get(split, {}).get("accuracy")
+
+    pub_int = pub["internal"]["accuracy"]
+    pub_ext = pub["external"]["accuracy"]
+    lines += [
+        f"| Internal test, one-step (A) | {_pct(pub_int.get('one_step'))} | {_pct(acc('A', 'test'))} |",
+        f"| Internal test, two-step (B) | {_pct(pub_int.get('two_step'))} | {_pct(acc('B', 'test'))} |",
+    ]
+    comp = s["comparison"].get("test")
+    if comp:
+        d = comp["difference"]
+        lines.append(
+            f"| B vs A, internal (McNemar) | {pub['internal']['p_value_text']} | "
+            f"p {_p(comp['mcnemar_p'])}; b={comp['b']}, c={comp['c']}; "
+            f"difference {100 * d['value']:+.1f} pts [{100 * d['ci'][0]:+.1f}, "
+            f"{100 * d['ci'][1]:+.1f}] |"
+        )
+    if "external" in st["B"]["splits"]:
+        lines += [
+            f"| External, two-step (B) | {_pct(pub_ext.get('two_step'))} | {_pct(acc('B', 'external'))} |",
+            f"| External, one-step (A) | not reported | {_pct(acc('A', 'external'))} |",
+        ]
+        pub_sens = pub["external"]["sensitivity"].get("two_step", {})
+        ext_b = st["B"]["splits"]["external"]["per_class"]
+        for c in s["classes"]:
+            ours = ext_b.get(c, {}).get("sensitivity")
+            lines.append(
+                f"| External sensitivity {c}, two-step | {_pct(pub_sens.get(c), ci=False)} | "
+                f"{_pct(ours)} |"
+            )
+    lines += ["", "## Per phase (internal test)", ""]
+    lines += ["| phase | sensitivity A | sensitivity B | PPV A | PPV B | AUC A | AUC B |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    ta = st["A"]["splits"].get("test", {}).get("per_class", {})
+    tb = st["B"]["splits"].get("test", {}).get("per_class", {})
+    for c in s["classes"]:
+        ra, rb = ta.get(c, {}), tb.get(c, {})
+        auc = [r.get("auc", {}) or {} for r in (ra, rb)]
+        aucs = [f"{x['value']:.3f}" if x.get("value") is not None else "n/a" for x in auc]
+        lines.append(
+            f"| {c} | {_pct(ra.get('sensitivity'))} | {_pct(rb.get('sensitivity'))} | "
+            f"{_pct(ra.get('ppv'), ci=False)} | {_pct(rb.get('ppv'), ci=False)} | "
+            f"{aucs[0]} | {aucs[1]} |"
+        )
+    sites_a = st["A"]["splits"].get("external", {}).get("per_site", {})
+    sites_b = st["B"]["splits"].get("external", {}).get("per_site", {})
+    if sites_b:
+        lines += [
+            "",
+            "## External sites",
+            "",
+            "| site | A: one-step | B: two-step |",
+            "|---|---|---|",
+        ]
+        for site in sorted(sites_b):
+            lines.append(f"| {site} | {_pct(sites_a.get(site))} | {_pct(sites_b[site])} |")
+    lines += [
+        "",
+        "## Training",
+        "",
+        "| strategy | steps | wall time | images/s |",
+        "|---|---|---|---|",
+    ]
+    for key in ("A", "B"):
+        t = st[key]["train"]
+        lines.append(
+            f"| {key} ({st[key]['strategy']}) | {t.get('steps', 'n/a')} | "
+            f"{t.get('wall_time_s', float('nan')):.0f} s | {t.get('images_per_s', float('nan')):.1f} |"
+        )
+    figs = s.get("figures", [])
+    if figs:
+        lines += ["", "## Figures", ""]
+        for f in figs:
+            if f.endswith(".png"):
+                lines.append(f"![{Path(f).stem}]({f})")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from phasejax.data.cache import (
+    CacheError,
+    CacheSpec,
+    assign_splits,
+    finalize,
+    has_entry,
+    init_cache,
+    load_volume,
+    read_manifest,
+    resample_labels_to_cache,
+    resample_to_cache,
+    write_entry,
+)
+
+
+def _row(sid, **kw):
+    row = dict(series_id=sid, patient_id="p1", split="train", site="internal", phase="PVP",
+               num_slices=2, spacing_z=5.0, spacing_xy=1.0, z_lo=0, z_hi=2, source="x")  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def test_slab_average_along_z_and_inplane_size():
+    # 10 slices at 1 mm whose HU equals 10 * index; 5 mm slabs average 5 consecutive slices.
+    z = np.arange(10, dtype=np.float32)[:, None, None] * 10.0
+    hu = np.broadcast_to(z, (10, 64, 64)).copy()
+    out, pixel_mm = resample_to_cache(hu, (1.0, 0.5, 0.5), CacheSpec(spacing_z=5.0, size=32))
+    assert out.dtype == np.int16 and out.shape == (2, 32, 32)
+    assert pixel_mm == pytest.approx(1.0)  # 64 px * 0.5 mm / 32
+    # The two 5 mm slabs are centred at 2 mm and 7 mm of the 0..9 mm range.
+    assert out[0, 16, 16] == pytest.approx(np.mean([0, 10, 20, 30, 40]), abs=1)
+    assert out[1, 16, 16] == pytest.approx(np.mean([50, 60, 70, 80, 90]), abs=1)
+
+
+def test_non_square_fov_is_padded_with_air_and_clipped_to_ct_range():
+    hu = np.full((1, 20, 40), 3000.0, dtype=np.float32)
+    hu[0, :, :2] = 5000.0
+    out, pixel_mm = resample_to_cache(hu, (1.0, 1.0, 1.0), CacheSpec(size=40))
+    assert out.shape == (1, 40, 40) and pixel_mm == 1.0
+    assert out[0, 0, 20] == -1000  # padding rows are air
+    assert out[0, 20, 20] == 3000
+    assert out.max() == 3071  # 5000 clipped to the int16 12-bit CT range
+
+
+def test_labels_resample_nearest_keeps_label_values():
+    lab = np.zeros((4, 16, 16), np.uint8)
+    lab[:, 4:12, 4:12] = 7
+    out = resample_labels_to_cache(lab, (2.0, 1.0, 1.0), CacheSpec(spacing_z=2.0, size=8))
+    assert set(np.unique(out)) == {0, 7}
+    assert out[0, 4, 4] == 7 and out[0, 0, 0] == 0
+
+
+def test_entries_manifest_and_resume_markers(tmp_path):
+    root = init_cache(tmp_path / "c", CacheSpec(size=8))
+    vol = np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8)
+    assert not has_entry(root, "s2")
+    write_entry(root, _row("s2", kvp="100"), vol)
+    write_entry(root, _row("s1"), vol + 1)
+    assert has_entry(root, "s2")
+    finalize(root)
+    rows = read_manifest(root)
+    assert [r["series_id"] for r in rows] == ["s1", "s2"]
+    assert rows[1]["kvp"] == "100" and rows[0]["kvp"] == ""
+    np.testing.assert_array_equal(load_volume(root, "s2"), vol)
+    with pytest.raises(CacheError, match="another grid"):
+        init_cache(root, CacheSpec(size=16))
+    with pytest.raises(CacheError, match="lacks"):
+        write_entry(root, {"series_id": "s3"}, vol)
+
+
+def test_patient_level_splits_are_stable_and_disjoint():
+    pids = [f"p{i:03d}" for i in range(200)]
+    a = assign_splits(pids, seed=3)
+    assert assign_splits(reversed(pids), seed=3) == a
+    counts = {s: sum(v == s for v in a.values()) for s in ("train", "val", "test")}
+    assert counts == {"train": 160, "val": 20, "test": 20}
+    b = assign_splits(pids, seed=4)
+    assert a != b
+    # Adding a patient moves nobody else.
+    c = assign_splits([*pids, "p999"], seed=3)
+    assert sum(c[p] != a[p] for p in pids) <= 2
