@@ -56,7 +56,7 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    depth: str = "18"  # tiny | 10 | 18 | 34 | 50 | 101
+    depth: str = "18"  # tiny | tiny-bottleneck | 10 | 18 | 34 | 50 | 101 | 152
     width: int = 64  # channels of the first stage (64 = standard ResNet)
     strategy: str = "two_step"  # one_step (strategy A) | two_step (strategy B)
     aggregation: str = "mean_logprob"  # per_slice mode: mean_logprob | majority

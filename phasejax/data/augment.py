@@ -1,0 +1,121 @@
+"""In-plane resampling and training augmentation of HU slices (numpy / scipy only).
+
+One geometric transform per series: every selected slice of a series gets the same
+rotation, scale, translation (and flip, only when enabled), so the slices stay
+registered as they are in the scan; a 2.5D network reads them as channels and a
+per-slice transform would create motion that no scanner produces.
+
+The resize to the model's input size and the augmentation are one affine map, so
+each output pixel is interpolated once (bilinear). Down-sampling is preceded by a
+Gaussian prefilter with sigma = (factor - 1) / 2 input pixels (factor = input
+pixels per output pixel), the anti-aliasing rule of skimage.transform.resize:
+without it thin bright vessels (the aorta, the portal vein) alias and flicker with
+the sampling phase.
+
+Intensity augmentation works in HU, before windowing: a global offset (the same
+tissue reads differently between scanners, kVp and reconstructions; the default
++/- 15 HU is an assumption, not a measured spread) and Gaussian noise whose standard
+deviation is drawn per series (dose, kernel and patient size change the noise
+level; a fixed sigma would teach the network one noise level).
+
+No left-right flip by default: abdominal anatomy is lateralised (liver and IVC on
+the patient's right, spleen and aorta slightly left), so a flipped image is not a
+plausible scan. `flip_lr` exists for the ablation that measures this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from phasejax.config import DataConfig
+
+AIR_HU = -1000.0  # fill for pixels the transform brings in from outside the FOV
+
+
+@dataclass(frozen=True, kw_only=True)
+class Affine:
+    """One series' in-plane transform, about the image centre."""
+
+    rotation_deg: float = 0.0
+    scale: float = 1.0  # > 1 zooms in (anatomy appears larger)
+    shift_y: float = 0.0  # fraction of the image side
+    shift_x: float = 0.0
+    flip_lr: bool = False
+
+
+IDENTITY = Affine()
+
+
+def sample_affine(rng: np.random.Generator, data_cfg: DataConfig) -> Affine:
+    """Draw one series' transform from the ranges in `data_cfg` (uniform in each)."""
+    return Affine(
+        rotation_deg=float(rng.uniform(-data_cfg.rotation_deg, data_cfg.rotation_deg)),
+        scale=float(1.0 + rng.uniform(-data_cfg.scale, data_cfg.scale)),
+        shift_y=float(rng.uniform(-data_cfg.translate, data_cfg.translate)),
+        shift_x=float(rng.uniform(-data_cfg.translate, data_cfg.translate)),
+        flip_lr=bool(data_cfg.flip_lr and rng.random() < 0.5),
+    )
+
+
+def resample_slices(slices: np.ndarray, size: int, affine: Affine = IDENTITY) -> np.ndarray:
+    """HU slices [S, H, W] -> float32 [S, size, size], resized and transformed.
+
+    Pixel-centre convention: output pixel o samples input coordinate
+    c_in + f * R(-theta) / scale * (o - c_out - shift), f = H / size, so the identity
+    with f = 1 returns the input exactly.
+    """
+    slices = np.asarray(slices, dtype=np.float32)
+    if slices.ndim != 3 or slices.shape[1] != slices.shape[2]:
+        raise ValueError(f"expected square slices [S, H, H], got shape {slices.shape}")
+    n, h, _ = slices.shape
+    if affine == IDENTITY and h == size:
+        return slices.copy()
+    f = h / size
+    factor = f / affine.scale  # input pixels per output pixel
+    if factor > 1.0:
+        sigma = (factor - 1.0) / 2.0
+        slices = ndimage.gaussian_filter(slices, sigma=(0.0, sigma, sigma), mode="nearest")
+    t = math.radians(affine.rotation_deg)
+    rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # R(-theta), (y, x)
+    m2 = rot * (f / affine.scale)
+    if affine.flip_lr:
+        m2 = m2 @ np.diag([1.0, -1.0])
+    c_out = (size - 1) / 2.0
+    c_in = (h - 1) / 2.0
+    centre = np.array([c_out + affine.shift_y * size, c_out + affine.shift_x * size])
+    offset = c_in - m2 @ centre
+    # Slice by slice in 2D: a 3D affine_transform would interpolate trilinearly
+    # (8 taps) although z is integral, about twice the cost of bilinear per slice.
+    out = np.empty((n, size, size), dtype=np.float32)
+    for k in range(n):
+        ndimage.affine_transform(
+            slices[k],
+            m2,
+            offset=offset,
+            output_shape=(size, size),
+            output=out[k],
+            order=1,
+            mode="constant",
+            cval=AIR_HU,
+            prefilter=False,
+        )
+    return out
+
+
+def intensity_offset(rng: np.random.Generator, data_cfg: DataConfig) -> float:
+    """A global HU offset for one series, uniform in +/- intensity_jitter_hu."""
+    j = data_cfg.intensity_jitter_hu
+    return float(rng.uniform(-j, j)) if j > 0 else 0.0
+
+
+def add_noise(hu: np.ndarray, rng: np.random.Generator, max_sd_hu: float) -> np.ndarray:
+    """Add Gaussian noise in HU with a per-series sd drawn uniformly from [0, max_sd_hu]."""
+    if max_sd_hu <= 0:
+        return hu
+    sd = rng.uniform(0.0, max_sd_hu)
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(sd)
+    return hu

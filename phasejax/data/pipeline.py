@@ -1,0 +1,360 @@
+"""Input pipeline: prepared cache -> fixed-shape numpy batches for training, eval and predict.
+
+Batch (per process; the trainer assembles global arrays with
+jax.make_array_from_process_local_data)::
+
+    image   float32 [B, S, H, W, C]  S = data.num_slices, H = W = data.image_size,
+                                     C = windows per slice (3 for window="multi")
+    label   int32   [B]              index in label_set(data.label_set).phases; -1 unlabelled
+    weight  float32 [B]              1 for a series, 0 for padding (eval's last batch)
+    index   int32   [B]              row of the series in split_rows(...); -1 for padding
+
+One function, `preprocess`, turns a cached HU volume into the network input for
+training (with an rng: slice jitter and augmentation), evaluation and prediction
+(rng None: deterministic), so the three can never drift apart:
+
+1. slice selection inside the series' liver-to-kidney range [z_lo, z_hi)
+   ("central": S consecutive slices at its centre; "even": one slice at the centre
+   of each of S equal parts of the range); training shifts each slice by up to
+   +/- data.slice_jitter. Slices are stacked in increasing cache z index, i.e. in
+   the cache's fixed anatomical order, whatever the order of selection;
+2. intensity offset in HU (training);
+3. resize to data.image_size with an anti-aliasing prefilter, fused with the
+   training rotation / scale / translation (one transform per series);
+4. Gaussian noise in HU (training);
+5. HU windowing to [0, 1] (phasejax.data.windowing).
+
+Randomness is a pure function of (train.seed, position in the sample stream): the
+same batches and augmentations on any number of processes and workers, and after a
+restart from a checkpointed iterator state.
+
+Grain is used only through phasejax.data.grain_io, imported lazily (Grain imports jax).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phasejax.config import Config, DataConfig
+from phasejax.data import augment, windowing
+from phasejax.data.cache import CacheError, load_volume, read_manifest
+from phasejax.phases import LabelSet, label_set
+
+SLICE_SELECTIONS = ("central", "even")
+# Separate numpy seed streams per purpose, so adding a random draw to one
+# (e.g. a new augmentation) never changes the draws of another.
+_STREAM_AUGMENT = 1
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def label_index(phase: str, labels: LabelSet) -> int:
+    """Index of `phase` in the label set; -1 for an unlabelled series ("")."""
+    return labels.index(phase) if phase else -1
+
+
+def split_rows(
+    cache_dir: str | Path, split: str, cfg: Config, *, include_unlabelled: bool = False
+) -> list[dict[str, str]]:
+    """Manifest rows of `split`, sorted by series_id, restricted to the label set.
+
+    Rows whose phase is outside the label set (e.g. NC with "paper4") are dropped.
+    Unlabelled rows (phase "") are dropped unless `include_unlabelled` (prediction
+    only: training and metrics need labels). For split "train", data.train_fraction
+    < 1 keeps that share of training PATIENTS (all their series), chosen by a hash
+    of (train.seed, patient_id): a smaller fraction keeps a subset of the patients
+    a larger one keeps, so learning-curve points are nested.
+    """
+    labels = label_set(cfg.data.label_set)
+    rows = [r for r in read_manifest(cache_dir) if r["split"] == split]
+    rows = [
+        r for r in rows if (r["phase"] in labels.codes) or (include_unlabelled and r["phase"] == "")
+    ]
+    rows.sort(key=lambda r: r["series_id"])
+    frac = cfg.data.train_fraction
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {frac}")
+    if split == "train" and frac < 1.0 and rows:
+        patients = sorted({r["patient_id"] for r in rows})
+        seed = cfg.train.seed
+
+        def key(pid: str) -> str:
+            return hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest()
+
+        n_keep = max(1, int(round(frac * len(patients))))
+        keep = set(sorted(patients, key=key)[:n_keep])
+        rows = [r for r in rows if r["patient_id"] in keep]
+    return rows
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def check_data_config(data_cfg: DataConfig) -> None:
+    """Raise ValueError naming a bad data.* option, before any Grain thread or worker
+    would hit it in the middle of a batch."""
+    windowing.window_names(data_cfg.window)
+    if data_cfg.slice_selection not in SLICE_SELECTIONS:
+        raise ValueError(
+            f"unknown data.slice_selection {data_cfg.slice_selection!r}; known: {SLICE_SELECTIONS}"
+        )
+    for key in ("num_slices", "image_size"):
+        if getattr(data_cfg, key) < 1:
+            raise ValueError(f"data.{key} must be >= 1, got {getattr(data_cfg, key)}")
+    if data_cfg.slice_jitter < 0:
+        raise ValueError(f"data.slice_jitter must be >= 0, got {data_cfg.slice_jitter}")
+
+
+def input_shape(data_cfg: DataConfig) -> tuple[int, int, int, int]:
+    """(S, H, W, C) of one preprocessed series."""
+    c = windowing.num_channels(data_cfg.window)
+    return (data_cfg.num_slices, data_cfg.image_size, data_cfg.image_size, c)
+
+
+def select_slices(
+    z_lo: int,
+    z_hi: int,
+    num_z: int,
+    num_slices: int,
+    mode: str,
+    *,
+    jitter: int = 0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Cache slice indices (int, ascending, length num_slices) inside [0, num_z).
+
+    "central": num_slices consecutive slices whose middle is the middle of
+    [z_lo, z_hi) (ties towards z_hi, so that central and even pick the same
+    middle slice for odd counts). "even": the slice containing the centre of each of
+    num_slices equal parts of [z_lo, z_hi), symmetric about the range's centre.
+    A range with z_hi <= z_lo (unknown anatomy) falls back to the whole volume.
+    With `rng` and `jitter` > 0 every slice moves independently by a uniform
+    integer in [-jitter, jitter], then indices are clipped to the volume and sorted
+    so the stack keeps its anatomical order.
+    """
+    if mode not in SLICE_SELECTIONS:
+        raise ValueError(f"unknown data.slice_selection {mode!r}; known: {SLICE_SELECTIONS}")
+    if num_slices < 1:
+        raise ValueError(f"data.num_slices must be >= 1, got {num_slices}")
+    lo, hi = int(z_lo), int(z_hi)
+    lo, hi = max(lo, 0), min(hi, num_z)
+    if hi <= lo:
+        lo, hi = 0, num_z
+    n = hi - lo
+    k = np.arange(num_slices)
+    if mode == "central":
+        idx = lo + (n - num_slices + 1) // 2 + k
+    else:
+        idx = lo + ((2 * k + 1) * n) // (2 * num_slices)
+    if rng is not None and jitter > 0:
+        idx = idx + rng.integers(-jitter, jitter + 1, size=num_slices)
+    return np.sort(np.clip(idx, 0, num_z - 1)).astype(np.int64)
+
+
+def preprocess(
+    volume: np.ndarray,
+    z_lo: int,
+    z_hi: int,
+    data_cfg: DataConfig,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """HU volume [Z, H, H] (int16 cache or float) -> float32 [S, size, size, C].
+
+    rng None: deterministic (eval, predict). rng given and data_cfg.augment:
+    slice jitter, affine, intensity offset and noise, all drawn from `rng`.
+    With data_cfg.augment False the rng is ignored, so a training input equals
+    the evaluation input of the same series.
+    """
+    if volume.ndim != 3 or volume.shape[1] != volume.shape[2]:
+        raise ValueError(f"expected a cached volume [Z, H, H], got shape {volume.shape}")
+    train = rng is not None and data_cfg.augment
+    idx = select_slices(
+        z_lo,
+        z_hi,
+        volume.shape[0],
+        data_cfg.num_slices,
+        data_cfg.slice_selection,
+        jitter=data_cfg.slice_jitter if train else 0,
+        rng=rng if train else None,
+    )
+    # Fancy indexing on a memmap reads only the selected slices from disk.
+    hu = np.asarray(volume[idx], dtype=np.float32)
+    if train:
+        assert rng is not None
+        affine = augment.sample_affine(rng, data_cfg)
+        offset = augment.intensity_offset(rng, data_cfg)
+        hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
+        hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
+    else:
+        hu = augment.resample_slices(hu, data_cfg.image_size)
+    return windowing.apply_window(hu, data_cfg.window)
+
+
+# --------------------------------------------------------------------------- elements
+
+
+@dataclass(frozen=True)
+class _Series:
+    """Loads and preprocesses one row of a split; picklable for Grain workers."""
+
+    cache_dir: str
+    rows: tuple[dict[str, str], ...]
+    data_cfg: DataConfig
+    seed: int
+    training: bool
+
+    def element(self, row_index: int, position: int = -1) -> dict[str, np.ndarray]:
+        row = self.rows[row_index]
+        rng = None
+        if self.training:
+            rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
+        image = preprocess(
+            load_cached(self.cache_dir, row["series_id"]),
+            int(row["z_lo"]),
+            int(row["z_hi"]),
+            self.data_cfg,
+            rng,
+        )
+        return {
+            "image": image,
+            "label": np.int32(label_index(row["phase"], label_set(self.data_cfg.label_set))),
+            "weight": np.float32(1.0),
+            "index": np.int32(row_index),
+        }
+
+    def __call__(self, position: int, row_index: int) -> dict[str, np.ndarray]:
+        # grain map_with_index: (index in the stream, element = row index)
+        return self.element(int(row_index), int(position))
+
+
+def load_cached(cache_dir: str | Path, series_id: str) -> np.ndarray:
+    """The cached volume (memory-mapped), with an error that names the file on failure."""
+    try:
+        return load_volume(cache_dir, series_id, mmap=True)
+    except (OSError, ValueError) as e:
+        path = Path(cache_dir) / "volumes" / f"{series_id}.npy"
+        raise CacheError(f"cannot read cached volume {path}: {e}") from e
+
+
+def padding_element(shape: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    return {
+        "image": np.zeros(shape, np.float32),
+        "label": np.int32(-1),
+        "weight": np.float32(0.0),
+        "index": np.int32(-1),
+    }
+
+
+# --------------------------------------------------------------------------- iterators
+
+
+def _per_process(batch_size: int, process_index: int, process_count: int) -> int:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if batch_size < process_count or batch_size % process_count:
+        raise ValueError(
+            f"batch size {batch_size} must be a positive multiple of the process count "
+            f"{process_count}"
+        )
+    return batch_size // process_count
+
+
+def train_iterator(
+    cache_dir: str | Path,
+    cfg: Config,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 2,
+) -> Any:
+    """Infinite, checkpointable grain.DatasetIterator of this process's training batches.
+
+    Shuffled by cfg.train.seed, reshuffled every epoch, repeated forever (so there
+    is no remainder to drop: an epoch boundary falls inside a batch, and each series
+    is seen once per epoch). Per-process batch = cfg.train.batch_size //
+    process_count. `get_state()` returns a small JSON-serialisable dict;
+    `set_state(state)` on a fresh iterator continues with exactly the same batches.
+    With data.worker_count > 0 batches are made in Grain worker processes: call
+    `close()` on the iterator when done.
+    """
+    from phasejax.data import grain_io
+
+    check_data_config(cfg.data)
+    bp = _per_process(cfg.train.batch_size, process_index, process_count)
+    rows = split_rows(cache_dir, "train", cfg)
+    if not rows:
+        raise CacheError(
+            f"{cache_dir}: no training series with phases in label set {cfg.data.label_set!r}"
+        )
+    series = _Series(str(cache_dir), tuple(rows), cfg.data, cfg.train.seed, training=True)
+    ds = grain_io.train_stream(
+        len(rows),
+        series,
+        seed=cfg.train.seed,
+        per_process_batch=bp,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return grain_io.to_iterator(ds, worker_count=cfg.data.worker_count, num_threads=num_threads)
+
+
+def num_eval_batches(num_series: int, batch_size: int) -> int:
+    return math.ceil(num_series / batch_size)
+
+
+@dataclass(frozen=True)
+class _EvalBatch:
+    series: _Series
+    batch_size: int  # global
+    per_process: int
+    process_index: int
+    shape: tuple[int, int, int, int]
+
+    def __call__(self, k: int) -> dict[str, np.ndarray]:
+        from phasejax.data.grain_io import stack_batch
+
+        start = int(k) * self.batch_size + self.process_index * self.per_process
+        n = len(self.series.rows)
+        elements = [
+            self.series.element(p) if p < n else padding_element(self.shape)
+            for p in range(start, start + self.per_process)
+        ]
+        return stack_batch(elements)
+
+
+def eval_batches(
+    cache_dir: str | Path,
+    split: str,
+    cfg: Config,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    include_unlabelled: bool = False,
+    num_threads: int = 2,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Finite, deterministic batches of `split` (global `batch_size`, split over processes).
+
+    Global batch k holds rows [k * batch_size, (k + 1) * batch_size) of
+    split_rows(...) in order, process p its p-th contiguous share; rows past the end
+    are padding (weight 0, index -1, label -1, zero image). Every process yields the
+    same number of batches, ceil(N / batch_size), so a jitted step sees one shape
+    and every series is counted exactly once over all processes.
+    """
+    from phasejax.data import grain_io
+
+    check_data_config(cfg.data)
+    bp = _per_process(batch_size, process_index, process_count)
+    rows = split_rows(cache_dir, split, cfg, include_unlabelled=include_unlabelled)
+    series = _Series(str(cache_dir), tuple(rows), cfg.data, cfg.train.seed, training=False)
+    fn = _EvalBatch(series, batch_size, bp, process_index, input_shape(cfg.data))
+    ds = grain_io.batch_map(num_eval_batches(len(rows), batch_size), fn)
+    return grain_io.iterate(ds, num_threads=num_threads)

@@ -1,0 +1,337 @@
+"""Series classifiers of Liu et al. 2025: strategy A (one step) and strategy B (two steps).
+
+Both take a batch of series [B, S, H, W, C] (S slices, C windows per slice) and
+return one `Output`: normalised per-phase log-probabilities over the label set
+plus the logits each loss needs. Slices enter the network in one of two modes
+(`data.slice_mode`):
+
+- "channels" (2.5D): the S*C planes of a series are stacked as input channels,
+  slice-major (slice 0's windows first), one forward pass per series.
+- "per_slice": the network sees each slice alone ([B*S, H, W, C]); slice
+  log-probabilities are aggregated per series by `model.aggregation`
+  ("mean_logprob": log_softmax of the mean log-probability; "majority": vote
+  shares as probabilities), and the loss is the mean cross-entropy over slices.
+
+Strategy B (paper's two steps): network 1 classifies the step-1 classes of the
+label set (AP / PVP / DP, + NC), network 2 splits AP into EAP / LAP and learns
+from arterial series only. log p(phase) = log p1(step-1 class) + log p2(phase | AP)
+along `LabelSet.two_step_paths()`, so p(EAP) = p1(AP) * p2(EAP | AP). Both
+networks live in one module: one train step, one optimizer, one checkpoint.
+
+Losses are weighted means over the global batch, sum(w * ce) / max(sum(w), 1);
+under a jit sharded on 'data' the sums run over every device's rows. Labels -1
+(unlabelled) and weight 0 (padding) rows contribute nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from phasejax.config import Config
+from phasejax.models.resnet import ResNet, resolve_dtype
+from phasejax.phases import LabelSet, label_set
+
+SLICE_MODES = ("channels", "per_slice")
+AGGREGATIONS = ("mean_logprob", "majority")
+STRATEGIES = ("one_step", "two_step")
+
+# Majority vote: the vote shares get an epsilon of probability mass so no phase
+# has log-probability -inf (which would make the loss and log-loss metrics
+# infinite). Must equal phasejax.eval.metrics.MAJORITY_EPS, which re-aggregates
+# saved slice outputs the same way (tests/test_classifiers.py checks both agree).
+VOTE_EPSILON = 1e-3
+
+
+class Output(NamedTuple):
+    """What a classifier returns for a batch of B series over K phases.
+
+    log_probs: [B, K] float32 log-probabilities over the label set (rows logsumexp to 0).
+    heads: logits each loss needs, float32; one step: {"logits"}; two steps:
+        {"step1", "step2"}. Shapes [B, K_head] in channels mode, [B, S, K_head] per slice.
+    """
+
+    log_probs: jax.Array
+    heads: dict[str, jax.Array]
+
+
+# --------------------------------------------------------------------------- helpers
+def aggregate_slices(slice_log_probs: jax.Array, method: str) -> jax.Array:
+    """Series log-probabilities [B, K] from per-slice log-probabilities [B, S, K].
+
+    "mean_logprob": log_softmax(mean over slices), i.e. the normalised geometric
+    mean of the slice probabilities. "majority": p = (v + eps) / (1 + K * eps), with
+    v the share of slices whose argmax is each phase (ties within a slice go to the
+    lower index, as jnp.argmax; a tie between phases with equal vote shares does
+    too, so an odd slice count avoids ties).
+    """
+    if method not in AGGREGATIONS:
+        raise ValueError(f"unknown slice aggregation {method!r}; known: {AGGREGATIONS}")
+    if method == "mean_logprob":
+        return jax.nn.log_softmax(jnp.mean(slice_log_probs, axis=1), axis=-1)
+    k = slice_log_probs.shape[-1]
+    votes = jnp.mean(jax.nn.one_hot(jnp.argmax(slice_log_probs, axis=-1), k), axis=1)
+    return jnp.log((votes + VOTE_EPSILON) / (1.0 + k * VOTE_EPSILON))
+
+
+def two_step_log_probs(step1_logits: jax.Array, step2_logits: jax.Array, labels: LabelSet):
+    """Per-phase log-probabilities [..., K] from network 1 and network 2 logits.
+
+    log p(phase) = log p1(step-1 class of phase) + (log p2(phase | AP) if arterial).
+    The rows stay normalised: the arterial phases share p1(AP) as p2 sums to 1.
+    """
+    paths = labels.two_step_paths()
+    s1 = jnp.asarray([p[0] for p in paths], dtype=jnp.int32)
+    s2 = jnp.asarray([max(p[1], 0) for p in paths], dtype=jnp.int32)
+    arterial = jnp.asarray([p[1] >= 0 for p in paths])
+    lp1 = jax.nn.log_softmax(step1_logits.astype(jnp.float32), axis=-1)
+    lp2 = jax.nn.log_softmax(step2_logits.astype(jnp.float32), axis=-1)
+    return jnp.take(lp1, s1, axis=-1) + jnp.where(arterial, jnp.take(lp2, s2, axis=-1), 0.0)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-series cross-entropy [B] for logits [B, K] or per-slice logits [B, S, K].
+
+    Per-slice logits give the mean cross-entropy over slices (every slice carries
+    its series' label). Labels < 0 give 0 (callers mask them out of the weights).
+    """
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    safe = jnp.maximum(labels, 0)
+    if logits.ndim == 3:
+        safe = jnp.broadcast_to(safe[:, None], logits.shape[:2])
+    ce = -jnp.take_along_axis(lp, safe[..., None], axis=-1)[..., 0]
+    if logits.ndim == 3:
+        ce = jnp.mean(ce, axis=1)
+    return jnp.where(labels >= 0, ce, 0.0)
+
+
+def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
+    """sum(w * v) / max(sum(w), 1): 0 (not NaN) when nothing is weighted."""
+    return jnp.sum(weight * values) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def _head_accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
+    if logits.ndim == 3:  # per slice: accuracy of the mean log-prob vote of the head
+        logits = jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=1)
+    return weighted_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), weight)
+
+
+# ------------------------------------------------------------------------ classifiers
+class _SeriesClassifier(nnx.Module):
+    """Shared slice handling: input validation, network input layout, aggregation."""
+
+    def _init_common(
+        self,
+        labels: LabelSet,
+        *,
+        num_slices: int,
+        channels: int,
+        slice_mode: str,
+        aggregation: str,
+    ) -> int:
+        if slice_mode not in SLICE_MODES:
+            raise ValueError(f"unknown slice mode {slice_mode!r}; known: {SLICE_MODES}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown slice aggregation {aggregation!r}; known: {AGGREGATIONS}")
+        if num_slices < 1 or channels < 1:
+            raise ValueError(f"need num_slices, channels >= 1, got {num_slices}, {channels}")
+        self.label_set = labels
+        self.num_slices = num_slices
+        self.channels = channels
+        self.slice_mode = slice_mode
+        self.aggregation = aggregation
+        return num_slices * channels if slice_mode == "channels" else channels
+
+    def _network_input(self, x: jax.Array) -> jax.Array:
+        expected = (self.num_slices, self.channels)
+        if x.ndim != 5 or tuple(x.shape[1:2]) + tuple(x.shape[4:]) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects a batch [B, S={self.num_slices}, H, W, "
+                f"C={self.channels}], got shape {tuple(x.shape)}"
+            )
+        b, s, h, w, c = x.shape
+        if self.slice_mode == "channels":
+            return jnp.transpose(x, (0, 2, 3, 1, 4)).reshape(b, h, w, s * c)
+        return x.reshape(b * s, h, w, c)
+
+    def _series_logits(self, logits: jax.Array, batch: int) -> jax.Array:
+        if self.slice_mode == "channels":
+            return logits
+        return logits.reshape(batch, self.num_slices, logits.shape[-1])
+
+    def _series_log_probs(self, phase_log_probs: jax.Array) -> jax.Array:
+        if self.slice_mode == "channels":
+            return phase_log_probs
+        return aggregate_slices(phase_log_probs, self.aggregation)
+
+    @staticmethod
+    def _accuracy(out: Output, label: jax.Array, weight: jax.Array) -> jax.Array:
+        hit = (jnp.argmax(out.log_probs, axis=-1) == label).astype(jnp.float32)
+        return weighted_mean(hit, weight)
+
+
+class OneStepClassifier(_SeriesClassifier):
+    """Strategy A: one ResNet over all phases of the label set."""
+
+    def __init__(
+        self,
+        labels: LabelSet,
+        *,
+        depth: str,
+        num_slices: int,
+        channels: int,
+        slice_mode: str = "channels",
+        aggregation: str = "mean_logprob",
+        width: int = 64,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        cin = self._init_common(
+            labels,
+            num_slices=num_slices,
+            channels=channels,
+            slice_mode=slice_mode,
+            aggregation=aggregation,
+        )
+        self.net = ResNet(
+            depth,
+            in_channels=cin,
+            num_classes=labels.num_classes,
+            width=width,
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> Output:
+        logits = self._series_logits(self.net(self._network_input(x)), x.shape[0])
+        log_probs = self._series_log_probs(jax.nn.log_softmax(logits, axis=-1))
+        return Output(log_probs=log_probs, heads={"logits": logits})
+
+    def loss(
+        self, out: Output, label: jax.Array, weight: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        w = weight.astype(jnp.float32) * (label >= 0)
+        loss = weighted_mean(cross_entropy(out.heads["logits"], label), w)
+        return loss, {"loss": loss, "accuracy": self._accuracy(out, label, w)}
+
+
+class TwoStepClassifier(_SeriesClassifier):
+    """Strategy B: network 1 over the step-1 classes, network 2 over {EAP, LAP}."""
+
+    def __init__(
+        self,
+        labels: LabelSet,
+        *,
+        depth: str,
+        num_slices: int,
+        channels: int,
+        slice_mode: str = "channels",
+        aggregation: str = "mean_logprob",
+        width: int = 64,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        if not any(step2 >= 0 for _, step2 in labels.two_step_paths()):
+            raise ValueError(f"label set {labels.name!r} has no arterial phase to split in step 2")
+        cin = self._init_common(
+            labels,
+            num_slices=num_slices,
+            channels=channels,
+            slice_mode=slice_mode,
+            aggregation=aggregation,
+        )
+        self.step1_classes = labels.step1_classes
+        self.step2_classes = labels.step2_classes
+        self.step1 = ResNet(
+            depth,
+            in_channels=cin,
+            num_classes=len(labels.step1_classes),
+            width=width,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.step2 = ResNet(
+            depth,
+            in_channels=cin,
+            num_classes=len(labels.step2_classes),
+            width=width,
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> Output:
+        xin = self._network_input(x)
+        l1 = self._series_logits(self.step1(xin), x.shape[0])
+        l2 = self._series_logits(self.step2(xin), x.shape[0])
+        # Per slice, the phase log-probabilities are combined slice by slice and then
+        # aggregated, so both aggregation modes see the same per-phase quantities
+        # as in the one-step model.
+        log_probs = self._series_log_probs(two_step_log_probs(l1, l2, self.label_set))
+        return Output(log_probs=log_probs, heads={"step1": l1, "step2": l2})
+
+    def step_labels(self, label: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Label-set indices [B] -> (step-1 index, step-2 index or -1 for non-arterial)."""
+        paths = self.label_set.two_step_paths()
+        s1 = jnp.asarray([p[0] for p in paths], dtype=jnp.int32)
+        s2 = jnp.asarray([p[1] for p in paths], dtype=jnp.int32)
+        safe = jnp.maximum(label, 0)
+        valid = label >= 0
+        return jnp.where(valid, s1[safe], -1), jnp.where(valid, s2[safe], -1)
+
+    def loss(
+        self, out: Output, label: jax.Array, weight: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        y1, y2 = self.step_labels(label)
+        w1 = weight.astype(jnp.float32) * (y1 >= 0)
+        # Network 2 learns from arterial series only (paper's step 2); normalised by
+        # their (weighted) count, and exactly 0 with no gradient when a batch has none.
+        w2 = weight.astype(jnp.float32) * (y2 >= 0)
+        loss1 = weighted_mean(cross_entropy(out.heads["step1"], y1), w1)
+        loss2 = weighted_mean(cross_entropy(out.heads["step2"], y2), w2)
+        loss = loss1 + loss2
+        aux = {
+            "loss": loss,
+            "loss_step1": loss1,
+            "loss_step2": loss2,
+            "accuracy": self._accuracy(out, label, w1),
+            "accuracy_step1": _head_accuracy(out.heads["step1"], y1, w1),
+            "accuracy_step2": _head_accuracy(out.heads["step2"], y2, w2),
+            "arterial_weight": jnp.sum(w2),
+        }
+        return loss, aux
+
+
+def build_classifier(
+    cfg: Config,
+    *,
+    rngs: nnx.Rngs,
+    input_shape: tuple[int, int, int, int] | None = None,
+) -> OneStepClassifier | TwoStepClassifier:
+    """The classifier that `cfg` describes (model.strategy / depth / width / dtype, data.*).
+
+    input_shape (S, H, W, C) defaults to the input pipeline's
+    `phasejax.data.pipeline.input_shape(cfg.data)`, the one place that knows how
+    many channels a window preset yields.
+    """
+    if cfg.model.strategy not in STRATEGIES:
+        raise ValueError(f"unknown model.strategy {cfg.model.strategy!r}; known: {STRATEGIES}")
+    if input_shape is None:
+        from phasejax.data.pipeline import input_shape as pipeline_input_shape
+
+        input_shape = pipeline_input_shape(cfg.data)
+    num_slices, _, _, channels = input_shape
+    cls = TwoStepClassifier if cfg.model.strategy == "two_step" else OneStepClassifier
+    return cls(
+        label_set(cfg.data.label_set),
+        depth=cfg.model.depth,
+        num_slices=num_slices,
+        channels=channels,
+        slice_mode=cfg.data.slice_mode,
+        aggregation=cfg.model.aggregation,
+        width=cfg.model.width,
+        dtype=resolve_dtype(cfg.model.dtype),
+        rngs=rngs,
+    )

@@ -1,0 +1,249 @@
+"""The ResNet family (He et al. 2016) as one Flax NNX module built from a stage table.
+
+Layout follows torchvision's ResNet "v1.5" so parameter counts and the PyTorch
+reference in experiments/benchmarks/torch_reference.py match layer for layer:
+7x7/2 stem conv, BatchNorm, ReLU, 3x3/2 max pool; four stages of basic
+(ResNet-10/18/34) or bottleneck (ResNet-50/101/152) blocks, the stride on the
+first block's 3x3 conv; global average pool; dense head. Convolutions carry no
+bias because a BatchNorm follows each one.
+
+Inputs are NHWC (JAX's native conv layout). Padding is explicit, as in PyTorch:
+"SAME" padding of a stride-2 conv on an even input pads (0, 1) where PyTorch
+pads (1, 1), which would shift every feature map by half a pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# depth -> (block kind, blocks per stage). "tiny" and "tiny-bottleneck" are test
+# networks: two stages of one block (the second with a stride-2 projection
+# shortcut), so tests exercise both block and shortcut kinds at a fraction of the
+# initialisation and compile time of the standard depths.
+STAGES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "tiny": ("basic", (1, 1)),
+    "tiny-bottleneck": ("bottleneck", (1, 1)),
+    "10": ("basic", (1, 1, 1, 1)),
+    "18": ("basic", (2, 2, 2, 2)),
+    "34": ("basic", (3, 4, 6, 3)),
+    "50": ("bottleneck", (3, 4, 6, 3)),
+    "101": ("bottleneck", (3, 4, 23, 3)),
+    "152": ("bottleneck", (3, 8, 36, 3)),
+}
+BOTTLENECK_EXPANSION = 4
+
+# PyTorch's BatchNorm momentum 0.1 (weight of the new batch) is Flax's 0.9 (weight
+# of the running average); Flax's default 0.99 would leave the running statistics
+# near their initial values after the few hundred steps of a CPU debug run, and
+# eval-mode predictions would then be wrong.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# He (Kaiming) normal over fan-out, untruncated: torchvision's conv initialisation.
+_conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def resolve_dtype(dtype: Any) -> jnp.dtype:
+    """A compute dtype from a name ("float32", "bfloat16") or a dtype; other names raise."""
+    d = jnp.dtype(dtype)
+    if d not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"unsupported compute dtype {dtype!r}; use float32 or bfloat16")
+    return d
+
+
+def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    p = kernel // 2
+    return ((p, p), (p, p))
+
+
+def _conv(
+    cin: int, cout: int, kernel: int, stride: int, dtype: jnp.dtype, rngs: nnx.Rngs
+) -> nnx.Conv:
+    return nnx.Conv(
+        cin,
+        cout,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=_pad(kernel),
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=_conv_init,
+        rngs=rngs,
+    )
+
+
+def _bn(features: int, rngs: nnx.Rngs, *, zero_scale: bool = False) -> nnx.BatchNorm:
+    # dtype float32: statistics, normalisation and the residual sum stay in float32
+    # under bf16 compute (bf16 has 8 mantissa bits; variances lose precision); the
+    # next conv casts its input back to its compute dtype. use_running_average is
+    # given explicitly: newer Flax versions default it to None and then refuse to
+    # run until a mode is set.
+    return nnx.BatchNorm(
+        features,
+        use_running_average=False,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        scale_init=nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init(),
+        rngs=rngs,
+    )
+
+
+class BasicBlock(nnx.Module):
+    """Two 3x3 convs plus a shortcut (1x1 conv + BN when the shape changes)."""
+
+    def __init__(
+        self, cin: int, cout: int, stride: int, *, dtype: jnp.dtype, rngs: nnx.Rngs
+    ) -> None:
+        self.conv1 = _conv(cin, cout, 3, stride, dtype, rngs)
+        self.bn1 = _bn(cout, rngs)
+        self.conv2 = _conv(cout, cout, 3, 1, dtype, rngs)
+        # Zero-initialised last scale (Goyal et al. 2017, "Accurate, large minibatch
+        # SGD"): each fresh block computes relu(shortcut(x)), so a deep net starts
+        # as a shallow one and trains stably from the first step.
+        self.bn2 = _bn(cout, rngs, zero_scale=True)
+        if stride != 1 or cin != cout:
+            self.down_conv = _conv(cin, cout, 1, stride, dtype, rngs)
+            self.down_bn = _bn(cout, rngs)
+        else:
+            self.down_conv = None
+            self.down_bn = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x if self.down_conv is None else self.down_bn(self.down_conv(x))
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return nnx.relu(y + shortcut)
+
+
+class Bottleneck(nnx.Module):
+    """1x1 reduce, 3x3 (strided, torchvision v1.5), 1x1 expand by 4, plus a shortcut."""
+
+    def __init__(
+        self, cin: int, mid: int, stride: int, *, dtype: jnp.dtype, rngs: nnx.Rngs
+    ) -> None:
+        cout = mid * BOTTLENECK_EXPANSION
+        self.conv1 = _conv(cin, mid, 1, 1, dtype, rngs)
+        self.bn1 = _bn(mid, rngs)
+        self.conv2 = _conv(mid, mid, 3, stride, dtype, rngs)
+        self.bn2 = _bn(mid, rngs)
+        self.conv3 = _conv(mid, cout, 1, 1, dtype, rngs)
+        self.bn3 = _bn(cout, rngs, zero_scale=True)
+        if stride != 1 or cin != cout:
+            self.down_conv = _conv(cin, cout, 1, stride, dtype, rngs)
+            self.down_bn = _bn(cout, rngs)
+        else:
+            self.down_conv = None
+            self.down_bn = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x if self.down_conv is None else self.down_bn(self.down_conv(x))
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = nnx.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return nnx.relu(y + shortcut)
+
+
+class ResNet(nnx.Module):
+    """ResNet of a given depth; `__call__(x [N, H, W, C]) -> float32 logits [N, num_classes]`.
+
+    `width` is the first stage's channel count (64 = standard); stage i has
+    width * 2**i (times 4 at a bottleneck's output). `dtype` is the compute dtype
+    of convs and the head; parameters and BatchNorm are always float32.
+    `model.train()` / `model.eval()` switch BatchNorm between batch statistics
+    (updating the running averages) and the running averages.
+    """
+
+    def __init__(
+        self,
+        depth: str,
+        *,
+        in_channels: int,
+        num_classes: int,
+        width: int = 64,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        depth = str(depth)
+        if depth not in STAGES:
+            raise ValueError(f"unknown ResNet depth {depth!r}; known: {list(STAGES)}")
+        if in_channels < 1 or num_classes < 1 or width < 1:
+            raise ValueError(
+                f"ResNet needs in_channels, num_classes and width >= 1, got "
+                f"{in_channels}, {num_classes}, {width}"
+            )
+        kind, counts = STAGES[depth]
+        dt = resolve_dtype(dtype)
+        self.depth = depth
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.dtype = dt
+
+        self.stem_conv = _conv(in_channels, width, 7, 2, dt, rngs)
+        self.stem_bn = _bn(width, rngs)
+        blocks: list[BasicBlock | Bottleneck] = []
+        cin = width
+        for stage, n in enumerate(counts):
+            planes = width * 2**stage
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                if kind == "basic":
+                    blocks.append(BasicBlock(cin, planes, stride, dtype=dt, rngs=rngs))
+                    cin = planes
+                else:
+                    blocks.append(Bottleneck(cin, planes, stride, dtype=dt, rngs=rngs))
+                    cin = planes * BOTTLENECK_EXPANSION
+        self.blocks = nnx.List(blocks)
+        self.num_features = cin
+        self.head = nnx.Linear(cin, num_classes, dtype=dt, param_dtype=jnp.float32, rngs=rngs)
+
+    @property
+    def total_stride(self) -> int:
+        """Input pixels per pixel of `feature_map`: stem conv 2 x max pool 2 x 2 per later stage."""
+        return 4 * 2 ** (len(STAGES[self.depth][1]) - 1)
+
+    def feature_map(self, x: jax.Array) -> jax.Array:
+        """The last stage's feature maps [N, h, w, num_features] (compute dtype), before pooling.
+
+        Grad-CAM (phasejax.models.gradcam) differentiates the logits with respect to these.
+        """
+        if x.ndim != 4 or x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"ResNet-{self.depth} expects input [N, H, W, {self.in_channels}], "
+                f"got shape {tuple(x.shape)}"
+            )
+        x = nnx.relu(self.stem_bn(self.stem_conv(x)))
+        # Max pool pads with -inf (reduce_window's identity), as PyTorch's MaxPool2d does.
+        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    @staticmethod
+    def pool(feature_map: jax.Array) -> jax.Array:
+        """Global average pool of a feature map -> float32 features [N, num_features]."""
+        return jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Globally pooled float32 features [N, num_features]."""
+        return self.pool(self.feature_map(x))
+
+    def classify(self, feature_map: jax.Array) -> jax.Array:
+        """float32 logits [N, num_classes] from a feature map [N, h, w, num_features]."""
+        # Logits back in float32: log_softmax / cross-entropy of bf16 logits lose
+        # the small probability differences the two-step product depends on.
+        return self.head(self.pool(feature_map)).astype(jnp.float32)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.classify(self.feature_map(x))
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable parameters (nnx.Param), BatchNorm running statistics excluded."""
+    return sum(int(v.size) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,1 @@
+"""Figures (matplotlib object API, no jax): paper figures from results files."""
