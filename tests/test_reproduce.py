@@ -37,6 +37,10 @@ def test_writes_report_results_and_every_figure(reproduced):
             path = out / "figures" / f"{stem}.{ext}"
             assert path.stat().st_size > 1000, path
         assert f"figures/{stem}.png" in report
+    # Grad-CAM overlays for each strategy (the fake cache has no organ masks, so no share plot).
+    for slug in ("A_one_step", "B_two_step"):
+        assert (out / "figures" / f"saliency_{slug}_overlays.png").stat().st_size > 1000
+        assert f"figures/saliency_{slug}_overlays.png" in report
 
 
 def test_rerun_trains_nothing_and_rewrites_the_same_numbers(reproduced):

@@ -30,6 +30,7 @@ stays dimmer); a series whose map is zero everywhere stays zero.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -138,9 +139,7 @@ def _gradcam_fn(
         return jnp.sum(jnp.take_along_axis(lp, target[:, None], axis=-1))
 
     grads = jax.grad(score)(maps)
-    raw = {
-        n: jnp.einsum("nhwf,nf->nhw", maps[n], jnp.mean(grads[n], axis=(1, 2))) for n in nets
-    }
+    raw = {n: jnp.einsum("nhwf,nf->nhw", maps[n], jnp.mean(grads[n], axis=(1, 2))) for n in nets}
     return raw, out_lp, target
 
 
@@ -164,7 +163,11 @@ def _upsample_normalise(raw: np.ndarray, model: Classifier, size: tuple[int, int
     return np.where(peak > 0, up / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
 
 
-def grad_cam(model: Classifier, x: np.ndarray | jax.Array, target=None) -> GradCAM:
+def grad_cam(
+    model: Classifier,
+    x: np.ndarray | jax.Array,
+    target: Sequence[int] | np.ndarray | None = None,
+) -> GradCAM:
     """Grad-CAM maps of a batch of series x [B, S, H, W, C] (the pipeline's "image").
 
     target: phase indices [B] (in the label set) whose log-probability each map
@@ -180,7 +183,9 @@ def grad_cam(model: Classifier, x: np.ndarray | jax.Array, target=None) -> GradC
         raise ValueError(f"target has {target.shape[0]} entries for a batch of {b} series")
     k = model.label_set.num_classes
     if np.any(target >= k):
-        raise ValueError(f"target indices {target.tolist()} outside the {k} phases of the label set")
+        raise ValueError(
+            f"target indices {target.tolist()} outside the {k} phases of the label set"
+        )
     graphdef, state = nnx.split(model)
     raw, out_lp, tgt = jax.device_get(_compiled(graphdef)(state, x, jnp.asarray(target)))
     size = (int(x.shape[2]), int(x.shape[3]))

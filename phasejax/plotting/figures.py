@@ -10,6 +10,7 @@ without retraining. Strategy A (one-step) and B (two-step) keep their colours in
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -487,7 +488,8 @@ def label_runs(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[st
 
 def draw_all(run_dirs: Mapping[str, str | Path], out: str | Path) -> list[Path]:
     """Draw every figure of the given runs into `out` (NAME.png and NAME.pdf each); figures the
-    runs hold no data for (e.g. no external split) are skipped. Returns the written paths."""
+    runs hold no data for (e.g. no external split) are skipped. Saliency overlays and shares
+    are drawn for runs that hold a saliency.npz. Returns the written paths."""
     runs = label_runs({name: load_results(d) for name, d in run_dirs.items()})
     out = Path(out)
     paths: list[Path] = []
@@ -498,4 +500,10 @@ def draw_all(run_dirs: Mapping[str, str | Path], out: str | Path) -> list[Path]:
             log.info("figure %s skipped: %s", name, e)
             continue
         paths += save_figure(fig, out / name)
+    from phasejax.plotting.saliency import draw_saliency
+
+    for name, d in run_dirs.items():
+        if (Path(d) / "saliency.npz").is_file():
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+            paths += draw_saliency(d, out, name=f"saliency_{slug}")
     return paths

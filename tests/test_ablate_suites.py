@@ -1,0 +1,365 @@
+"""Ablation suites: loading, expansion into stable run ids, baseline sharing, skip and resume.
+
+Training is a fake here (`FakeTrainer`): it records its calls and writes a plausible
+results.json at once, so the runner's logic is tested without JAX.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phasejax.ablate import runner
+from phasejax.ablate.suites import (
+    SuiteError,
+    expand,
+    load_presets,
+    load_suites,
+    parse_suite,
+    select_suites,
+    shared_baseline_overrides,
+)
+from phasejax.cli import main
+from phasejax.config import Config
+
+CLASSES = ["EAP", "LAP", "PVP", "DP"]
+
+
+def _suite(**kw):
+    data = {"question": "q?", **kw}
+    return parse_suite(data, f"<{kw.get('name')}>")
+
+
+DEPTH = dict(name="depth", axis="model.depth", values=["10", "18", "34"], baseline="18")
+STRATEGY = dict(
+    name="strategy", axis="model.strategy", values=["one_step", "two_step"], baseline="two_step"
+)
+ROBUST = dict(name="robustness", kind="evaluate", axis="noise_hu", values=[0, 20], baseline=0)
+
+
+class FakeTrainer:
+    """train_fn stand-in: records (run dir relative to the ablation dir, resumed?) and writes
+    results.json with 8 test and 8 external predictions whose accuracy depends on the config."""
+
+    def __init__(self, out: Path, interrupt: str | None = None):
+        self.out = Path(out)
+        self.calls: list[tuple[str, bool]] = []
+        self.interrupt = interrupt
+
+    def __call__(self, cfg: Config, workdir: Path, *, cache_dir=None) -> dict:
+        rel = Path(workdir).relative_to(self.out).as_posix()
+        ckpt = Path(workdir) / "checkpoints"
+        self.calls.append((rel, ckpt.is_dir()))
+        (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict()))
+        ckpt.mkdir(exist_ok=True)  # as the real trainer's first checkpoint would
+        if rel == self.interrupt:
+            raise KeyboardInterrupt
+        results = fake_results(n_correct=4 + len(rel) % 4)
+        (Path(workdir) / "results.json").write_text(json.dumps(results))
+        return results
+
+
+def fake_results(n_correct: int, n: int = 8) -> dict:
+    def split(prefix: str) -> dict:
+        preds = []
+        for i in range(n):
+            label = CLASSES[i % 4]
+            guess = label if i < n_correct else CLASSES[(i + 1) % 4]
+            probs = [0.7 if c == guess else 0.1 for c in CLASSES]
+            preds.append(
+                {"series_id": f"{prefix}{i}", "patient_id": f"P{i // 4}", "site": "A",
+                 "label": label, "probs": probs}
+            )  # fmt: skip
+        return {"metrics": {}, "predictions": preds}
+
+    return {
+        "classes": CLASSES,
+        "label_set": "paper4",
+        "strategy": "two_step",
+        "train": {"steps": 6, "wall_time_s": 1.0, "images_per_s": 10.0, "best_step": 6,
+                  "best_val_accuracy": 0.5},
+        "splits": {"test": split("t"), "external": split("e")},
+    }  # fmt: skip
+
+
+def fake_eval(calls: list):
+    def eval_fn(cfg, model_dir, workdir, perturbation, *, cache_dir=None):
+        calls.append((Path(model_dir).name, dict(perturbation)))
+        return fake_results(n_correct=3)
+
+    return eval_fn
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_repository_suites_and_presets_load():
+    suites = load_suites()
+    assert set(suites) >= {
+        "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness"
+    }  # fmt: skip
+    assert suites["depth"].labels == ("10", "18", "34", "50")
+    assert suites["windowing"].labels == ("raw", "abdomen", "liver", "wide", "multi")
+    assert suites["learning_curve"].labels == ("0.1", "0.25", "0.5", "1.0")
+    slices = suites["slices"]
+    got = {(dict(v.overrides)["data.num_slices"], dict(v.overrides)["data.slice_mode"])
+           for v in slices.variants}  # fmt: skip
+    assert got == {(n, m) for n in ("1", "3", "5", "9") for m in ("channels", "per_slice")}
+    assert suites["robustness"].kind == "evaluate"
+    presets = load_presets()
+    assert {"smoke", "quick", "paper"} <= set(presets)
+    assert presets["smoke"].seeds == 1 and presets["quick"].seeds == 3
+    for name, p in presets.items():
+        all_suites = [s.for_preset(name) for s in suites.values()]
+        plan = expand(all_suites, p.base_config(), range(2), preset=name)
+        # every suite's baseline cell is the one shared run, for every preset
+        for s in all_suites:
+            assert plan.cells[s.name][s.baseline] == {0: "_baseline/seed0", 1: "_baseline/seed1"}
+
+
+def test_suite_errors_name_file_and_reason(tmp_path):
+    with pytest.raises(SuiteError, match=r"<x>: missing required key 'baseline'"):
+        parse_suite({"name": "x", "question": "q", "axis": "model.depth", "values": ["10"]}, "<x>")
+    with pytest.raises(SuiteError, match=r"unknown config key 'model\.dept'"):
+        _suite(name="d", axis="model.dept", values=["10"], baseline="10")
+    with pytest.raises(SuiteError, match=r"baseline '99' is not one of the values"):
+        _suite(name="d", axis="model.depth", values=["10"], baseline="99")
+    with pytest.raises(SuiteError, match=r"not a valid int"):
+        _suite(name="r", axis="data.image_size", values=["big"], baseline="big")
+    with pytest.raises(SuiteError, match="not usable as a directory name"):
+        _suite(name="w", axis="data.window", values=["a/b"], baseline="a/b")
+    with pytest.raises(SuiteError, match="not a known perturbation"):
+        _suite(name="r", kind="evaluate", axis="model.depth", values=["10"], baseline="10")
+    with pytest.raises(SuiteError, match="train.seed is set by --seeds"):
+        _suite(name="s", axis="train.seed", values=[1], baseline=1)
+    bad = tmp_path / "depth.toml"
+    bad.write_text('name = "other"\nquestion = "q"\naxis = "model.depth"\nvalues = ["10"]\n'
+                   'baseline = "10"\n')  # fmt: skip
+    with pytest.raises(SuiteError, match=r"depth\.toml: suite name 'other' must match"):
+        load_suites(tmp_path)
+    bad.write_text("name = [")
+    with pytest.raises(SuiteError, match=r"depth\.toml: not valid TOML"):
+        load_suites(tmp_path)
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def test_expansion_gives_stable_run_ids_and_configs():
+    depth, strategy = _suite(**DEPTH), _suite(**STRATEGY)
+    plan = expand([depth, strategy], Config(), range(3), preset="t")
+    ids = [r.run_id for r in plan.runs]
+    assert ids == [
+        f"{rid}/seed{k}"
+        for k in range(3)
+        for rid in ("_baseline", "depth/10", "depth/34", "strategy/one_step")
+    ]
+    # the same ids whichever suites are selected, and on every expansion
+    alone = expand([depth], Config(), range(3), preset="t", all_suites=[depth, strategy])
+    assert [r.run_id for r in alone.runs] == [i for i in ids if not i.startswith("strategy")]
+    run = plan.run("depth/34/seed2")
+    assert run.config.model.depth == "34" and run.config.train.seed == 2
+    assert run.config.model.strategy == "two_step"
+    # seeds change train.seed and nothing else
+    a, b = plan.run("depth/34/seed0").config, plan.run("depth/34/seed1").config
+    assert a.replace(train=a.train.__class__(**{**a.train.__dict__, "seed": 1})) == b
+
+
+def test_compound_values_and_preset_sections():
+    slices = parse_suite(
+        {
+            "name": "slices", "question": "q", "axis": "slices x mode", "baseline": "3_channels",
+            "values": [
+                {"label": "3_channels", "x": 3, "group": "channels",
+                 "set": {"data.num_slices": 3, "data.slice_mode": "channels"}},
+                {"label": "5_per_slice", "x": 5, "group": "per_slice",
+                 "set": {"data": {"num_slices": 5, "slice_mode": "per_slice"}}},
+            ],
+            "presets": {"smoke": {"values": ["3_channels", "5_per_slice"], "baseline": "3_channels"},
+                        "tiny": {"values": ["3_channels"]}},
+        },
+        "<slices>",
+    )  # fmt: skip
+    plan = expand([slices], Config(), [0])
+    cfg = plan.run("slices/5_per_slice/seed0").config
+    assert (cfg.data.num_slices, cfg.data.slice_mode) == (5, "per_slice")
+    assert slices.variant("5_per_slice").x == 5.0
+    assert slices.for_preset("tiny").labels == ("3_channels",)
+    depth = _suite(**DEPTH, presets={"smoke": {"values": ["tiny", "10"], "baseline": "tiny"}})
+    smoke = depth.for_preset("smoke")
+    assert smoke.labels == ("tiny", "10") and smoke.baseline == "tiny"
+    assert smoke.variant("tiny").overrides == (("model.depth", "tiny"),)
+
+
+def test_baseline_is_shared_across_suites():
+    depth, strategy, robust = _suite(**DEPTH), _suite(**STRATEGY), _suite(**ROBUST)
+    assert shared_baseline_overrides([depth, strategy]) == {
+        "model.depth": "18",
+        "model.strategy": "two_step",
+    }
+    plan = expand([depth, strategy, robust], Config().override({"model.depth": "50"}), [0, 1])
+    base_runs = [r for r in plan.runs if r.run_id.startswith("_baseline/")]
+    assert [r.run_id for r in base_runs] == ["_baseline/seed0", "_baseline/seed1"]
+    assert base_runs[0].cells == (
+        ("depth", "18"), ("strategy", "two_step"), ("robustness", "0")
+    )  # fmt: skip
+    # the union of the suites' baselines overrides the preset's own depth 50
+    assert base_runs[0].config.model.depth == "18"
+    ev = plan.run("robustness/20/seed1")
+    assert ev.kind == "evaluate" and ev.source == "_baseline/seed1"
+    assert ev.perturbation == (("noise_hu", "20"),)
+
+
+def test_baseline_conflict_and_fixed_overrides():
+    other = _suite(name="other", axis="model.depth", values=["10", "34"], baseline="34")
+    with pytest.raises(SuiteError, match=r"baselines disagree on model\.depth"):
+        shared_baseline_overrides([_suite(**DEPTH), other])
+    # a suite that holds another setting fixed cannot use the shared baseline run
+    fixed = _suite(**{**STRATEGY, "fixed": {"data.window": "liver"}})
+    plan = expand([_suite(**DEPTH), fixed], Config(), [0])
+    assert plan.cells["strategy"]["two_step"] == {0: "strategy/two_step/seed0"}
+    assert plan.run("strategy/two_step/seed0").config.data.window == "liver"
+    assert plan.cells["depth"]["18"] == {0: "_baseline/seed0"}
+
+
+def test_only_restricts_runs_not_cells():
+    depth, robust = _suite(**DEPTH), _suite(**ROBUST)
+    plan = expand([depth], Config(), range(2), only=["34"])
+    assert [r.run_id for r in plan.runs] == ["depth/34/seed0", "depth/34/seed1"]
+    assert set(plan.cells["depth"]) == {"10", "18", "34"}
+    # an evaluate value needs the model it evaluates
+    plan = expand([robust], Config(), [0], only=["20"])
+    assert [r.run_id for r in plan.runs] == ["_baseline/seed0", "robustness/20/seed0"]
+    with pytest.raises(SuiteError, match=r"--only \['99'\]"):
+        expand([depth], Config(), [0], only=["99"])
+    with pytest.raises(SuiteError, match="unknown suite"):
+        select_suites({"depth": depth}, ["nope"])
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_skip_finished_and_resume_interrupted(tmp_path):
+    depth = _suite(**DEPTH)
+    plan = expand([depth], Config(), range(2), preset="t")
+    fake = FakeTrainer(tmp_path, interrupt="depth/34/seed0")
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(plan, tmp_path, train_fn=fake, progress=False)
+    assert fake.calls == [("_baseline/seed0", False), ("depth/10/seed0", False),
+                          ("depth/34/seed0", False)]  # fmt: skip
+    statuses = {r["run"]: r["status"] for r in runner.plan_rows(plan, tmp_path)}
+    assert statuses == {
+        "_baseline/seed0": "done", "depth/10/seed0": "done", "depth/34/seed0": "partial",
+        "_baseline/seed1": "todo", "depth/10/seed1": "todo", "depth/34/seed1": "todo",
+    }  # fmt: skip
+    fake2 = FakeTrainer(tmp_path)
+    report = runner.execute(plan, tmp_path, train_fn=fake2, progress=False)
+    # the interrupted run is resumed in its own workdir (its checkpoints are there) ...
+    assert fake2.calls[0] == ("depth/34/seed0", True)
+    assert [c[0] for c in fake2.calls] == ["depth/34/seed0", "_baseline/seed1", "depth/10/seed1",
+                                           "depth/34/seed1"]  # fmt: skip
+    assert report.skipped == ["_baseline/seed0", "depth/10/seed0"] and not report.failed
+    # ... and a third invocation trains nothing new
+    fake3 = FakeTrainer(tmp_path)
+    report = runner.execute(plan, tmp_path, train_fn=fake3, progress=False)
+    assert fake3.calls == [] and len(report.skipped) == 6
+    meta = json.loads((tmp_path / "depth/34/seed1/ablation.json").read_text())
+    assert meta["config"]["model"]["depth"] == "34" and meta["config"]["train"]["seed"] == 1
+
+
+def test_baseline_trained_once_across_suites_and_invocations(tmp_path):
+    depth, strategy = _suite(**DEPTH), _suite(**STRATEGY)
+    fake = FakeTrainer(tmp_path)
+    runner.execute(expand([depth], Config(), [0], all_suites=[depth, strategy]), tmp_path,
+                   train_fn=fake, progress=False)  # fmt: skip
+    runner.execute(expand([strategy], Config(), [0], all_suites=[depth, strategy]), tmp_path,
+                   train_fn=fake, progress=False)  # fmt: skip
+    runner.execute(expand([depth, strategy], Config(), [0]), tmp_path, train_fn=fake,
+                   progress=False)  # fmt: skip
+    trained = [c[0] for c in fake.calls]
+    assert trained == ["_baseline/seed0", "depth/10/seed0", "depth/34/seed0",
+                       "strategy/one_step/seed0"]  # fmt: skip
+    # the suites' baseline cells point at the shared run (plan.json and a symlink)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert set(plan["suites"]) == {"depth", "strategy"}
+    cell = [v for v in plan["suites"]["strategy"]["values"] if v["label"] == "two_step"][0]
+    assert cell["runs"] == {"0": "_baseline/seed0"}
+    link = tmp_path / "strategy" / "two_step" / "seed0"
+    assert link.is_symlink() and (link / "results.json").is_file()
+
+
+def test_evaluate_runs_use_the_baseline_model(tmp_path):
+    robust = _suite(**ROBUST)
+    calls: list = []
+    fake = FakeTrainer(tmp_path)
+    report = runner.execute(expand([robust], Config(), [0, 1]), tmp_path, train_fn=fake,
+                            eval_fn=fake_eval(calls), progress=False)  # fmt: skip
+    assert not report.failed
+    assert [c[0] for c in fake.calls] == ["_baseline/seed0", "_baseline/seed1"]
+    assert calls == [("seed0", {"noise_hu": 20.0}), ("seed1", {"noise_hu": 20.0})]
+    saved = json.loads((tmp_path / "robustness/20/seed1/results.json").read_text())
+    assert len(saved["splits"]["test"]["predictions"]) == 8
+
+
+def test_failed_run_is_reported_and_others_go_on(tmp_path):
+    depth = _suite(**DEPTH)
+
+    def flaky(cfg, workdir, *, cache_dir=None):
+        if cfg.model.depth == "10":
+            raise RuntimeError("out of memory")
+        return FakeTrainer(tmp_path)(cfg, workdir)
+
+    log = io.StringIO()
+    report = runner.execute(expand([depth], Config(), [0]), tmp_path, train_fn=flaky,
+                            progress=False, stream=log)  # fmt: skip
+    assert report.failed == {"depth/10/seed0": "RuntimeError: out of memory"}
+    assert "run depth/10/seed0 FAILED: RuntimeError: out of memory" in log.getvalue()
+    assert report.ran == ["_baseline/seed0", "depth/34/seed0"]
+
+
+def test_conflicting_run_directory_is_refused(tmp_path):
+    depth = _suite(**DEPTH)
+    plan = expand([depth], Config(), [0])
+    runner.execute(plan, tmp_path, train_fn=FakeTrainer(tmp_path), progress=False)
+    # the same directory, planned with another base config: nothing is trained over
+    other = expand([depth], Config().override({"data.window": "liver"}), [0])
+    assert {r["status"] for r in runner.plan_rows(other, tmp_path)} == {"conflict"}
+    fake = FakeTrainer(tmp_path)
+    with pytest.raises(runner.AblationError, match=r"differs in data\.window"):
+        runner.execute(other, tmp_path, train_fn=fake, progress=False)
+    assert fake.calls == []
+
+
+def test_plan_json_refuses_another_preset(tmp_path):
+    depth = _suite(**DEPTH)
+    runner.write_plan(expand([depth], Config(), [0], preset="quick"), tmp_path)
+    with pytest.raises(runner.AblationError, match="holds preset 'quick'"):
+        runner.write_plan(expand([depth], Config(), [0], preset="paper"), tmp_path)
+
+
+def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
+    out = tmp_path / "abl"
+    rc = main(["ablate", "--suite", "strategy,depth", "--preset", "smoke", "--seeds", "2",
+               "--out", str(out), "--dry-run"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "_baseline/seed1" in text and "strategy/one_step/seed0" in text
+    assert "model.depth=10" in text
+    assert "6 runs: 0 done, 0 partial (resumed), 6 to do" in text
+    assert not out.exists()  # a dry run writes nothing
+    assert main(["ablate", "--suite", "nope", "--preset", "smoke", "--out", str(out)]) == 2
+    assert "unknown suite(s) ['nope']" in capsys.readouterr().err
+
+
+def test_perturbation_noise_is_per_series_and_level():
+    vol = np.zeros((2, 4, 4), np.int16)
+    a = runner.perturb_volume(vol, "s1", {"noise_hu": 20.0})
+    assert np.array_equal(a, runner.perturb_volume(vol, "s1", {"noise_hu": 20.0}))
+    assert not np.array_equal(a, runner.perturb_volume(vol, "s2", {"noise_hu": 20.0}))
+    assert np.array_equal(runner.perturb_volume(vol, "s1", {"noise_hu": 0.0}), vol)
+    big = runner.perturb_volume(np.zeros((8, 64, 64), np.int16), "s", {"noise_hu": 20.0})
+    assert abs(float(big.std()) - 20.0) < 0.5

@@ -1,0 +1,249 @@
+"""Ablation summaries from hand-made results files: means, SDs, intervals, McNemar p-values.
+
+Test split: 20 series, labels cycle EAP, LAP, PVP, DP; a run is described by the set of
+series it gets wrong (a wrong series puts 0.7 on the next phase, 0.1 elsewhere).
+
+    baseline "18":  seed0 wrong {0..5} (70%), seed1 {0..3} (80%), seed2 {0, 1} (90%)
+    variant "34":   seed0 none (100%),       seed1 none (100%),  seed2 {10, 11, 12} (85%)
+    variant "50":   seed0 {0..3} (80%), seeds 1 and 2 not finished
+
+McNemar (b = baseline right / variant wrong, c = baseline wrong / variant right):
+    seed0 b=0 c=6 -> p = 2 * 0.5**6 = 0.03125; seed1 b=0 c=4 -> p = 2 * 0.5**4 = 0.125;
+    seed2 b=3 c=2 -> p = min(1, 2 * P(X <= 2 | 5, 1/2)) = 1.
+Seed ensembles (mean probabilities): the baseline is wrong where >= 2 of 3 seeds are wrong,
+{0..3}; the variant is right everywhere -> b=0, c=4, p = 0.125.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from phasejax.ablate import runner
+from phasejax.ablate.suites import expand, parse_suite
+from phasejax.ablate.summarize import seed_stats, summarize, summarize_suite
+from phasejax.cli import main
+from phasejax.config import Config
+from phasejax.data.cache import write_manifest
+
+CLASSES = ["EAP", "LAP", "PVP", "DP"]
+N = 20
+T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
+
+
+def results(wrong: set[int], *, wall: float = 10.0, sites=("A",)) -> dict:
+    def split(prefix: str) -> dict:
+        preds = []
+        for i in range(N):
+            label = CLASSES[i % 4]
+            guess = CLASSES[(i + 1) % 4] if i in wrong else label
+            preds.append(
+                {
+                    "series_id": f"{prefix}{i:02d}",
+                    "patient_id": f"P{i // 4}",
+                    "site": sites[i % len(sites)],
+                    "label": label,
+                    "probs": [0.7 if c == guess else 0.1 for c in CLASSES],
+                }
+            )
+        # one unlabelled series: predicted, but never counted
+        preds.append(
+            {"series_id": f"{prefix}99", "patient_id": "PX", "site": sites[0], "label": "",
+             "probs": [0.25] * 4}
+        )  # fmt: skip
+        return {"metrics": {}, "predictions": preds}
+
+    return {
+        "classes": CLASSES,
+        "label_set": "paper4",
+        "strategy": "two_step",
+        "train": {"steps": 10, "wall_time_s": wall, "images_per_s": 100.0 + wall,
+                  "best_step": 10, "best_val_accuracy": 0.5},
+        "splits": {"test": split("t"), "external": split("e")},
+    }  # fmt: skip
+
+
+WRONG = {
+    "_baseline/seed0": set(range(6)),
+    "_baseline/seed1": set(range(4)),
+    "_baseline/seed2": {0, 1},
+    "depth/34/seed0": set(),
+    "depth/34/seed1": set(),
+    "depth/34/seed2": {10, 11, 12},
+    "depth/50/seed0": set(range(4)),
+}
+
+
+@pytest.fixture
+def ablation(tmp_path: Path) -> Path:
+    suite = parse_suite(
+        {"name": "depth", "question": "Does depth matter?", "axis": "model.depth",
+         "values": ["18", "34", "50"], "baseline": "18"},
+        "<depth>",
+    )  # fmt: skip
+    runner.write_plan(expand([suite], Config(), range(3), preset="hand"), tmp_path)
+    for k, (rid, wrong) in enumerate(WRONG.items()):
+        path = tmp_path / rid / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(results(wrong, wall=10.0 * (k + 1))))
+    return tmp_path
+
+
+def rows_by_value(s) -> dict:
+    return {r["value"]: r for r in s.rows}
+
+
+def test_means_std_and_intervals(ablation):
+    plan = runner.read_plan(ablation)
+    s = summarize_suite(ablation, "depth", plan["suites"]["depth"], n_bootstrap=0)
+    rows = rows_by_value(s)
+    base = rows["18"]
+    assert base["baseline"] and base["seeds"] == 3 and base["internal_n"] == N
+    assert base["internal_acc_mean"] == pytest.approx(0.8)
+    assert base["internal_acc_std"] == pytest.approx(0.1)
+    half = T_975_2 * 0.1 / math.sqrt(3)
+    assert base["internal_acc_lo"] == pytest.approx(0.8 - half)
+    assert 0.8 + half > 1 and base["internal_acc_hi"] == 1.0  # clipped to a proportion
+    assert base["internal_ci"] == "t over 3 seeds"
+    # per-phase sensitivity, mean over seeds: EAP 3/5, 4/5, 4/5; PVP 4/5, 4/5, 5/5
+    assert base["internal_sens_EAP"] == pytest.approx((0.6 + 0.8 + 0.8) / 3)
+    assert base["internal_sens_PVP"] == pytest.approx((0.8 + 0.8 + 1.0) / 3)
+    # EAP/LAP accuracy over the 10 arterial series: 6/10, 8/10, 8/10
+    assert base["internal_eaplap_acc"] == pytest.approx((0.6 + 0.8 + 0.8) / 3)
+    assert base["wall_time_s"] == pytest.approx(20.0)  # runs 1..3 took 10, 20, 30 s
+    var = rows["34"]
+    assert var["internal_acc_mean"] == pytest.approx(0.95)
+    assert var["internal_acc_std"] == pytest.approx(math.sqrt(0.0075))
+    # one finished seed: the Wilson interval of 16/20
+    one = rows["50"]
+    assert one["seeds"] == 1 and one["internal_ci"] == "Wilson, 1 seed"
+    assert math.isnan(one["internal_acc_std"])
+    assert (one["internal_acc_lo"], one["internal_acc_hi"]) == pytest.approx(
+        (0.583985, 0.919347), abs=1e-5
+    )
+    assert s.missing == ["depth/50/seed1", "depth/50/seed2"]
+
+
+def test_mcnemar_per_seed_and_on_the_ensemble(ablation):
+    plan = runner.read_plan(ablation)
+    s = summarize_suite(ablation, "depth", plan["suites"]["depth"], n_bootstrap=0)
+    paired = {(r["value"], r["split"], r["seed"]): r for r in s.paired_rows}
+    expect = {"0": (0, 6, 0.03125), "1": (0, 4, 0.125), "2": (3, 2, 1.0), "ensemble": (0, 4, 0.125)}
+    for seed, (b, c, p) in expect.items():
+        r = paired[("34", "internal", seed)]
+        assert (r["n"], r["b"], r["c"]) == (N, b, c), seed
+        assert r["p"] == pytest.approx(p), seed
+    assert paired[("34", "internal", "0")]["diff"] == pytest.approx(0.3)
+    # value 50 has seed 0 only: one per-seed test, and the "ensemble" of that seed
+    r = paired[("50", "internal", "ensemble")]
+    assert (r["b"], r["c"], r["p"]) == (0, 2, pytest.approx(0.5))
+    row = rows_by_value(s)["34"]
+    assert row["internal_p"] == pytest.approx(0.125)
+    assert row["internal_p_seeds"] == "0.0312;0.125;1"
+    assert math.isnan(rows_by_value(s)["18"]["internal_p"])
+
+
+def test_summarize_writes_tables_and_figures(ablation):
+    written = summarize(ablation, n_bootstrap=0)
+    dest = ablation / "summary"
+    for name in ("depth.csv", "depth_paired.csv", "depth_runs.csv", "depth.md", "depth.png",
+                 "depth.pdf", "overview.png", "overview.pdf", "README.md"):  # fmt: skip
+        assert (dest / name) in written and (dest / name).stat().st_size > 0, name
+    with open(dest / "depth.csv") as f:
+        rows = {r["value"]: r for r in csv.DictReader(f)}
+    assert float(rows["18"]["internal_acc_mean"]) == pytest.approx(0.8)
+    assert rows["18"]["internal_p"] == ""  # undefined for the baseline itself
+    md = (dest / "depth.md").read_text()
+    assert "| **18** (baseline) | 3 | 80.0 ± 10.0 [55.2, 100.0] |" in md
+    assert "| 34 | 3 | 95.0 ± 8.7 [73.5, 100.0] | 0.125 |" in md
+    assert "Runs without results yet: depth/50/seed1, depth/50/seed2." in md
+    with open(dest / "depth_runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["run"], r["internal_correct"]) for r in runs][:3] == [
+        ("_baseline/seed0", "14"), ("_baseline/seed1", "16"), ("_baseline/seed2", "18")
+    ]  # fmt: skip
+    png = (dest / "depth.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_summarize_and_missing_plan(ablation, tmp_path, capsys):
+    assert main(["ablate", "summarize", str(ablation), "--no-figures", "--n-bootstrap", "0"]) == 0
+    assert (ablation / "summary" / "depth.md").is_file()
+    assert not (ablation / "summary" / "depth.png").exists()
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert main(["ablate", "summarize", str(empty)]) == 2
+    assert "not an ablation directory (no plan.json)" in capsys.readouterr().err
+
+
+def test_groups_by_site_and_kvp(tmp_path):
+    robust = parse_suite(
+        {"name": "robustness", "question": "q", "kind": "evaluate", "axis": "noise_hu",
+         "values": [0, 20], "baseline": 0, "group_by": ["site", "kvp"]},
+        "<robustness>",
+    )  # fmt: skip
+    plan = expand([robust], Config(), range(2))
+    runner.write_plan(plan, tmp_path)
+    # seed0 wrong on series 0..3, seed1 on series 1; sites alternate A/B
+    for rid, wrong in (("_baseline/seed0", set(range(4))), ("_baseline/seed1", {1}),
+                       ("robustness/20/seed0", set(range(8))),
+                       ("robustness/20/seed1", set(range(8)))):  # fmt: skip
+        path = tmp_path / rid / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(results(wrong, sites=("A", "B"))))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    base = {"patient_id": "P", "site": "", "phase": "EAP", "num_slices": 1, "spacing_z": 5,
+            "spacing_xy": 1, "z_lo": 0, "z_hi": 1, "source": ""}  # fmt: skip
+    write_manifest(
+        cache,
+        [{**base, "series_id": f"t{i:02d}", "split": "test", "kvp": "80" if i < 5 else "120"}
+         for i in range(N)]
+        + [{**base, "series_id": "x0", "split": "train", "kvp": "100"}],
+    )  # fmt: skip
+    path = runner.write_groups(plan, tmp_path, "robustness", ("site", "kvp"), cache)
+    stored = json.loads(path.read_text())["columns"]
+    assert stored["kvp"]["t03"] == "80" and "x0" not in stored["kvp"]
+    s = summarize_suite(tmp_path, "robustness", runner.read_plan(tmp_path)["suites"]["robustness"],
+                        n_bootstrap=0)  # fmt: skip
+    groups = {(g["group_by"], g["group"], g["split"]): g for g in s.group_rows}
+    # site A = even series: seed0 wrong 0, 2 (8/10), seed1 none wrong (10/10)
+    assert groups[("site", "A", "internal")]["acc_mean"] == pytest.approx(0.9)
+    assert groups[("site", "B", "internal")]["acc_mean"] == pytest.approx((0.8 + 0.9) / 2)
+    # kVp 80 = series 0..4: seed0 1/5, seed1 4/5; the external split has no kvp column
+    assert groups[("kvp", "80", "internal")]["acc_mean"] == pytest.approx(0.5)
+    assert groups[("kvp", "80", "internal")]["n"] == 5
+    assert groups[("kvp", "120", "internal")]["acc_mean"] == pytest.approx(1.0)
+    assert ("kvp", "80", "external") not in groups
+    noisy = rows_by_value(s)["20"]
+    assert noisy["internal_acc_mean"] == pytest.approx(0.6)
+    files = summarize(tmp_path, n_bootstrap=0)
+    assert tmp_path / "summary" / "robustness_groups.csv" in files
+
+
+def test_seed_stats_edge_cases():
+    assert seed_stats([]) == {"mean": pytest.approx(math.nan, nan_ok=True),
+                              "std": pytest.approx(math.nan, nan_ok=True),
+                              "lo": pytest.approx(math.nan, nan_ok=True),
+                              "hi": pytest.approx(math.nan, nan_ok=True), "n": 0}  # fmt: skip
+    st = seed_stats([0.60, None, float("nan"), 0.62])
+    assert st["n"] == 2 and st["mean"] == pytest.approx(0.61)
+    assert st["std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert st["hi"] - st["mean"] == pytest.approx(12.706204736174707 * 0.01)  # t(0.975, 1)
+    assert seed_stats([0.9, 1.0])["hi"] == 1.0
+
+
+def test_summaries_and_figures_need_no_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, phasejax.ablate.summarize, phasejax.plotting.ablation, "
+        "phasejax.commands.ablate; print('jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,233 @@
+"""Synthetic patients, contrast kinetics and the phase labelling rule (no rendering)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from phasejax.cohort import kinetics as K
+from phasejax.cohort.patient import Population, sample_patient
+from phasejax.cohort.structures import STRUCTURES, Label
+from phasejax.phases import Phase
+
+N_PATIENTS = 60
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return [sample_patient(f"P{i:03d}", 1000 + i, Population()) for i in range(N_PATIENTS)]
+
+
+def _typical_times(p) -> dict[Phase, float]:
+    """Bolus-tracked arterial times (trigger + 7 s / + 17 s), 70 s portal, 180 s delayed."""
+    trig = K.aorta_trigger_time(p)
+    return {Phase.EAP: trig + 7.0, Phase.LAP: trig + 17.0, Phase.PVP: 70.0, Phase.DP: 180.0}
+
+
+def _medians(cohort, label: Label, *, delta: bool = False) -> dict[Phase, float]:
+    out = {}
+    for ph in (Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP):
+        vals = []
+        for p in cohort:
+            hu = K.compartment_hu(p, _typical_times(p)[ph])[label]
+            base = K.compartment_hu(p, None)[label] if delta else 0.0
+            vals.append(hu - base)
+        out[ph] = float(np.median(vals))
+    return out
+
+
+def test_every_label_has_structure_info():
+    assert set(STRUCTURES) == set(Label)
+    assert STRUCTURES[Label.LIVER].totalseg == "liver"
+    assert STRUCTURES[Label.KIDNEY_COLLECTING].totalseg is None
+
+
+def test_sample_patient_is_deterministic_and_seed_dependent():
+    pop = Population()
+    a, b = sample_patient("A", 7, pop), sample_patient("A", 7, pop)
+    assert a == b and hash(a) == hash(b)
+    c = sample_patient("A", 8, pop)
+    assert c.physiology != a.physiology
+    assert c.anatomy != a.anatomy
+
+
+def test_population_shift_changes_the_draw():
+    all_on = Population(
+        fatty_liver_prevalence=1.0,
+        oral_contrast_prevalence=1.0,
+        anaemia_prevalence=1.0,
+        lesion_prevalence=1.0,
+        cyst_prevalence=1.0,
+    )
+    for seed in range(10):
+        p = sample_patient("X", seed, all_on)
+        assert set(p.confounders.names()) == {
+            "fatty_liver",
+            "oral_contrast",
+            "anaemia",
+            "liver_lesion",
+            "cyst",
+        }
+    heavy = [sample_patient("H", s, Population(weight_mean_kg=110.0)).weight_kg for s in range(30)]
+    light = [sample_patient("L", s, Population(weight_mean_kg=60.0)).weight_kg for s in range(30)]
+    assert np.mean(heavy) - np.mean(light) > 35.0
+    fixed = sample_patient("F", 3, Population(fixed_volume_ml=100.0))
+    assert fixed.physiology.volume_ml == 100.0
+
+
+def test_unenhanced_values(cohort):
+    for p in cohort:
+        hu = K.compartment_hu(p, None)
+        blood = hu[Label.AORTA]
+        assert hu[Label.PORTAL_VEIN] == hu[Label.IVC] == blood  # all blood is alike before contrast
+        if not p.confounders.anaemia:
+            assert 28.0 <= blood <= 46.0, p.physiology.hematocrit
+        if not p.confounders.fatty_liver:
+            assert 50.0 <= hu[Label.LIVER] <= 70.0
+        assert 30.0 <= hu[Label.KIDNEY_CORTEX] <= 50.0
+        assert hu[Label.FAT_SUBCUT] < -90.0
+        assert hu[Label.KIDNEY_COLLECTING] < 20.0
+
+
+def test_aorta_medians_in_reference_ranges(cohort):
+    m = _medians(cohort, Label.AORTA)
+    assert 250.0 <= m[Phase.LAP] <= 400.0  # peak 250-400 absolute
+    assert 145.0 <= m[Phase.PVP] <= 185.0  # ~150-180 absolute
+    assert 105.0 <= m[Phase.DP] <= 145.0  # converging ~110-140
+    assert m[Phase.LAP] > m[Phase.PVP] > m[Phase.DP]
+
+
+def test_portal_vein_medians(cohort):
+    m = _medians(cohort, Label.PORTAL_VEIN, delta=True)
+    assert m[Phase.EAP] < 20.0  # EAP: portal vein not yet enhanced
+    assert 75.0 <= m[Phase.LAP] <= 125.0  # ~145 +/- 20 absolute (delta 75-105 + spread)
+    assert 105.0 <= m[Phase.PVP] <= 150.0  # maximal, ~150-190 absolute
+    hv = _medians(cohort, Label.HEPATIC_VEIN, delta=True)
+    assert hv[Phase.LAP] < 50.0 < hv[Phase.PVP]  # hepatic veins dark until portal venous
+
+
+def test_parenchyma_medians(cohort):
+    liver = _medians(cohort, Label.LIVER, delta=True)
+    assert liver[Phase.EAP] < 15.0
+    assert 15.0 <= liver[Phase.LAP] <= 35.0
+    assert 50.0 <= liver[Phase.PVP] <= 70.0
+    assert liver[Phase.DP] < liver[Phase.PVP]
+    spleen = _medians(cohort, Label.SPLEEN, delta=True)
+    assert 80.0 <= spleen[Phase.LAP] <= 125.0
+    assert 68.0 <= spleen[Phase.PVP] <= 90.0
+    pancreas = _medians(cohort, Label.PANCREAS, delta=True)
+    assert pancreas[Phase.LAP] == max(pancreas.values())  # pancreas peaks late arterial
+
+
+def test_kidney_corticomedullary_then_homogeneous(cohort):
+    cortex = _medians(cohort, Label.KIDNEY_CORTEX)
+    medulla = _medians(cohort, Label.KIDNEY_MEDULLA)
+    assert cortex[Phase.LAP] - medulla[Phase.LAP] >= 100.0
+    assert cortex[Phase.EAP] - medulla[Phase.EAP] >= 60.0
+    assert abs(cortex[Phase.PVP] - medulla[Phase.PVP]) < 30.0  # nephrographic
+
+
+def test_patient_spread_is_wide(cohort):
+    lap = [K.compartment_hu(p, _typical_times(p)[Phase.LAP])[Label.AORTA] for p in cohort]
+    p10, p90 = np.percentile(lap, [10, 90])
+    assert p90 - p10 > 100.0  # real p10/p90 of arterial aorta medians: 162/396
+
+
+def test_excretion_only_in_delayed(cohort):
+    seen_dp_excretion = 0
+    for p in cohort:
+        for t in np.arange(0.0, 400.0, 5.0):
+            ph = K.phase_of(p, float(t))
+            coll = K.enhancement(p, float(t))["collecting"]
+            if ph != Phase.DP:
+                assert coll < K.DP_EXCRETION_DELTA, (p.patient_id, t, ph)
+            elif coll >= 150.0:
+                seen_dp_excretion += 1
+    assert seen_dp_excretion > 0
+
+
+def test_phase_rule_sequence_and_thresholds(cohort):
+    order = [Phase.NC, Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP]
+    for p in cohort[:20]:
+        assert K.phase_of(p, None) == Phase.NC
+        assert K.phase_of(p, 0.0) == Phase.NC  # before the bolus reaches the aorta
+        seq = [K.phase_of(p, float(t)) for t in np.arange(0.0, 600.0, 1.0)]
+        idx = [order.index(s) for s in seq]
+        assert idx == sorted(idx), p.patient_id  # phases only move forward in time
+        assert seq[-1] == Phase.DP
+        b = K.phase_boundaries(p)
+        t_el = b.get("EAP->LAP")
+        if t_el is not None:  # the rule flips exactly where the portal vein crosses +40 HU
+            assert K.enhancement(p, t_el - 1.0)["portal"] < K.EAP_LAP_PORTAL_DELTA
+            assert K.enhancement(p, t_el)["portal"] >= K.EAP_LAP_PORTAL_DELTA
+            assert K.phase_of(p, t_el - 1.0) == Phase.EAP
+            assert K.phase_of(p, t_el) == Phase.LAP
+
+
+def test_phase_boundaries_are_physiological(cohort):
+    b = [K.phase_boundaries(p) for p in cohort]
+    el = np.median([x["EAP->LAP"] for x in b if "EAP->LAP" in x])
+    lp = np.median([x["LAP->PVP"] for x in b if "LAP->PVP" in x])
+    pd = np.median([x["PVP->DP"] for x in b if "PVP->DP" in x])
+    assert 25.0 <= el <= 36.0  # LAP ~30-45 s
+    assert 40.0 <= lp <= 55.0
+    assert 85.0 <= pd <= 130.0  # PVP ~60-80 s, DP 2-5 min
+
+
+def test_kvp_scales_iodine_and_bone(cohort):
+    p = cohort[0]
+    t = 70.0
+    nc120, nc80 = K.compartment_hu(p, None, 120.0), K.compartment_hu(p, None, 80.0)
+    for kvp, factor in ((80.0, 1.6), (100.0, 1.25), (140.0, 0.9)):
+        hu, base = K.compartment_hu(p, t, kvp), K.compartment_hu(p, None, kvp)
+        ref, ref0 = K.compartment_hu(p, t, 120.0), K.compartment_hu(p, None, 120.0)
+        for lab in (Label.AORTA, Label.LIVER, Label.KIDNEY_CORTEX):
+            ratio = (hu[lab] - base[lab]) / (ref[lab] - ref0[lab])
+            assert ratio == pytest.approx(factor, rel=1e-6)
+    assert nc80[Label.BONE_CORTICAL] > nc120[Label.BONE_CORTICAL] * 1.2
+    assert nc80[Label.FAT_SUBCUT] < nc120[Label.FAT_SUBCUT] - 5.0
+    assert nc80[Label.LIVER] == nc120[Label.LIVER]  # soft tissue barely changes
+    assert K.aorta_trigger_time(p, 100.0, kvp=80.0) < K.aorta_trigger_time(p, 100.0, kvp=120.0)
+
+
+def test_trigger_time_reads_the_threshold(cohort):
+    for p in cohort[:10]:
+        t = K.aorta_trigger_time(p, 100.0)
+        assert K.enhancement(p, t)["aorta"] == pytest.approx(100.0, abs=1.0)
+        assert K.enhancement(p, t - 1.0)["aorta"] < 100.0
+
+
+def _with(p, **conf):
+    return dataclasses.replace(p, confounders=dataclasses.replace(p.confounders, **conf))
+
+
+def test_confounders(cohort):
+    p = cohort[1]
+    anaemic = dataclasses.replace(p, physiology=dataclasses.replace(p.physiology, hematocrit=25.0))
+    assert K.compartment_hu(anaemic, None)[Label.AORTA] < 26.0
+    fatty = _with(p, fatty_liver=True, liver_fat_fraction=0.25)
+    nc = K.compartment_hu(fatty, None)
+    assert nc[Label.LIVER] < nc[Label.SPLEEN] - 10.0
+    oral = _with(p, oral_contrast=True, oral_contrast_hu=300.0)
+    for t in (None, 20.0, 40.0, 70.0, 200.0):
+        assert K.compartment_hu(oral, t)[Label.BOWEL_CONTENT] > 250.0
+        assert K.compartment_hu(p, t)[Label.BOWEL_CONTENT] < 30.0
+        assert 0.0 <= K.compartment_hu(p, t)[Label.CYST] <= 15.0  # cysts never enhance
+    lap, pvp, dp = (_typical_times(p)[ph] for ph in (Phase.LAP, Phase.PVP, Phase.DP))
+    hu = {t: K.compartment_hu(p, t) for t in (lap, pvp, dp)}
+    assert hu[lap][Label.LIVER_LESION] > hu[lap][Label.LIVER] + 30.0  # arterial hyperenhancement
+    assert hu[pvp][Label.LIVER_LESION] < hu[pvp][Label.LIVER]  # portal venous washout
+    assert hu[dp][Label.LIVER_LESION] < hu[dp][Label.LIVER]
+
+
+def test_spleen_arciform_early_homogeneous_late(cohort):
+    for p in cohort[:10]:
+        if p.physiology.spleen_arciform < 0.5:
+            continue
+        lap = K.spleen_heterogeneity(p, _typical_times(p)[Phase.LAP])
+        pvp = K.spleen_heterogeneity(p, 70.0)
+        assert lap > 10.0
+        assert pvp < 0.3 * lap
+        assert K.spleen_heterogeneity(p, None) == 0.0

@@ -1,0 +1,167 @@
+"""Grad-CAM (phasejax.models.gradcam) on tiny networks where the answer is known."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from phasejax.models import OneStepClassifier, ResNet, TwoStepClassifier
+from phasejax.models.gradcam import grad_cam, predict_log_probs, upsample_matrix
+from phasejax.phases import label_set
+
+PAPER4 = label_set("paper4")
+SIZE = 64
+
+
+def handmade(slice_mode: str = "channels", num_slices: int = 1, aggregation: str = "mean_logprob"):
+    """A one-step "tiny" ResNet whose EAP logit is the sum of its pooled features and whose
+    features are a non-negative blur of the input, so only bright pixels can matter.
+
+    In eval mode a fresh BatchNorm is the identity (running mean 0, variance 1, scale 1),
+    and each block's last BatchNorm scale is initialised to 0, so a block returns
+    relu(shortcut); with a constant stem kernel and an identity 1x1 projection shortcut
+    the feature maps are max-pooled local means of the input, zero where the input is 0.
+    """
+    model = OneStepClassifier(
+        PAPER4, depth="tiny", num_slices=num_slices, channels=1, slice_mode=slice_mode,
+        aggregation=aggregation, width=4, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    net = model.net
+    net.stem_conv.kernel[...] = jnp.full(net.stem_conv.kernel.shape, 1.0 / 49.0)
+    for block in net.blocks:
+        if block.down_conv is not None:
+            k = block.down_conv.kernel
+            k[...] = jnp.broadcast_to(jnp.eye(k.shape[2], k.shape[3]), k.shape)
+    head = net.head.kernel
+    head[...] = jnp.zeros(head.shape).at[:, 0].set(1.0)  # EAP logit = sum of features
+    return model
+
+
+def square_image(y0: int, x0: int, *, num_slices: int = 1, on_slice: int = 0, side: int = 8):
+    x = np.zeros((1, num_slices, SIZE, SIZE, 1), np.float32)
+    x[0, on_slice, y0 : y0 + side, x0 : x0 + side, 0] = 1.0
+    return x
+
+
+def centroid(cam: np.ndarray) -> tuple[float, float]:
+    yy, xx = np.mgrid[0 : cam.shape[0], 0 : cam.shape[1]]
+    return float((cam * yy).sum() / cam.sum()), float((cam * xx).sum() / cam.sum())
+
+
+# --------------------------------------------------------------------------- ResNet hooks
+
+
+def test_feature_map_and_classify_reproduce_the_forward_pass():
+    net = ResNet("tiny", in_channels=2, num_classes=3, width=4, rngs=nnx.Rngs(1))
+    net.eval()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 40, 40, 2)), jnp.float32)
+    fmap = net.feature_map(x)
+    # tiny: stem /2, max pool /2, one stride-2 stage -> 40 / 8 = 5 pixels per side
+    assert fmap.shape == (2, 5, 5, net.num_features)
+    assert net.total_stride == 8
+    np.testing.assert_allclose(net.classify(fmap), net(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(net.features(x), jnp.mean(fmap, axis=(1, 2)), rtol=1e-6)
+    r18 = nnx.eval_shape(lambda: ResNet("18", in_channels=1, num_classes=2, rngs=nnx.Rngs(0)))
+    assert r18.total_stride == 32
+
+
+def test_upsample_matrix_puts_feature_pixel_i_on_input_pixel_stride_times_i():
+    m = upsample_matrix(12, 3, 4)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0)
+    for i in range(3):  # the centres: exactly one feature pixel
+        np.testing.assert_array_equal(m[4 * i], np.eye(3)[i])
+    np.testing.assert_allclose(m[2], [0.5, 0.5, 0.0])  # half way between centres 0 and 4
+    np.testing.assert_allclose(m[5], [0.0, 0.75, 0.25])
+    for o in (9, 10, 11):  # beyond the last centre (8): the edge value
+        np.testing.assert_array_equal(m[o], [0.0, 0.0, 1.0])
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+@pytest.mark.parametrize("y0,x0", [(8, 40), (40, 16), (24, 24)])
+def test_cam_concentrates_on_the_only_region_the_logit_depends_on(y0, x0):
+    model = handmade()
+    g = grad_cam(model, square_image(y0, x0))
+    assert g.target.tolist() == [0]  # the bright square raises the EAP logit: predicted EAP
+    cam = g.cam[0, 0]
+    assert cam.max() == pytest.approx(1.0)
+    # The map is registered with the input: its centroid is the square's centre (a
+    # half-pixel upsampling convention would move it (8 - 1) / 2 = 3.5 px down-right).
+    cy, cx = centroid(cam)
+    assert abs(cy - (y0 + 3.5)) < 1.0 and abs(cx - (x0 + 3.5)) < 1.0
+    # All of the mass lies within one feature pixel (8 px) of the square.
+    near = cam[max(y0 - 8, 0) : y0 + 16, max(x0 - 8, 0) : x0 + 16].sum()
+    assert near / cam.sum() > 0.99
+
+
+def test_a_phase_the_evidence_argues_against_gets_an_empty_map():
+    # d log p(LAP) / d features = -p(EAP) < 0 everywhere: Grad-CAM's ReLU leaves nothing.
+    g = grad_cam(handmade(), square_image(24, 24), target=[1])
+    assert g.target.tolist() == [1]
+    assert np.all(g.cam == 0.0)
+
+
+@pytest.mark.parametrize("aggregation", ["mean_logprob", "majority"])
+def test_per_slice_cam_falls_on_the_slice_that_holds_the_signal(aggregation):
+    model = handmade("per_slice", num_slices=3, aggregation=aggregation)
+    x = square_image(16, 32, num_slices=3, on_slice=1)
+    g = grad_cam(model, x, target=[0])
+    assert g.cam.shape == (1, 3, SIZE, SIZE)
+    assert np.all(g.cam[0, 0] == 0.0) and np.all(g.cam[0, 2] == 0.0)
+    assert g.cam[0, 1].max() == pytest.approx(1.0)
+    cy, cx = centroid(g.cam[0, 1])
+    assert abs(cy - 19.5) < 1.0 and abs(cx - 35.5) < 1.0
+    model.eval()
+    np.testing.assert_allclose(g.log_probs, model(jnp.asarray(x)).log_probs, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("cls", [OneStepClassifier, TwoStepClassifier])
+@pytest.mark.parametrize("slice_mode", ["channels", "per_slice"])
+def test_maps_and_log_probs_follow_the_classifier(cls, slice_mode):
+    model = cls(PAPER4, depth="tiny", num_slices=3, channels=1, slice_mode=slice_mode,
+                width=4, rngs=nnx.Rngs(3))  # fmt: skip
+    x = np.random.default_rng(0).random((2, 3, 32, 32, 1)).astype(np.float32)
+    g = grad_cam(model, x)
+    model.eval()
+    expected = np.asarray(model(jnp.asarray(x)).log_probs)
+    np.testing.assert_allclose(g.log_probs, expected, atol=1e-5)
+    np.testing.assert_allclose(predict_log_probs(model, x), expected, atol=1e-5)
+    assert g.target.tolist() == np.argmax(expected, axis=1).tolist()
+    assert g.cam.shape == (2, 3, 32, 32) and g.cam.dtype == np.float32
+    assert g.cam.min() >= 0.0 and g.cam.max() <= 1.0
+    expected_nets = ["step1", "step2"] if cls is TwoStepClassifier else ["net"]
+    assert list(g.by_network) == expected_nets
+    for b in range(2):
+        assert g.cam[b].max() in (0.0, pytest.approx(1.0))  # normalised per series
+    if slice_mode == "channels":  # one spatial map per series, repeated per slice position
+        np.testing.assert_array_equal(g.cam[:, 0], g.cam[:, 1])
+        np.testing.assert_array_equal(g.cam[:, 0], g.cam[:, 2])
+    g2 = grad_cam(model, x, target=[3, 0])
+    assert g2.target.tolist() == [3, 0]
+
+
+def test_two_step_map_of_a_non_arterial_phase_comes_from_network_1_alone():
+    model = TwoStepClassifier(PAPER4, depth="tiny", num_slices=3, channels=1, width=4,
+                              rngs=nnx.Rngs(5))  # fmt: skip
+    x = np.random.default_rng(1).random((2, 3, 32, 32, 1)).astype(np.float32)
+    pvp = PAPER4.index("PVP")
+    g = grad_cam(model, x, target=[pvp, pvp])
+    # log p(PVP) = log p1(PVP): network 2 (EAP vs LAP) has no say in it.
+    assert np.all(g.by_network["step2"] == 0.0)
+    assert g.by_network["step1"].max() > 0.0
+    np.testing.assert_allclose(g.cam, g.by_network["step1"], atol=1e-6)
+
+
+def test_bad_targets_are_refused():
+    model = handmade()
+    x = square_image(8, 8)
+    with pytest.raises(ValueError, match="outside the 4 phases"):
+        grad_cam(model, x, target=[4])
+    with pytest.raises(ValueError, match="2 entries for a batch of 1"):
+        grad_cam(model, x, target=[0, 1])
