@@ -15,8 +15,9 @@ so a small network can learn the phase from it:
 Layout (radiological display convention): image column 0 is the patient's
 RIGHT, so the liver sits on the left half of the image and the spleen on the
 right; the phantom is therefore lateralised, which the no-flip test relies on.
-Cache z index 0 is the most superior slice. Organs have a z extent: liver and
-spleen in the upper part of [z_lo, z_hi), kidneys in the lower part.
+Cache z index 0 is the most inferior slice (phasejax.data.cache's convention).
+Organs have a z extent: liver and spleen in the superior part of [z_lo, z_hi),
+kidneys in the inferior part.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def fake_volume(
     vol = np.full((slices, size, size), AIR_HU, dtype=np.float32)
     span = max(z_hi - z_lo, 1)
     for z in range(slices):
-        t = (z - z_lo) / span  # 0 at the liver dome, 1 at the kidneys' lower poles
+        t = (z_hi - 1 - z) / span  # 0 at the liver dome, 1 at the kidneys' lower poles
         img = vol[z]
         img[body] = FAT_HU
         img[_disc(yy, xx, c, c, 21 * s, 26 * s)] = MUSCLE_HU * 0.5

@@ -1,0 +1,273 @@
+"""An exam: one patient scanned at the times its site's protocol prescribes.
+
+`plan_exam` decides everything about an exam except pixels: the patient, scanner
+settings, the scan time of every series, its label, UIDs and header text. It is
+cheap (no rendering), deterministic in (namespace, seed, site, index), and the
+generator renders and writes what it plans.
+
+Labels. The label of a series is NOT the protocol's intent: it is
+`kinetics.phase_of(patient, t)`, the written rule on the patient's physiological
+state at scan time (a "late arterial" protocol scans early arterial in a patient
+with slow circulation). Optional reader-disagreement noise then replaces a share
+`label_noise` of labels by the neighbouring phase (EAP<->LAP, PVP<->DP; NC is
+never confused), as two radiologists disagree exactly at those fuzzy boundaries.
+Both the true state and the given label are recorded. The noise draw comes from
+its own random stream, so changing the rate changes labels only, never images,
+and a higher rate flips a superset of the series a lower rate flips.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from phasejax.cohort.dicom_writer import make_uid
+from phasejax.cohort.sites import ArterialTiming, Site
+from phasejax.data.series import make_series_id
+from phasejax.phases import Phase
+
+NEIGHBOUR: dict[Phase, Phase] = {
+    Phase.EAP: Phase.LAP,
+    Phase.LAP: Phase.EAP,
+    Phase.PVP: Phase.DP,
+    Phase.DP: Phase.PVP,
+}
+# Minimum gap between two acquisitions of one exam: table return and breath-hold
+# instruction take ~8-12 s on a modern scanner (assumption).
+MIN_INTERSCAN_S = 10.0
+# Bolus tracking starts monitoring the aorta a few seconds after injection start.
+MONITOR_START_S = 8.0
+_BASE_DATE = dt.datetime(2024, 1, 1, 7, 30)
+
+
+def _key(part: Any) -> int:
+    return int.from_bytes(hashlib.sha256(str(part).encode()).digest()[:4], "little")
+
+
+def rng_for(*parts: Any) -> np.random.Generator:
+    """A random stream fixed by its description (strings or ints), independent of others."""
+    return np.random.default_rng(np.random.SeedSequence([_key(p) for p in parts]))
+
+
+def _choice(rng: np.random.Generator, mix: tuple[tuple[Any, float], ...]) -> Any:
+    values = [v for v, _ in mix]
+    w = np.array([w for _, w in mix], dtype=float)
+    return values[int(rng.choice(len(values), p=w / w.sum()))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesPlan:
+    protocol_phase: str  # nc | arterial | portal | delayed: what the site intended
+    t: float | None  # seconds after injection start given to the renderer (None = NC)
+    seconds: float  # scan time minus injection start (negative for NC)
+    true_phase: Phase  # kinetics.phase_of at scan time
+    phase: Phase  # the given label (true_phase unless reader noise flipped it)
+    label_flipped: bool
+    series_uid: str
+    acquisition: str  # "" unless the UID is shared, then str(AcquisitionNumber)
+    acquisition_number: int
+    series_number: int
+    series_id: str
+    description: str
+    noise_sd: float
+    noise_seed: int
+    scan_time: dt.datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExamPlan:
+    namespace: str  # preset name: keeps UIDs of differently sized cohorts apart
+    cohort_seed: int
+    site: Site
+    index: int
+    patient: Any  # phasejax.cohort.patient.Patient
+    study_uid: str
+    frame_of_reference_uid: str
+    study_datetime: dt.datetime
+    injection_start: dt.datetime
+    kvp: float
+    kernel: str
+    slice_thickness_mm: float
+    pixel_spacing_mm: float  # at a 512 matrix; the FOV is 512 times this
+    small_fov: bool
+    arterial_rule: ArterialTiming
+    trigger_s: float | None  # bolus-tracking trigger (seconds after injection start)
+    series: tuple[SeriesPlan, ...]
+
+    @property
+    def patient_id(self) -> str:
+        return str(self.patient.patient_id)
+
+    @property
+    def fov_mm(self) -> float:
+        return 512 * self.pixel_spacing_mm
+
+    def confounders(self) -> tuple[str, ...]:
+        """Names of the confounders present (patient's and acquisition's), sorted."""
+        names = set(self.patient.confounders.names())
+        if self.small_fov:
+            names.add("small_fov")
+        if self.kvp != 120.0:
+            names.add(f"kvp{int(self.kvp)}")
+        return tuple(sorted(names))
+
+
+def patient_id_for(site: Site, index: int) -> str:
+    return f"{site.name}-{index:04d}"
+
+
+def given_label(
+    true_phase: Phase, *, label_noise: float, cohort_seed: int, series_key: str
+) -> tuple[Phase, bool]:
+    """Apply reader-disagreement noise: flip to the neighbour phase with probability p."""
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    u = rng_for("label-noise", cohort_seed, series_key).random()
+    if true_phase in NEIGHBOUR and u < label_noise:
+        return NEIGHBOUR[true_phase], True
+    return true_phase, False
+
+
+def _tracking_trigger(patient: Any, protocol: Any, kvp: float, rng: np.random.Generator) -> float:
+    from phasejax.cohort.kinetics import aorta_trigger_time
+
+    crossing = float(aorta_trigger_time(patient, protocol.trigger_threshold_hu, kvp=kvp))
+    # The ROI is sampled on a grid that starts at a random phase; the trigger is the
+    # first sample at or after the true crossing.
+    dt_s = protocol.monitor_interval_s
+    start = MONITOR_START_S + rng.uniform(0.0, dt_s)
+    n = max(0, math.ceil((crossing - start) / dt_s))
+    return start + n * dt_s
+
+
+def plan_exam(
+    site: Site,
+    index: int,
+    *,
+    cohort_seed: int,
+    namespace: str = "",
+    label_noise: float = 0.0,
+    min_slice_thickness_mm: float = 0.0,
+) -> ExamPlan:
+    """Everything about exam `index` of `site` except its pixels.
+
+    `min_slice_thickness_mm` lets small presets force thick slices (after all random
+    draws, so the exam is otherwise the same).
+    """
+    from phasejax.cohort.kinetics import phase_of
+    from phasejax.cohort.patient import sample_patient
+
+    pid = patient_id_for(site, index)
+    ns = (namespace, cohort_seed, site.name, index)
+    rng = rng_for("exam", *ns)
+    patient_seed = int(rng_for("patient", *ns).integers(0, 2**31 - 1))
+    patient = sample_patient(pid, patient_seed, site.population())
+    proto = site.protocol
+
+    kvp = float(_choice(rng, site.kvp_mix))
+    kernel = str(_choice(rng, site.kernel_mix))
+    thickness = float(_choice(rng, site.slice_thickness_mix))
+    thickness = max(thickness, float(min_slice_thickness_mm))
+    spacing = float(rng.uniform(*site.pixel_spacing_range))
+    small_fov = bool(rng.random() < site.small_fov_probability)
+    if small_fov:
+        # A targeted reconstruction (e.g. a liver FOV of ~300-340 mm) that cuts the flanks.
+        spacing = float(rng.uniform(0.58, 0.66))
+    noise_base = float(rng.uniform(*site.noise_sd_range))
+
+    days = int(rng.integers(0, 365))
+    minutes = int(rng.integers(0, 9 * 60))
+    study_dt = _BASE_DATE + dt.timedelta(days=days, minutes=minutes)
+    # Scout, (non-contrast), then injection a few minutes into the study.
+    injection = study_dt + dt.timedelta(seconds=round(float(rng.uniform(150.0, 300.0))))
+
+    rule = _choice(rng, tuple((a, a.weight) for a in proto.arterial))
+    trigger = None
+    if rule.mode == "tracking":
+        trigger = _tracking_trigger(patient, proto, kvp, rng)
+        t_art = trigger + rule.delay_s + rng.normal(0.0, proto.arterial_jitter_s)
+    elif rule.mode == "fixed":
+        t_art = rule.delay_s + rng.normal(0.0, proto.arterial_jitter_s)
+    else:
+        raise ValueError(f"site {site.name}: unknown arterial timing mode {rule.mode!r}")
+    t_art = max(float(t_art), MONITOR_START_S)
+    t_pv = max(
+        proto.portal_delay_s + rng.normal(0.0, proto.portal_jitter_s), t_art + MIN_INTERSCAN_S
+    )
+    t_dp = max(float(rng.uniform(*proto.delayed_range_s)), t_pv + 3 * MIN_INTERSCAN_S)
+    times: list[tuple[str, float | None, float]] = []
+    if rng.random() < proto.nc_probability:
+        times.append(("nc", None, -float(rng.uniform(60.0, 150.0))))
+    times += [
+        ("arterial", t_art, t_art),
+        ("portal", float(t_pv), float(t_pv)),
+        ("delayed", t_dp, t_dp),
+    ]
+
+    vendor = site.vendor
+    uid_ns = ("series", namespace, cohort_seed, pid)
+    shared_uid = make_uid(*uid_ns, "shared") if vendor.shared_uid_phases else ""
+    vendor_kernel = vendor.kernels.get(kernel, kernel)
+    series = []
+    for k, (pphase, t, seconds) in enumerate(times):
+        acq_number = k + 1
+        if pphase in vendor.shared_uid_phases:
+            uid, acquisition = shared_uid, str(acq_number)
+            series_number = 2 + times.index(
+                next(x for x in times if x[0] in vendor.shared_uid_phases)
+            )
+        else:
+            uid, acquisition = make_uid(*uid_ns, pphase), ""
+            series_number = 2 + k
+        true_phase = Phase(phase_of(patient, t))
+        phase, flipped = given_label(
+            true_phase,
+            label_noise=label_noise,
+            cohort_seed=cohort_seed,
+            series_key=f"{namespace}|{pid}|{pphase}",
+        )
+        template = vendor.descriptions.get(pphase, pphase.upper())
+        series.append(
+            SeriesPlan(
+                protocol_phase=pphase,
+                t=t,
+                seconds=round(seconds, 2),
+                true_phase=true_phase,
+                phase=phase,
+                label_flipped=flipped,
+                series_uid=uid,
+                acquisition=acquisition,
+                acquisition_number=acq_number,
+                series_number=series_number,
+                series_id=make_series_id(uid, acquisition),
+                description=template.format(thk=thickness, kernel=vendor_kernel),
+                # Per-series noise varies a little with tube current modulation.
+                noise_sd=round(noise_base * float(rng.uniform(0.92, 1.08)), 2),
+                noise_seed=int(rng.integers(0, 2**31 - 1)),
+                scan_time=injection + dt.timedelta(seconds=round(seconds, 2)),
+            )
+        )
+    return ExamPlan(
+        namespace=namespace,
+        cohort_seed=cohort_seed,
+        site=site,
+        index=index,
+        patient=patient,
+        study_uid=make_uid("study", namespace, cohort_seed, pid),
+        frame_of_reference_uid=make_uid("frame", namespace, cohort_seed, pid),
+        study_datetime=study_dt,
+        injection_start=injection,
+        kvp=kvp,
+        kernel=kernel,
+        slice_thickness_mm=thickness,
+        pixel_spacing_mm=spacing,
+        small_fov=small_fov,
+        arterial_rule=rule,
+        trigger_s=None if trigger is None else round(trigger, 2),
+        series=tuple(series),
+    )

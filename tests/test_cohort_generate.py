@@ -1,0 +1,408 @@
+"""Cohort generation: tiny cohort in both formats, determinism, resume, sites, labels.
+
+Two tiny cohorts are generated once per module (DICOM at a 128 matrix + cache from
+those pixels; and a cache rendered directly), both on a 64 px cache grid to stay small.
+Cache-vs-DICOM tolerance (stated in phasejax.cohort.generate): same ids, labels,
+splits and slice counts; organ label volumes agree on >= 92 % of voxels (liver Dice >=
+0.9; at 512 -> 256 px it is ~98 %); organ median HU inside the eroded masks (as
+`phasejax cohort validate` measures) within 3 HU for the liver, 6 HU for the spleen (its
+arterial-phase arciform pattern is sampled differently) and 8 HU for the aorta (a 3-4 px
+vessel at 64 px).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from phasejax import cli
+from phasejax.cohort import generate as G
+from phasejax.cohort.exam import NEIGHBOUR, given_label, plan_exam
+from phasejax.cohort.kinetics import phase_of
+from phasejax.cohort.sites import EXTERNAL_SITES, SITES
+from phasejax.cohort.structures import Label
+from phasejax.cohort.validate import structure_medians
+from phasejax.config import CohortConfig
+from phasejax.data import cache as cache_mod
+from phasejax.data.cache import CacheSpec
+from phasejax.data.series import make_series_id
+from phasejax.phases import Phase
+
+SPEC = CacheSpec(spacing_z=5.0, size=64)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_both(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cohort") / "both"
+    G.generate("tiny", out, fmt="both", cache_spec=SPEC, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cohort") / "cache"
+    argv = ["cohort", "generate", "--preset", "tiny", "--out", str(out), "--format", "cache"]
+    argv += ["--cache-size", "64", "--no-progress"]
+    assert cli.main(argv) == 0
+    return out
+
+
+def test_tiny_layout_counts_and_patient_level_splits(tiny_both: Path) -> None:
+    rows = read_csv(tiny_both / "labels.csv")
+    info = json.loads((tiny_both / "cohort.json").read_text())
+    assert info["complete"] and info["num_series"] == len(rows)
+    assert [r["series_id"] for r in rows] == sorted(r["series_id"] for r in rows)
+    assert len({r["series_id"] for r in rows}) == len(rows)
+    patients = defaultdict(set)
+    for r in rows:
+        patients[r["patient_id"]].add(r["split"])
+    assert all(len(s) == 1 for s in patients.values())  # a patient never spans splits
+    split_of = {p: next(iter(s)) for p, s in patients.items()}
+    internal = Counter(s for p, s in split_of.items() if p.startswith("INT-"))
+    assert internal == {"train": 4, "val": 1, "test": 1}
+    ext = {p for p in split_of if not p.startswith("INT-")}
+    assert len(ext) == len(EXTERNAL_SITES) == 5
+    assert {split_of[p] for p in ext} == {"external"}
+    # Every exam: one arterial, one portal venous, one delayed series (+ optional NC).
+    by_patient = defaultdict(list)
+    for r in rows:
+        by_patient[r["patient_id"]].append(r["protocol_phase"])
+    for prot in by_patient.values():
+        assert sorted(p for p in prot if p != "nc") == ["arterial", "delayed", "portal"]
+    # Every series has its DICOM folder and organ volume; the cache holds every series.
+    for r in rows:
+        assert list((tiny_both / "dicom" / r["path"]).glob("IM*.dcm"))
+        organ = np.load(tiny_both / r["organ_path"])
+        assert organ["labels"].shape[0] == int(r["num_slices"])
+        assert "liver" in list(organ["label_names"])
+    manifest = cache_mod.read_manifest(tiny_both / "cache")
+    assert [m["series_id"] for m in manifest] == [r["series_id"] for r in rows]
+    assert not list(tiny_both.rglob("*.tmp"))
+
+
+def test_labels_are_the_physiological_rule_not_the_protocol(tiny_both: Path) -> None:
+    rows = read_csv(tiny_both / "labels.csv")
+    for r in rows:
+        site, idx = SITES[r["site"]], int(r["patient_id"].rsplit("-", 1)[1])
+        plan = plan_exam(site, idx, cohort_seed=0, namespace="tiny", min_slice_thickness_mm=5.0)
+        s = next(s for s in plan.series if s.series_id == r["series_id"])
+        assert r["true_phase"] == str(phase_of(plan.patient, s.t)) == r["phase"]  # no noise
+        assert float(r["seconds"]) == pytest.approx(s.seconds)
+    assert {r["phase"] for r in rows if r["protocol_phase"] == "nc"} <= {"NC"}
+    assert {r["phase"] for r in rows if r["protocol_phase"] == "delayed"} == {"DP"}
+
+
+def test_dicom_loader_finds_every_series_with_the_same_ids_geometry_and_hu(tiny_both: Path) -> None:
+    from phasejax.data.dicom import load_dicom_folder
+
+    rows = {r["series_id"]: r for r in read_csv(tiny_both / "labels.csv")}
+    series, skipped = load_dicom_folder(tiny_both / "dicom")
+    assert skipped == []
+    assert sorted(s.series_id for s in series) == sorted(rows)
+    for s in series:
+        r = rows[s.series_id]
+        organ = np.load(tiny_both / r["organ_path"])
+        assert s.hu.shape == organ["labels"].shape
+        assert s.ordering == "normal" and not s.problems
+        assert s.spacing[0] == pytest.approx(float(r["slice_thickness"]))
+        assert s.spacing[1] == pytest.approx(float(r["pixel_spacing"]), abs=1e-4)
+        np.testing.assert_allclose(s.origin, organ["positions"][0], atol=1e-4)
+        assert s.acquisition == r["acquisition"] and s.patient_id == r["patient_id"]
+        # The cache of a "both" cohort is exactly the DICOM pixels, resampled.
+        vol, _ = cache_mod.resample_to_cache(s.hu, s.spacing, SPEC)
+        np.testing.assert_array_equal(vol, cache_mod.load_volume(tiny_both / "cache", s.series_id))
+    # Index 0 is the most inferior slice: the kidneys sit below the liver dome.
+    lab = np.load(tiny_both / next(iter(rows.values()))["organ_path"])["labels"]
+    liver_z = np.nonzero((lab == Label.LIVER).any(axis=(1, 2)))[0]
+    kidney_z = np.nonzero((lab == Label.KIDNEY_CORTEX).any(axis=(1, 2)))[0]
+    assert kidney_z.min() < liver_z.max()
+
+
+def test_shared_uid_site_exports_two_phases_under_one_series_uid(tiny_both: Path) -> None:
+    rows = [r for r in read_csv(tiny_both / "labels.csv") if r["site"] == "EXT-E"]
+    shared = [r for r in rows if r["acquisition"]]
+    assert sorted(r["protocol_phase"] for r in shared) == ["arterial", "portal"]
+    a, b = shared
+    assert a["series_uid"] == b["series_uid"] and a["path"] == b["path"]
+    assert a["acquisition"] != b["acquisition"]
+    for r in shared:
+        assert r["series_id"] == make_series_id(r["series_uid"], r["acquisition"])
+    files = sorted((tiny_both / "dicom" / a["path"]).glob("IM*.dcm"))
+    dss = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    n = int(a["num_slices"])
+    assert len(files) == 2 * n
+    assert Counter(str(d.AcquisitionNumber) for d in dss) == {
+        a["acquisition"]: n,
+        b["acquisition"]: n,
+    }
+    assert sorted(d.InstanceNumber for d in dss) == list(range(1, 2 * n + 1))
+
+
+def _tm_seconds(tm: str) -> float:
+    return int(tm[:2]) * 3600 + int(tm[2:4]) * 60 + float(tm[4:])
+
+
+def test_site_header_habits(tiny_both: Path) -> None:
+    rows = read_csv(tiny_both / "labels.csv")
+    seen = set()
+    for r in rows:
+        files = sorted((tiny_both / "dicom" / r["path"]).glob("IM*.dcm"))
+        dss = (pydicom.dcmread(p, stop_before_pixels=True) for p in files)
+        ds = next(
+            d for d in dss if not r["acquisition"] or str(d.AcquisitionNumber) == r["acquisition"]
+        )
+        site = SITES[r["site"]]
+        v = site.vendor
+        seen.add(r["site"])
+        assert ds.Manufacturer == v.manufacturer
+        assert float(ds.RescaleIntercept) == v.encoding.rescale_intercept
+        assert ds.PixelRepresentation == int(v.encoding.signed)
+        assert ds.BitsStored == v.encoding.bits_stored
+        assert ds.SeriesDescription == r["series_description"]
+        assert float(ds.KVP) == float(r["kvp"])
+        assert str(ds.PatientName).startswith("SYNTH^") and ds.PatientBirthDate == ""
+        assert ("AcquisitionTime" in ds) == v.write_acquisition_time
+        contrast = r["protocol_phase"] != "nc"
+        if contrast:
+            assert ds.ContrastBolusAgent == v.contrast_agent
+            # seconds after injection = scan time - ContrastBolusStartTime, to the centisecond
+            t_scan = _tm_seconds(ds.AcquisitionTime if "AcquisitionTime" in ds else ds.ContentTime)
+            assert t_scan - _tm_seconds(ds.ContrastBolusStartTime) == pytest.approx(
+                float(r["seconds"]), abs=0.011
+            )
+    assert seen == set(SITES)
+    assert "AcquisitionTime" not in pydicom.dcmread(
+        next((tiny_both / "dicom").glob("EXT-C-*/*/*/IM00001.dcm"))
+    )
+
+
+def test_cache_format_matches_the_dicom_path(tiny_both: Path, tiny_cache: Path) -> None:
+    a = {r["series_id"]: r for r in cache_mod.read_manifest(tiny_both / "cache")}
+    b = {r["series_id"]: r for r in cache_mod.read_manifest(tiny_cache / "cache")}
+    assert sorted(a) == sorted(b)
+    assert read_csv(tiny_cache / "labels.csv")[0]["path"] == ""  # no DICOM written
+    for sid in a:
+        for key in (
+            "phase",
+            "true_phase",
+            "split",
+            "site",
+            "patient_id",
+            "num_slices",
+            "seconds",
+            "kvp",
+        ):
+            assert a[sid][key] == b[sid][key], (sid, key)
+        assert abs(int(a[sid]["z_lo"]) - int(b[sid]["z_lo"])) <= 1
+        assert abs(int(a[sid]["z_hi"]) - int(b[sid]["z_hi"])) <= 1
+        assert float(a[sid]["spacing_xy"]) == pytest.approx(float(b[sid]["spacing_xy"]), rel=1e-4)
+        va = cache_mod.load_volume(tiny_both / "cache", sid).astype(np.float32)
+        vb = cache_mod.load_volume(tiny_cache / "cache", sid).astype(np.float32)
+        ma, mb = (
+            cache_mod.load_mask(tiny_both / "cache", sid),
+            cache_mod.load_mask(tiny_cache / "cache", sid),
+        )
+        assert va.shape == vb.shape
+        # Nearest-neighbour resampling vs direct sampling: boundaries shift by <= half a
+        # DICOM pixel, which at 5.5 mm cache pixels is a few % of all voxels.
+        assert np.mean(ma == mb) >= 0.92
+        la, lb = ma == Label.LIVER, mb == Label.LIVER
+        assert 2 * np.sum(la & lb) / (la.sum() + lb.sum()) >= 0.9  # liver Dice
+        # Organ HU as validation measures it (median inside the in-plane-eroded mask).
+        ha, hb = structure_medians(va, ma), structure_medians(vb, mb)
+        for name, tol in (("liver", 3.0), ("spleen", 6.0), ("aorta", 8.0)):
+            assert abs(ha[name] - hb[name]) <= tol, (sid, name, ha[name], hb[name])
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(tiny_cache: Path, tmp_path: Path) -> None:
+    G.generate("tiny", tmp_path / "again", fmt="cache", cache_spec=SPEC, workers=2, progress=False)
+    first, again = _tree_bytes(tiny_cache), _tree_bytes(tmp_path / "again")
+    assert sorted(first) == sorted(again)
+    assert [k for k in first if first[k] != again[k]] == []
+
+
+def test_dicom_bytes_are_reproducible(tiny_both: Path, tmp_path: Path) -> None:
+    job = next(
+        j
+        for j in G._jobs(tmp_path, G.get_preset("tiny"), 0, "dicom", SPEC, 0.0)
+        if j.site == "EXT-E"
+    )
+    (tmp_path / ".progress").mkdir()
+    rows = G.run_exam(job)
+    assert rows
+    for r in rows:
+        for p in sorted((tmp_path / "dicom" / r["path"]).glob("IM*.dcm")):
+            assert p.read_bytes() == (tiny_both / "dicom" / r["path"] / p.name).read_bytes()
+        assert (tmp_path / r["organ_path"]).read_bytes() == (
+            tiny_both / r["organ_path"]
+        ).read_bytes()
+
+
+def test_different_seeds_give_different_patients_and_uids() -> None:
+    site = SITES["INT"]
+    p0, p0b, p1 = (plan_exam(site, 0, cohort_seed=s) for s in (0, 0, 1))
+    assert p0.patient == p0b.patient and p0.series == p0b.series
+    assert p0.patient != p1.patient
+    assert p0.patient.weight_kg != p1.patient.weight_kg
+    assert {s.series_uid for s in p0.series}.isdisjoint(s.series_uid for s in p1.series)
+
+
+def test_resume_after_interruption_redoes_only_missing_series(
+    tiny_cache: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "cohort"
+    shutil.copytree(tiny_cache, work)
+    original = _tree_bytes(work)
+    ids = sorted(p.stem for p in (work / "cache" / "volumes").glob("*.json"))
+    # As a kill in mid-run leaves it: two series without their completion record, one
+    # without its progress marker, no manifest / labels, cohort.json not complete.
+    for sid in ids[:2]:
+        (work / "cache" / "volumes" / f"{sid}.json").unlink()
+    (work / ".progress" / f"{ids[2]}.json").unlink()
+    (work / "cache" / "manifest.csv").unlink()
+    (work / "labels.csv").unlink()
+    info = json.loads((work / "cohort.json").read_text())
+    (work / "cohort.json").write_text(json.dumps({**info, "complete": False}))
+    assert not G.is_complete(work)
+    untouched = work / "cache" / "volumes" / f"{ids[5]}.npy"
+    mtime = untouched.stat().st_mtime_ns
+    G.generate("tiny", work, fmt="cache", cache_spec=SPEC, progress=False)
+    assert G.is_complete(work)
+    assert _tree_bytes(work) == original
+    assert untouched.stat().st_mtime_ns == mtime  # finished series are not redone
+
+
+def test_refuses_a_different_cohort_in_the_same_directory(tiny_cache: Path) -> None:
+    with pytest.raises(G.CohortError, match="seed"):
+        G.generate("tiny", tiny_cache, seed=1, fmt="cache", cache_spec=SPEC, progress=False)
+    with pytest.raises(G.CohortError, match="cache_size"):
+        G.generate("tiny", tiny_cache, fmt="cache", cache_spec=CacheSpec(size=32), progress=False)
+    with pytest.raises(ValueError, match="preset"):
+        G.generate("huge", tiny_cache / "x", progress=False)
+
+
+def test_label_noise_rate_neighbours_and_nesting() -> None:
+    phases = [Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP] * 5000
+    keys = [f"k{i}" for i in range(len(phases))]
+    given = [
+        given_label(p, label_noise=0.2, cohort_seed=0, series_key=k) for p, k in zip(phases, keys)
+    ]
+    rate = np.mean([f for _, f in given])
+    assert abs(rate - 0.2) < 4 * np.sqrt(0.2 * 0.8 / len(phases))  # binomial, 4 sigma
+    for p, (g, f) in zip(phases, given):
+        assert g == (NEIGHBOUR[p] if f else p)
+    lower = [
+        given_label(p, label_noise=0.1, cohort_seed=0, series_key=k)[1]
+        for p, k in zip(phases, keys)
+    ]
+    assert all(f_hi for f_lo, (_, f_hi) in zip(lower, given) if f_lo)  # a superset flips at 0.2
+    assert given_label(Phase.NC, label_noise=1.0, cohort_seed=0, series_key="x") == (
+        Phase.NC,
+        False,
+    )
+    assert not any(
+        given_label(p, label_noise=0.0, cohort_seed=0, series_key=k)[1]
+        for p, k in zip(phases[:200], keys)
+    )
+    with pytest.raises(ValueError, match="label_noise"):
+        given_label(Phase.EAP, label_noise=1.5, cohort_seed=0, series_key="x")
+
+
+def test_label_noise_changes_labels_only() -> None:
+    site = SITES["EXT-A"]
+    clean = [plan_exam(site, i, cohort_seed=0) for i in range(12)]
+    noisy = [plan_exam(site, i, cohort_seed=0, label_noise=0.5) for i in range(12)]
+    flips = 0
+    for c, n in zip(clean, noisy):
+        assert c.patient == n.patient
+        for sc, sn in zip(c.series, n.series):
+            assert (sc.t, sc.noise_seed, sc.series_id, sc.true_phase) == (
+                sn.t,
+                sn.noise_seed,
+                sn.series_id,
+                sn.true_phase,
+            )
+            assert sn.label_flipped == (sn.phase != sn.true_phase)
+            flips += sn.label_flipped
+    assert flips > 0
+
+
+def test_sites_differ_in_arterial_timing() -> None:
+    def arterial_labels(name: str, n: int = 20) -> Counter:
+        return Counter(
+            str(s.true_phase)
+            for i in range(n)
+            for s in plan_exam(SITES[name], i, cohort_seed=0).series
+            if s.protocol_phase == "arterial"
+        )
+
+    early, late = arterial_labels("EXT-E"), arterial_labels("EXT-D")
+    assert early.most_common(1)[0][0] == "EAP"  # fixed 25 s: early arterial
+    assert late.most_common(1)[0][0] == "LAP"  # tracking + 15 s: late arterial
+
+
+def test_paper_preset_mirrors_the_paper() -> None:
+    p = G.get_preset("paper")
+    exams = G.exam_list(p)
+    assert sum(1 for s, _ in exams if s == "INT") == 1175
+    assert Counter(s for s, _ in exams if s != "INT") == {s: 43 for s in EXTERNAL_SITES}
+    assert sum(1 for s, _ in exams if s != "INT") == 215
+    assert Counter(G.internal_splits(p, seed=0).values())["test"] == 96
+    quick = G.get_preset("quick")
+    assert quick.num_exams == 150 + 5 * 15
+
+
+def test_ensure_cohort_cache_generates_once_then_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHASEJAX_HOME", str(tmp_path / "home"))
+    cfg, spec = CohortConfig(preset="tiny", seed=0, label_noise=0.1), CacheSpec(size=32)
+    from phasejax.cohort import ensure_cohort_cache
+
+    path = ensure_cohort_cache(cfg, spec)
+    assert path.parent.parent == tmp_path / "home" / "cohorts"
+    assert path.parent.name == "cohort-tiny-seed0-noise0.1-z5-px32"
+    rows = cache_mod.read_manifest(path)
+    assert len(rows) == len(read_csv(path.parent / "labels.csv")) > 30
+    assert cache_mod.read_spec(path) == spec
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("a complete cohort must be reused, not regenerated")
+
+    monkeypatch.setattr(G, "generate", boom)
+    assert ensure_cohort_cache(cfg, spec) == path
+
+
+def test_direct_cache_render_noise_follows_the_kernel() -> None:
+    # Downsampling 0.75 -> 1.5 mm with the cache's anti-aliasing filter: a soft kernel's
+    # coarse grain survives it far better than a sharp kernel's fine grain. The factor is
+    # measured through the renderer's own noise filter (the white-noise fallback would
+    # give 0.5 for every kernel).
+    soft = G._inplane_noise_factor("soft", 0.75, 1.5)
+    sharp = G._inplane_noise_factor("sharp", 0.75, 1.5)
+    assert 0.3 < sharp < 0.5 < soft < 1.0
+    assert soft - sharp > 0.2
+    assert G._inplane_noise_factor("soft", 0.75, 0.75) == 1.0
+    # Along z, 1 mm slices averaged into 5 mm cache slices: ~5 slices each.
+    counts = G._slab_counts(100, 1.0, 5.0)
+    assert counts.min() >= 5 and counts.max() <= 6
