@@ -37,7 +37,8 @@ class DataConfig:
     label_set: str = "paper4"  # paper4 | full5
     image_size: int = 128  # model input, pixels per side
     num_slices: int = 3
-    slice_mode: str = "channels"  # channels (2.5D) | per_slice (classify each, aggregate per series)
+    # channels (2.5D) | per_slice (classify each slice, aggregate per series)
+    slice_mode: str = "channels"
     slice_selection: str = "even"  # central | even (evenly spaced over the liver-to-kidney range)
     slice_jitter: int = 1  # training only: +/- slices of random shift per selected slice
     window: str = "abdomen"  # raw | abdomen | liver | wide | multi

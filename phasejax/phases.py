@@ -94,9 +94,7 @@ class LabelSet:
 
 LABEL_SETS: dict[str, LabelSet] = {
     "paper4": LabelSet(name="paper4", phases=(Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)),
-    "full5": LabelSet(
-        name="full5", phases=(Phase.NC, Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)
-    ),
+    "full5": LabelSet(name="full5", phases=(Phase.NC, Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)),
 }
 DEFAULT_LABEL_SET = "paper4"
 

@@ -251,7 +251,9 @@ def write_manifest(cache_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Pat
 def read_manifest(cache_dir: str | Path) -> list[dict[str, str]]:
     path = Path(cache_dir) / "manifest.csv"
     if not path.exists():
-        raise CacheError(f"{cache_dir} has no manifest.csv: not a prepared cache (or not finalized)")
+        raise CacheError(
+            f"{cache_dir} has no manifest.csv: not a prepared cache (or not finalized)"
+        )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if rows:

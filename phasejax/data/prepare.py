@@ -76,6 +76,7 @@ from phasejax.data.discover import (
     worker_pool,
 )
 from phasejax.data.header import header_phase_hint
+from phasejax.data.series import Series
 from phasejax.phases import UnknownPhaseWord, phase_from_word
 
 ID_COLUMNS = ("series_id", "path", "series_uid", "acquisition")
@@ -311,6 +312,37 @@ def _orientation_flags(orientation: Sequence[float]) -> tuple[bool, bool]:
     return bool(n[2] >= 0), bool(col[1] >= 0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CachedVolume:
+    """A series on the training cache grid, as `phasejax prepare` would have cached it."""
+
+    volume: np.ndarray  # int16 HU [Z, size, size]
+    spacing_z: float
+    pixel_mm: float
+    z_lo: int
+    z_hi: int
+    z_method: str  # "lung" | "central"
+
+
+def cache_volume(series: Series, spec: CacheSpec) -> CachedVolume:
+    """Resample onto the cache grid and find the liver-to-kidney slab: the one way a
+    series enters the cache, shared by `prepare` and `phasejax predict`."""
+    vol, pixel_mm = resample_to_cache(series.hu, series.spacing, spec)
+    spacing_z = spec.spacing_z if vol.shape[0] > 1 else float(series.spacing[0])
+    superior_last, posterior_down = _orientation_flags(series.orientation)
+    z_lo, z_hi, method = liver_kidney_slab(
+        vol, spacing_z, superior_last=superior_last, posterior_down=posterior_down
+    )
+    return CachedVolume(
+        volume=vol,
+        spacing_z=float(spacing_z),
+        pixel_mm=float(pixel_mm),
+        z_lo=int(z_lo),
+        z_hi=int(z_hi),
+        z_method=method,
+    )
+
+
 # --------------------------------------------------------------------------- worker
 
 
@@ -326,21 +358,17 @@ def _prepare_one(task: _Task) -> tuple[dict[str, Any] | None, list[Skipped]]:
     series, skipped = load_plan(task.plan)
     if series is None:
         return None, skipped
-    vol, pixel_mm = resample_to_cache(series.hu, series.spacing, task.spec)
-    spacing_z = task.spec.spacing_z if vol.shape[0] > 1 else float(series.spacing[0])
-    superior_last, posterior_down = _orientation_flags(series.orientation)
-    z_lo, z_hi, method = liver_kidney_slab(
-        vol, spacing_z, superior_last=superior_last, posterior_down=posterior_down
-    )
+    cached = cache_volume(series, task.spec)
+    vol = cached.volume
     hint = header_phase_hint(series.header)
     row = {
         **task.row,
         "num_slices": int(vol.shape[0]),
-        "spacing_z": round(float(spacing_z), 4),
-        "spacing_xy": round(float(pixel_mm), 4),
-        "z_lo": int(z_lo),
-        "z_hi": int(z_hi),
-        "z_method": method,
+        "spacing_z": round(cached.spacing_z, 4),
+        "spacing_xy": round(cached.pixel_mm, 4),
+        "z_lo": cached.z_lo,
+        "z_hi": cached.z_hi,
+        "z_method": cached.z_method,
         "orig_num_slices": series.num_slices,
         "orig_spacing_z": round(float(series.spacing[0]), 4),
         "orig_spacing_xy": round(float(series.spacing[1]), 4),

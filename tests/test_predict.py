@@ -1,0 +1,440 @@
+"""`phasejax predict`: a tiny model trained here on the tiny synthetic cohort, then run on
+its DICOM, on a folder of broken inputs and on the real CT folder.
+
+The module fixture generates the "tiny" cohort as DICOM plus the training cache made
+from exactly those DICOM pixels, trains the debug config for 2 steps on it (64 px,
+ResNet "tiny" of width 8) and loads the best checkpoint back with
+`phasejax.train.restore.load_run`. Accuracy is meaningless after 2 steps; the tests
+check ids, probabilities, the two-step cascade, inputs identical to the training
+cache, failure handling and the command's exit statuses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_factory import CORONAL, ct_dataset, save, uid, write_series
+from pydicom.uid import RLELossless
+
+from phasejax.cli import main
+from phasejax.config import load_config
+from phasejax.data.cache import CacheSpec, load_volume
+from phasejax.data.discover import discover, load_plan
+from phasejax.data.prepare import cache_volume
+from phasejax.predict import (
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    BatchClassifier,
+    PredictOptions,
+    PreparedSeries,
+    header_agreement,
+    input_checks,
+    model_grid,
+    predict_paths,
+    prepare_series,
+    read_report,
+    series_row,
+)
+from phasejax.train.restore import ModelDirError, load_run, load_trained
+
+SPEC = CacheSpec(spacing_z=5.0, size=128)  # the debug config's cohort grid
+# 16 = the training eval batch: the library tests reuse its compiled eval step.
+QUIET = PredictOptions(progress=False, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phasejax.cohort.generate import generate
+
+    out = tmp_path_factory.mktemp("cohort")
+    return generate("tiny", out, fmt="both", cache_spec=SPEC, progress=False)
+
+
+@pytest.fixture(scope="module")
+def labels(cohort: Path) -> dict[str, dict[str, str]]:
+    with open(cohort / "labels.csv", newline="") as f:
+        return {r["series_id"]: r for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phasejax.train.loop import train
+
+    cfg = load_config(
+        "debug",
+        [
+            f"data.cache_dir={cohort / 'cache'}",
+            "data.image_size=64",
+            "model.width=8",
+            "train.batch_size=8",
+            "train.steps=2",
+            "train.warmup_steps=1",
+            "train.eval_every=2",
+            "train.checkpoint_every=2",
+            "train.log_every=2",
+            "train.eval_batch_size=16",
+        ],
+    )
+    out = tmp_path_factory.mktemp("run")
+    train(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir: Path):
+    run = load_run(run_dir)
+    return run.cfg, run.model, BatchClassifier(run.model, batch_size=16)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_compile_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command enables the persistent XLA cache; tests stay hermetic without it.
+    monkeypatch.setenv("PHASEJAX_COMPILATION_CACHE", "off")
+
+
+def _series_dirs(cohort: Path, labels: dict, *series_ids: str) -> list[Path]:
+    return [cohort / "dicom" / labels[s]["path"] for s in series_ids]
+
+
+# --------------------------------------------------------------------------- tiny cohort
+
+
+def test_one_row_per_series_with_ids_and_normalised_probabilities(
+    cohort: Path, labels: dict, trained
+) -> None:
+    cfg, model, clf = trained
+    report = predict_paths([cohort / "dicom"], cfg, model, options=QUIET, classifier=clf)
+    rows = report.rows
+    assert [r["status"] for r in rows] == [STATUS_OK] * len(labels) == [STATUS_OK] * 36
+    assert sorted(r["series_id"] for r in rows) == sorted(labels)
+    for r in rows:
+        lab = labels[r["series_id"]]
+        assert (r["patient_id"], r["acquisition"]) == (lab["patient_id"], lab["acquisition"])
+        assert r["study_uid"] == lab["study_uid"]
+        probs = np.array([r[f"p_{c}"] for c in ("EAP", "LAP", "PVP", "DP")])
+        assert abs(probs.sum() - 1.0) < 1e-5
+        assert r["predicted"] == ("EAP", "LAP", "PVP", "DP")[int(np.argmax(probs))]
+        assert r["top_prob"] == pytest.approx(probs.max(), abs=1e-6)
+        assert r["num_slices"] == int(lab["num_slices"])
+    # The two acquisitions that share one SeriesInstanceUID (site EXT-E) are two rows.
+    shared = [s for s, lab in labels.items() if lab["acquisition"]]
+    assert len(shared) >= 2 and {r["acquisition"] for r in rows if r["series_id"] in shared} >= {
+        "1",
+        "2",
+    }
+    assert report.exit_status == 0
+    counts = report.counts()
+    assert counts["classified"] == 36 and counts["failed"] == 0 and counts["skipped"] == 0
+    assert sum(counts["per_phase"].values()) == 36
+    # 2 training steps cannot make a confident model: every row is flagged low.
+    assert counts["low_confidence"] == 36
+
+
+def test_inputs_equal_the_training_cache_and_the_cascade_is_applied(
+    cohort: Path, labels: dict, trained
+) -> None:
+    cfg, model, clf = trained
+    spec, source = model_grid(cfg)
+    assert spec == SPEC and source.endswith("cache.json")
+    ids = ["s0c0a50187c33", "seaff846abd01"]  # EXT-E: two acquisitions of one UID
+    plans = [p for p in discover(_series_dirs(cohort, labels, *ids)).plans if p.series_id in ids]
+    assert sorted(p.series_id for p in plans) == sorted(ids)
+    report = predict_paths(
+        _series_dirs(cohort, labels, *ids), cfg, model, options=QUIET, classifier=clf
+    )
+    by_id = {r["series_id"]: r for r in report.rows}
+    for plan in plans:
+        series, bad = load_plan(plan)
+        assert series is not None and bad == []
+        # The cached volume predict builds is bit-identical to the one training read.
+        cached = cache_volume(series, spec)
+        np.testing.assert_array_equal(
+            cached.volume, load_volume(cohort / "cache", plan.series_id, mmap=False)
+        )
+        prep = prepare_series(series, cfg.data, spec)
+        assert prep.image.shape == (3, 64, 64, 1)
+        out = model(prep.image[None])
+        p1 = np.asarray(jax_softmax(out.heads["step1"]))[0]  # (AP, PVP, DP)
+        p2 = np.asarray(jax_softmax(out.heads["step2"]))[0]  # (EAP, LAP)
+        expected = [p1[0] * p2[0], p1[0] * p2[1], p1[1], p1[2]]
+        row = by_id[plan.series_id]
+        got = [row[f"p_{c}"] for c in ("EAP", "LAP", "PVP", "DP")]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_allclose(got, np.exp(np.asarray(out.log_probs[0])), atol=1e-5)
+
+
+def jax_softmax(x):
+    import jax
+
+    return jax.nn.softmax(x.astype("float32"), axis=-1)
+
+
+def test_padding_and_batch_composition_do_not_change_probabilities(
+    cohort: Path, labels: dict, trained
+) -> None:
+    cfg, _, clf = trained
+    plans = discover(_series_dirs(cohort, labels, "s7a04951c904c", "sc0bf95f4997d")).plans
+    images = np.stack([prepare_series(load_plan(p)[0], cfg.data, SPEC).image for p in plans])
+    together = clf.probabilities(images)
+    alone = np.concatenate([clf.probabilities(images[i : i + 1]) for i in range(len(images))])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    assert clf.batch_size == 16
+    with pytest.raises(ValueError, match="17 images for a batch of 16"):
+        clf.log_probs(np.zeros((17, *images.shape[1:]), np.float32))
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _bad_folder(root: Path, cohort: Path, labels: dict) -> tuple[Path, list[str], Path]:
+    """Two good series, one with a truncated file, plus a non-DICOM file, a scout and a SEG."""
+    good = ["s7a04951c904c", "sc0bf95f4997d"]
+    for sid, src in zip(good, _series_dirs(cohort, labels, *good)):
+        shutil.copytree(src, root / sid)
+    victim = sorted((root / good[0]).iterdir())[10]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 500])
+    (root / "notes.txt").write_text("reading list, not an image\n")
+    scout = ct_dataset(
+        np.full((32, 32), 1000),
+        series_uid=uid("scout"),
+        orientation=CORONAL,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
+    save(scout, root / "scout" / "topogram.dcm")
+    seg = Path(pydicom.__file__).parent / "data" / "test_files" / "liver_1frame.dcm"
+    if seg.exists():
+        shutil.copy(seg, root / "seg.dcm")
+    else:  # a minimal SEG object: skipped by its SOP class all the same
+        save(
+            ct_dataset(
+                np.zeros((8, 8)),
+                series_uid=uid("seg"),
+                modality="SEG",
+                sop_class="1.2.840.10008.5.1.4.1.1.66.4",
+            ),
+            root / "seg.dcm",
+        )
+    return root, good, victim
+
+
+def _undecodable_series(folder: Path) -> str:
+    """A readable CT series (headers fine) whose every pixel payload is cut: it fails."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    paths = write_series(
+        folder, np.zeros((3, 16, 16)), series_uid=uid("undecodable"), compress=RLELossless
+    )
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+        ds.PixelData = encapsulate([frame[:64]])  # the RLE header without its segments
+        ds.save_as(p)
+    return str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
+
+
+def test_broken_inputs_are_reported_and_only_a_failed_series_sets_exit_1(
+    tmp_path: Path, cohort: Path, labels: dict, run_dir: Path, capsys
+) -> None:
+    folder, good, victim = _bad_folder(tmp_path / "in", cohort, labels)
+    out = tmp_path / "report.csv"
+    code = main(["predict", str(folder), "--model", str(run_dir), "--out", str(out),
+                 "--quiet", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    rows = read_report(out)
+    ok = [r for r in rows if r["status"] == STATUS_OK]
+    assert sorted(r["series_id"] for r in ok) == sorted(good)
+    truncated = next(r for r in ok if r["series_id"] == good[0])
+    assert "missing_slices:1" in truncated["problems"]
+    skipped = {Path(r["path"]).name: r["reason"] for r in rows if r["status"] == STATUS_SKIPPED}
+    assert skipped == {
+        victim.name: "truncated",
+        "notes.txt": "not_dicom",
+        "topogram.dcm": "localizer",
+        "seg.dcm": "segmentation",
+    }
+    text = capsys.readouterr().out
+    assert "classified 2 of 2 series" in text and "4 files skipped" in text
+
+    # A readable series that cannot be decoded: a "failed" row, the others still classified,
+    # exit status 1. JSON lines on stdout carry the same probabilities as the CSV did.
+    _undecodable_series(folder / "broken")
+    code = main(["predict", str(folder), "--model", str(run_dir), "--json", "--quiet"])
+    assert code == 1
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines() if x.strip()]
+    failed = [r for r in lines if r["status"] == STATUS_FAILED]
+    assert len(failed) == 1 and failed[0]["reason"] == "decode_error"
+    assert Path(failed[0]["path"]) == folder / "broken"
+    assert failed[0]["detail"].count(".dcm: ") == 3  # every file named with its reason
+    again = {r["series_id"]: r for r in lines if r["status"] == STATUS_OK}
+    assert sorted(again) == sorted(good)
+    for r in ok:
+        for c in ("p_EAP", "p_LAP", "p_PVP", "p_DP"):
+            assert again[r["series_id"]][c] == pytest.approx(float(r[c]), abs=1e-6)
+    assert "1 FAILED" in captured.err
+
+
+def test_resume_keeps_classified_series_and_finishes_the_rest(
+    tmp_path: Path, cohort: Path, labels: dict, run_dir: Path, capsys
+) -> None:
+    ids = ["s7a04951c904c", "sc0bf95f4997d", "se33beb2fcd3c"]
+    folder = tmp_path / "in"
+    for sid, src in zip(ids, _series_dirs(cohort, labels, *ids)):
+        shutil.copytree(src, folder / sid)
+    out = tmp_path / "report.csv"
+    args = ["predict", str(folder), "--model", str(run_dir), "--out", str(out), "--quiet"]
+    assert main([*args, "--qc"]) == 0
+    assert "findings over 3 classified series in 1 studies" in capsys.readouterr().out
+    first = read_report(out)
+    # As if the run had been stopped after its first row: only that row is in the file.
+    # Its p_DP is marked, to see that resuming keeps the row instead of classifying again.
+    with open(out, newline="") as f:
+        header, kept, *_ = list(csv.reader(f))
+    kept[header.index("p_DP")] = "0.123456"
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([header, kept])
+    assert main([*args, "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "classified 2 of 3 series" in text and "1 already in the report (resumed)" in text
+    second = {r["series_id"]: r["p_DP"] for r in read_report(out)}
+    expected = {r["series_id"]: r["p_DP"] for r in first}
+    assert second == {**expected, kept[0]: "0.123456"} and sorted(second) == sorted(ids)
+    # A report of another label set is refused rather than mixed.
+    out.write_text(out.read_text().replace("p_DP", "p_NC"))
+    assert main([*args, "--resume"]) == 2
+    assert "another model" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- model dir
+
+
+def test_missing_incomplete_or_unmappable_model_dirs_are_refused(
+    tmp_path: Path, run_dir: Path, cohort: Path, capsys
+) -> None:
+    data = str(cohort / "dicom" / "INT-0001")
+
+    def refused(model: Path) -> str:
+        assert main(["predict", data, "--model", str(model), "--quiet"]) == 2
+        return capsys.readouterr().err
+
+    assert "does not exist" in refused(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in refused(tmp_path / "empty")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(run_dir / "config.json", partial / "config.json")
+    assert "no complete 'best' checkpoint" in refused(partial)
+    alien = tmp_path / "alien"
+    shutil.copytree(run_dir, alien)
+    cfg = json.loads((alien / "config.json").read_text())
+    cfg["data"]["label_set"] = "paper7"
+    (alien / "config.json").write_text(json.dumps(cfg))
+    assert "label set 'paper7'" in refused(alien)
+    with pytest.raises(ModelDirError, match="use one of"):
+        load_trained(run_dir, "oldest")
+    assert main(["predict", str(tmp_path / "missing"), "--model", str(run_dir)]) == 2
+
+
+def test_load_trained_restores_the_checkpointed_weights_read_only(run_dir: Path) -> None:
+    import jax
+    from flax import nnx
+
+    from phasejax.models import build_classifier
+    from phasejax.train.checkpoint import Checkpointer
+
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    cfg, model = load_trained(run_dir, "latest")
+    fresh = build_classifier(cfg, rngs=nnx.Rngs(cfg.train.seed))
+    with Checkpointer(run_dir / "checkpoints", read_only=True) as ck:
+        ref = ck.restore(nnx.state(fresh), which="latest")
+    got, want = jax.tree.leaves(nnx.state(model)), jax.tree.leaves(ref.model_state)
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # ...and differs from a fresh initialisation (training moved the weights).
+    init = jax.tree.leaves(nnx.state(fresh, nnx.Param))
+    trained = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(init, trained))
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- real CT
+
+
+def test_real_hcc_series_and_nifti_each_get_a_row(real_data: Path, trained) -> None:
+    cfg, model, clf = trained
+    report = predict_paths([real_data], cfg, model, options=QUIET, classifier=clf)
+    ok = [r for r in report.rows if r["status"] == STATUS_OK]
+    assert len(ok) == 3 and report.exit_status == 0
+    hcc = [r for r in ok if r["patient_id"] == "HCC_015"]
+    assert len(hcc) == 2 and len({r["series_id"] for r in hcc}) == 2
+    assert sorted(r["num_slices"] for r in hcc) == [61, 62]
+    (nii,) = [r for r in ok if r["format"] == "nifti"]
+    assert Path(nii["path"]).name == "example_ct.nii.gz" and nii["num_slices"] == 112
+    # "(AP)" in these descriptions is coverage, not a phase: no header hint, no agreement.
+    assert [r["header_phase"] for r in hcc] == ["unknown", "unknown"]
+    assert [r["header_agrees"] for r in hcc] == ["", ""]
+    assert {r["reason"] for r in report.rows if r["status"] == STATUS_SKIPPED} == {"not_dicom"}
+
+
+# --------------------------------------------------------------------------- units
+
+
+def _prep(**kw) -> PreparedSeries:
+    base = dict(
+        series_id="s1", patient_id="P", study_uid="1.2", acquisition="", source="/x",
+        fmt="dicom", header={"SeriesDescription": "portal venous", "ContrastBolusAgent": "X"},
+        problems=(), image=np.zeros((3, 8, 8, 1), np.float32), num_slices=60, slice_mm=2.5,
+        coverage_mm=147.5, hu=(-1000.0, -50.0, 400.0), oblique_deg=0.0, cached_slices=30,
+        z_lo=5, z_hi=25, z_method="lung",
+    )  # fmt: skip
+    base.update(kw)
+    return PreparedSeries(**base)  # type: ignore[arg-type]
+
+
+def test_input_checks_name_each_out_of_range_reason() -> None:
+    cfg = load_config("debug")
+    assert input_checks(_prep(), cfg.data, SPEC) == []
+    assert input_checks(_prep(z_lo=3, z_hi=5, cached_slices=6), cfg.data, SPEC) == [
+        "few_slices:2<3"
+    ]
+    assert input_checks(_prep(coverage_mm=60.0), cfg.data, SPEC) == ["short_coverage:60mm"]
+    assert input_checks(_prep(hu=(-20.0, 40.0, 300.0)), cfg.data, SPEC) == ["hu_range:-20/40/300"]
+    assert input_checks(_prep(hu=(-1000.0, -900.0, 50.0)), cfg.data, SPEC) == [
+        "hu_range:-1000/-900/50"
+    ]
+    assert input_checks(_prep(problems=("gantry_tilt:14.0deg",)), cfg.data, SPEC) == [
+        "oblique:14deg"
+    ]
+    assert input_checks(_prep(oblique_deg=5.0), cfg.data, SPEC) == []
+    assert input_checks(_prep(slice_mm=12.0), cfg.data, SPEC) == ["thick_slices:12mm"]
+    assert input_checks(
+        _prep(problems=("missing_rescale", "missing_slices:2")), cfg.data, SPEC
+    ) == ["missing_rescale"]
+
+
+def test_confidence_flag_and_header_agreement() -> None:
+    classes = ("EAP", "LAP", "PVP", "DP")
+    probs = np.array([0.1, 0.15, 0.5, 0.25])
+    row = series_row(_prep(), probs, classes, min_confidence=0.6, out_of_range=[])
+    assert (row["predicted"], row["confidence"]) == ("PVP", "low")
+    assert row["confidence_reasons"] == ["low_probability:0.50<0.6"]
+    assert (row["header_phase"], row["header_agrees"]) == ("PVP", "yes")
+    row = series_row(_prep(), probs, classes, min_confidence=0.4, out_of_range=[])
+    assert (row["confidence"], row["confidence_reasons"]) == ("high", [])
+    row = series_row(_prep(), probs, classes, min_confidence=0.4, out_of_range=["oblique:20deg"])
+    assert (row["confidence"], row["confidence_reasons"]) == ("low", ["oblique:20deg"])
+    nifti = series_row(_prep(fmt="nifti", header={}), probs, classes, min_confidence=0.4,
+                       out_of_range=[])  # fmt: skip
+    assert (nifti["header_phase"], nifti["header_agrees"], nifti["header_evidence"]) == ("", "", [])
+    assert header_agreement("AP", "LAP") == header_agreement("AP", "EAP") == "yes"
+    assert header_agreement("AP", "PVP") == header_agreement("DP", "PVP") == "no"
+    assert header_agreement("unknown", "PVP") == "" and header_agreement("NC", "EAP") == "no"
