@@ -29,6 +29,7 @@ import csv
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -263,15 +264,25 @@ def read_manifest(cache_dir: str | Path) -> list[dict[str, str]]:
     return rows
 
 
+# np.load parses the .npy header with ast.literal_eval, which is not thread-safe on
+# CPython 3.11 ("AST constructor recursion depth mismatch", gh-106905): Grain's reader
+# threads load volumes concurrently, so every load of this module goes through one lock.
+# Only the header parse and mmap set-up are serialised; pixel reads happen later.
+_NPY_LOCK = threading.Lock()
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None)
+
+
 def load_volume(cache_dir: str | Path, series_id: str, mmap: bool = True) -> np.ndarray:
-    return np.load(
-        Path(cache_dir) / "volumes" / f"{series_id}.npy", mmap_mode="r" if mmap else None
-    )
+    return _load_npy(Path(cache_dir) / "volumes" / f"{series_id}.npy", mmap)
 
 
 def load_mask(cache_dir: str | Path, series_id: str) -> np.ndarray | None:
     path = Path(cache_dir) / "masks" / f"{series_id}.npy"
-    return np.load(path) if path.exists() else None
+    return _load_npy(path, mmap=False) if path.exists() else None
 
 
 # --------------------------------------------------------------------------- splits

@@ -1,0 +1,81 @@
+"""`phasejax train --config NAME --workdir DIR [--set a.b=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a classifier (resumable; multi-host aware)",
+        description=(
+            "Train the classifier a config describes. The workdir gets config.json, env.json, "
+            "metrics.jsonl, checkpoints/ and results.json; running the same command again "
+            "resumes from the latest checkpoint, or returns at once when the run is finished. "
+            "On several hosts, start the same command on each (JAX_COORDINATOR_ADDRESS, "
+            "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a SLURM / Open MPI launch)."
+        ),
+    )
+    p.add_argument(
+        "--config", required=True, help="name in experiments/configs/, a .py or config.json"
+    )
+    p.add_argument("--workdir", required=True, help="run directory (created; resumed if present)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set train.steps=200 (repeatable)",
+    )
+    p.add_argument("--cache", default=None, help="prepared cache (overrides data.cache_dir)")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="leave after this step with a checkpoint (time-sliced jobs); rerun to continue",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from phasejax.config import load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"phasejax train: {e}", file=sys.stderr)
+        return 2
+
+    from phasejax import parallel
+
+    # Before anything touches a JAX backend: the device list is fixed at first use,
+    # and the compilation cache is consulted from the first compilation on.
+    parallel.enable_compilation_cache()
+    parallel.maybe_initialize_distributed()
+
+    from phasejax.train.loop import train
+    from phasejax.train.workdir import WorkdirError
+
+    try:
+        results = train(cfg, args.workdir, cache_dir=args.cache, stop_at=args.stop_at)
+    except (WorkdirError, FileNotFoundError) as e:
+        print(f"phasejax train: {e}", file=sys.stderr)
+        return 1
+    if not parallel.is_main_process():
+        return 0
+    t = results.get("train", {})
+    if "splits" not in results:
+        print(f"stopped at step {t.get('steps')}; run the same command to continue")
+        return 0
+    parts = [f"{t.get('steps')} steps", f"{t.get('images_per_s', 0):.1f} images/s"]
+    if t.get("best_val_accuracy") is not None:
+        parts.append(f"best val accuracy {t['best_val_accuracy']:.4f} at step {t['best_step']}")
+    for split, entry in results["splits"].items():
+        acc = entry.get("metrics", {}).get("accuracy", {})
+        if isinstance(acc, dict) and acc.get("value") is not None:
+            parts.append(f"{split} {acc['value']:.4f} ({acc.get('k')}/{acc.get('n')})")
+    print(f"{args.workdir}: " + "; ".join(parts))
+    return 0
