@@ -12,6 +12,7 @@ import importlib.util
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,40 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
     return cls(**kwargs)
+
+
+# Keys that may change between a run and its restart without changing what is trained:
+# logging/checkpoint cadence, evaluation batch size, worker processes and where the (same)
+# cache lives. Anything else is a different experiment.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.eval_batch_size",
+        "train.tensorboard",
+        "data.worker_count",
+        "data.cache_dir",
+    }
+)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"data": {"num_slices": 1}} -> {"data.num_slices": 1} (dotted keys, as `--set` takes)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two config dicts: {key: (old, new)}."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def available_configs() -> list[str]:

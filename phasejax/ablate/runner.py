@@ -34,7 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from phasejax.ablate.suites import BASELINE_DIR, Plan, Run, config_diff
-from phasejax.config import Config
+from phasejax.config import RESUMABLE_CHANGES, Config, config_differences
 
 PLAN_FILE = "plan.json"
 RUN_META_FILE = "ablation.json"
@@ -43,18 +43,6 @@ CONFIG_FILE = "config.json"
 GROUPS_FILE = "groups.json"
 PLAN_VERSION = 1
 EVAL_SPLITS = ("test", "external")
-# Same keys the trainer lets a restart change (phasejax.train.workdir.RESUMABLE_CHANGES):
-# cadence and where the same cache lives do not change what is trained.
-_CADENCE_KEYS = frozenset(
-    {
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.eval_batch_size",
-        "train.tensorboard",
-        "data.worker_count",
-        "data.cache_dir",
-    }
-)
 
 TrainFn = Callable[..., Mapping[str, Any]]
 EvalFn = Callable[..., Mapping[str, Any]]
@@ -94,19 +82,8 @@ def run_meta(run: Run) -> dict[str, Any]:
     }
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _blocking_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    a, b = _flat(old), _flat(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _CADENCE_KEYS)
+    return sorted(k for k in config_differences(old, new) if k not in RESUMABLE_CHANGES)
 
 
 def conflict_reason(out: Path, run: Run) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phasejax.config import REPO_ROOT, Config, load_config
+from phasejax.config import REPO_ROOT, Config, config_differences, flatten, load_config
 
 ABLATIONS_DIR = REPO_ROOT / "ablations"
 PRESETS_FILE = "presets.toml"
@@ -177,21 +177,9 @@ def _label_of(value: Any) -> str:
     return value if isinstance(value, str) else _text(value)
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"data": {"num_slices": 1}} and {"data.num_slices": 1} both -> {"data.num_slices": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in table.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _as_overrides(table: dict[str, Any], where: str) -> tuple[tuple[str, str], ...]:
     try:
-        flat = {k: _text(v) for k, v in _flatten(table).items()}
+        flat = {k: _text(v) for k, v in flatten(table).items()}
     except TypeError as e:
         raise SuiteError(f"{where}: {e}") from None
     return tuple(sorted(flat.items()))
@@ -563,15 +551,5 @@ def _baseline_run(shared: Config, seed: int) -> Run:
 
 def config_diff(cfg: Config, ref: Config) -> dict[str, Any]:
     """Dotted keys where cfg differs from ref (name and train.seed ignored)."""
-    a, b = _flat_config(cfg.to_dict()), _flat_config(ref.to_dict())
-    return {k: a[k] for k in sorted(a) if a[k] != b.get(k) and k not in ("name", "train.seed")}
-
-
-def _flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    diff = config_differences(ref.to_dict(), cfg.to_dict())
+    return {k: new for k, (_, new) in diff.items() if k not in ("name", "train.seed")}

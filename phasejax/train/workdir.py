@@ -15,27 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from phasejax.config import REPO_ROOT, Config
+from phasejax.config import REPO_ROOT, RESUMABLE_CHANGES, Config, config_differences
 
 CONFIG_FILE = "config.json"
 ENV_FILE = "env.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
-
-# Keys that may change between a run and its restart without changing what is
-# trained: logging/checkpoint cadence, evaluation batch size, worker processes and
-# where the (same) cache lives. Anything else is a different experiment.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.eval_batch_size",
-        "train.tensorboard",
-        "data.worker_count",
-        "data.cache_dir",
-    }
-)
 
 PACKAGES = (
     "jax",
@@ -63,22 +49,6 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    a, b = _flatten(old), _flatten(new)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def check_or_write_config(workdir: Path, cfg: Config, *, write: bool = True) -> None:
