@@ -381,7 +381,8 @@ def test_ensure_cohort_cache_generates_once_then_reuses(
 
     path = ensure_cohort_cache(cfg, spec)
     assert path.parent.parent == tmp_path / "home" / "cohorts"
-    assert path.parent.name == "cohort-tiny-seed0-noise0.1-z5-px32"
+    assert path.parent.name == f"cohort-tiny-v{G.COHORT_VERSION}-seed0-noise0.1-z5-px32"
+    assert json.loads((path / "cache.json").read_text())["cohort_version"] == G.COHORT_VERSION
     rows = cache_mod.read_manifest(path)
     assert len(rows) == len(read_csv(path.parent / "labels.csv")) > 30
     assert cache_mod.read_spec(path) == spec
@@ -391,6 +392,13 @@ def test_ensure_cohort_cache_generates_once_then_reuses(
 
     monkeypatch.setattr(G, "generate", boom)
     assert ensure_cohort_cache(cfg, spec) == path
+
+    # A generator change (version bump) must not reuse the old cohort: new folder, and the
+    # old one no longer counts as complete.
+    monkeypatch.setattr(G, "COHORT_VERSION", G.COHORT_VERSION + 1)
+    assert G.cohort_dir_name(cfg, spec) != path.parent.name
+    assert not G.is_complete(path.parent)
+    assert not G._cache_current(path)
 
 
 def test_direct_cache_render_noise_follows_the_kernel() -> None:

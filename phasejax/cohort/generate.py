@@ -79,7 +79,12 @@ LABEL_COLUMNS = (
     "path",
     "organ_path",
 )
-COHORT_VERSION = 1
+# Version of the generator's output. Bump it whenever generated pixels or labels change
+# (kinetics, anatomy, rendering, protocols, the labelling rule...): it is part of the
+# built-in cohort's directory name and is checked by `is_complete`, so a cached cohort made
+# by an older generator is regenerated instead of silently reused.
+# 2: kinetics recalibrated (aortic PVP, portal/splenic LAP, corticomedullary gap).
+COHORT_VERSION = 2
 
 
 class CohortError(RuntimeError):
@@ -641,7 +646,12 @@ def generate(
     (out / "cohort.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     if fmt in ("cache", "both"):
         cache_mod.init_cache(
-            out / "cache", cache_spec, source="phasejax cohort", preset=p.name, seed=int(seed)
+            out / "cache",
+            cache_spec,
+            source="phasejax cohort",
+            preset=p.name,
+            seed=int(seed),
+            cohort_version=COHORT_VERSION,
         )
 
     jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise))
@@ -686,11 +696,24 @@ def generate(
 
 
 def is_complete(out: Path) -> bool:
+    """True when `out` holds a finished cohort made by this generator version."""
     path = Path(out) / "cohort.json"
     if not path.exists():
         return False
     try:
-        return bool(json.loads(path.read_text()).get("complete"))
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return bool(info.get("complete")) and info.get("version") == COHORT_VERSION
+
+
+def _cache_current(cache_dir: Path) -> bool:
+    """The cohort's training cache is finalized and was written by this generator version."""
+    meta = cache_dir / "cache.json"
+    if not (meta.exists() and (cache_dir / "manifest.csv").exists()):
+        return False
+    try:
+        return json.loads(meta.read_text()).get("cohort_version") == COHORT_VERSION
     except json.JSONDecodeError:
         return False
 
@@ -701,8 +724,8 @@ def cohort_home() -> Path:
 
 def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
     return (
-        f"cohort-{cohort_cfg.preset}-seed{int(cohort_cfg.seed)}-noise{float(cohort_cfg.label_noise):g}"
-        f"-z{float(spec.spacing_z):g}-px{int(spec.size)}"
+        f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
+        f"-noise{float(cohort_cfg.label_noise):g}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
     )
 
 
@@ -711,21 +734,22 @@ def ensure_cohort_cache(cohort_cfg: Any, spec: CacheSpec, root: Path | None = No
     on first use (and finished if an earlier run was interrupted), reused afterwards.
 
     Lives in `root` (default $PHASEJAX_HOME or ~/.cache/phasejax) under a folder named by
-    preset, seed, label noise and grid. Concurrent callers are serialised by a file lock,
-    so two trainings started together generate it once.
+    preset, generator version (COHORT_VERSION), seed, label noise and grid: a cohort made
+    by an older generator lives elsewhere and is never reused. Concurrent callers are
+    serialised by a file lock, so two trainings started together generate it once.
     """
     import fcntl
 
     root = Path(root) if root is not None else cohort_home() / "cohorts"
     out = root / cohort_dir_name(cohort_cfg, spec)
     cache_dir = out / "cache"
-    if is_complete(out) and (cache_dir / "manifest.csv").exists():
+    if is_complete(out) and _cache_current(cache_dir):
         return cache_dir
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not (is_complete(out) and (cache_dir / "manifest.csv").exists()):
+            if not (is_complete(out) and _cache_current(cache_dir)):
                 print(
                     f"generating the built-in '{cohort_cfg.preset}' cohort into {out}",
                     file=sys.stderr,

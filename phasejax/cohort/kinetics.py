@@ -41,18 +41,19 @@ bolus-tracked EAP (trigger + 7 s) and LAP (trigger + 17 s), PVP 70 s and DP 180 
 
 | model (abs HU) | NC     | EAP          | LAP          | PVP          | DP           |
 |----------------|--------|--------------|--------------|--------------|--------------|
-| aorta          | ~37    | 202/283/409  | 206/285/402  | 130/151/177  | 116/136/160  |
-| portal vein    | ~37    | 33/42/52     | 97/121/154   | 135/172/250  | 120/141/165  |
-| hepatic veins  | ~37    | 31/36/40     | 44/53/60     | 130/160/193  | 124/145/169  |
-| liver          | ~58    | 38/68/76     | 57/84/97     | 95/120/147   | 84/110/127   |
-| spleen         | ~52    | 103/123/155  | 128/161/214  | 117/134/158  | 105/118/132  |
-| pancreas       | ~42    | 93/113/144   | 118/152/199  | 103/122/146  | 92/105/119   |
-| renal cortex   | ~35    | 149/192/265  | 181/244/346  | 147/175/212  | 132/156/181  |
-| renal medulla  | ~33    | 30/33/36     | 65/75/90     | 144/188/254  | 125/151/182  |
+| aorta          | ~37    | 202/283/409  | 206/285/402  | 142/164/192  | 115/139/167  |
+| portal vein    | ~37    | 32/41/54     | 109/138/177  | 142/175/261  | 121/145/174  |
+| splenic vein   | ~37    | 33/43/60     | 122/155/199  | 145/178/265  | 120/144/174  |
+| hepatic veins  | ~37    | 31/36/40     | 44/53/60     | 137/169/205  | 126/151/181  |
+| liver          | ~58    | 37/68/75     | 57/85/97     | 94/119/144   | 83/108/126   |
+| spleen         | ~52    | 101/121/151  | 125/157/208  | 120/137/159  | 103/118/134  |
+| pancreas       | ~42    | 93/113/144   | 118/152/199  | 108/128/151  | 92/107/124   |
+| renal cortex   | ~35    | 128/162/220  | 159/212/297  | 149/175/211  | 126/154/184  |
+| renal medulla  | ~33    | 30/33/36     | 65/75/90     | 148/191/256  | 130/158/193  |
 | collecting sys.| ~8     | 8/8/9        | 8/8/10       | 8/10/19      | 28/180/476   |
 
-Rule boundaries (p5/p50/p95 s after injection start): NC->EAP 12/16/22, EAP->LAP 25/30/38,
-LAP->PVP 40/46/51, PVP->DP 84/109/184 (so ~5% of 180 s "delayed" scans still read PVP).
+Rule boundaries (p5/p50/p95 s after injection start): NC->EAP 12/16/22.5, EAP->LAP 24/29/37,
+LAP->PVP 39.5/45/50, PVP->DP 80.5/117.5/167.5 (so ~2% of 180 s "delayed" scans still read PVP).
 
 Real-patient ROI medians quoted there (p10/p50/p90): aorta arterial 162/267/396,
 portal venous 97/121/145; portal+splenic vein arterial 53/92/138, portal venous 101/132/160
@@ -179,8 +180,8 @@ def curves(patient: Patient) -> Curves:
     circ = float(np.clip(70.0 * patient.weight_kg / co_ml_s / 57.0, 0.6, 1.8))
     h_sys = (
         ph.recirculation * _gamma(5.0, 12.0 * circ, 3.0)
-        + slow * _gamma(10.0, 45.0 * circ, 2.0)
-        + ph.ecf_extraction * _expo(300.0 * circ, delay=10.0)
+        + slow * _gamma(10.0, 36.0 * circ, 2.0)
+        + ph.ecf_extraction * _expo(600.0 * circ, delay=10.0)
     ) * (1.0 - renal_loss)
     # The loop is solved causally in the time domain (F[n] = in[n] + sum_k L[k] F[n-k]);
     # an FFT division would wrap the near-unit-gain tail around to t < arrival.
@@ -197,21 +198,21 @@ def curves(patient: Patient) -> Curves:
         return _conv(src, k)
 
     d = ph.splanchnic_delay_s
-    sv = through(0.6 * _gamma(0.6 * d, 8.0, 2.0) + 0.4 * _expo(30.0, 0.6 * d))
-    smv = through(0.5 * _gamma(d, 12.0, 2.0) + 0.5 * _expo(45.0, d))
+    sv = through(0.6 * _gamma(0.7 * d, 9.0, 2.0) + 0.4 * _expo(30.0, 0.7 * d))
+    smv = through(0.6 * _gamma(0.8 * d, 10.0, 2.0) + 0.4 * _expo(45.0, 0.8 * d))
     pv = 0.35 * sv + 0.65 * smv
     fa = ph.hepatic_arterial_fraction
     liver_in = fa * ao + (1.0 - fa) * pv
     liver_ecf = through(_expo(25.0), liver_in)
-    liver = ph.liver_gain * (0.08 * liver_in + 0.44 * liver_ecf)
+    liver = ph.liver_gain * (0.08 * liver_in + 0.40 * liver_ecf)
     hv = through(0.3 * _gamma(11.0, 6.0, 2.0) + 0.7 * _expo(30.0, 11.0), liver_in)
     ivc = through(0.5 * _gamma(12.0, 22.0, 2.0) + 0.5 * _expo(70.0, 12.0))
     rv = 0.82 * through(0.8 * _gamma(1.5, 3.0, 2.0) + 0.2 * _expo(30.0, 1.5))
-    spleen_fast = 0.55 * through(_expo(4.0))
-    spleen_slow = 0.72 * through(_expo(26.0))
+    spleen_fast = 0.53 * through(_expo(4.0))
+    spleen_slow = 0.69 * through(_expo(26.0))
     pancreas = 0.26 * through(_expo(4.0)) + 0.34 * through(_expo(22.0))
     rf = ph.renal_function
-    cortex = 0.72 * through(_expo(3.0)) + 0.45 * rf**0.5 * through(_expo(40.0, 4.0))
+    cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
     medulla = 1.1 * rf**0.5 * through(_expo(32.0, 11.0))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
@@ -483,6 +484,7 @@ def _calibration_report(n: int = 400) -> None:  # pragma: no cover - a developer
             for lab in (
                 Label.AORTA,
                 Label.PORTAL_VEIN,
+                Label.SPLENIC_VEIN,
                 Label.HEPATIC_VEIN,
                 Label.IVC,
                 Label.LIVER,
