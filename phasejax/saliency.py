@@ -25,7 +25,11 @@ venous phase, opacified collecting system in the delayed phase).
 Representative series: among the correctly classified series of a phase, those whose
 probability of the true phase is closest to the median of that phase (ties by series id),
 different patients first. The target of each map is the true phase, which is also the
-predicted one. This module imports jax only inside the functions that run the model.
+predicted one. The maps are taken at `layer` (phasejax.models.gradcam.resolve_layer;
+"auto" by default: at the quick preset's 96 px ResNet-18's last stage is 3 x 3, so stage 3
+at stride 16 is used); the stage, its stride and its grid are recorded in the files' meta
+and in the npz as `cam_layer` / `cam_stride`. This module imports jax only inside the
+functions that run the model.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from phasejax.cohort.structures import STRUCTURES, Label
 
 SALIENCY_NPZ = "saliency.npz"
 SALIENCY_JSON = "saliency.json"
-SALIENCY_VERSION = 1
+# 2: Grad-CAM at a chosen stage ("auto" by default), maps fading to zero past the last
+# feature-pixel centre instead of repeating the edge row; version-1 files are recomputed.
+SALIENCY_VERSION = 2
 
 # Ordered structure groups; the one mapped to None takes every label that no other group
 # lists. Renal veins are in "other body": they fill within seconds of the renal arteries
@@ -339,6 +345,7 @@ def saliency_for_model(
     groups: Mapping[str, Sequence[int] | None] = GROUPS,
     batch_size: int = 8,
     extra_meta: Mapping[str, Any] | None = None,
+    layer: str | int = "auto",
 ) -> Path:
     """Grad-CAM of representative series of `split` for a built classifier; writes
     out_dir/saliency.npz and out_dir/saliency.json and returns the npz path.
@@ -346,11 +353,12 @@ def saliency_for_model(
     predictions: {series_id: probabilities} used to pick correctly classified series (a
     run's results.json); series it lacks make the whole split be classified live.
     extra_meta: more provenance for the files' "meta" (e.g. run directory, checkpoint).
+    layer: the Grad-CAM stage ("auto", "last", "stageK"; phasejax.models.gradcam).
     """
     from tqdm.auto import tqdm
 
     from phasejax.data.pipeline import label_index, split_rows
-    from phasejax.models.gradcam import grad_cam, networks
+    from phasejax.models.gradcam import grad_cam, networks, resolve_layer
     from phasejax.phases import label_set
 
     cache_dir, out_dir = Path(cache_dir), Path(out_dir)
@@ -376,6 +384,8 @@ def saliency_for_model(
     if not picked:
         raise SaliencyError(f"split {split!r}: no correctly classified series to explain")
 
+    size = (int(cfg.data.image_size), int(cfg.data.image_size))
+    resolve_layer(model, layer, size)  # a bad layer fails before the series are loaded
     inputs = [series_inputs(cache_dir, rows[i], cfg.data) for i in picked]
     n = len(picked)
     net_names = list(networks(model))
@@ -391,7 +401,7 @@ def saliency_for_model(
             if m < bs:  # pad to a fixed batch: one compilation
                 x = np.concatenate([x, np.zeros((bs - m, *x.shape[1:]), x.dtype)])
                 t = np.concatenate([t, np.zeros(bs - m, t.dtype)])
-            g = grad_cam(model, x, t)
+            g = grad_cam(model, x, t, layer=layer)
             cams.append(g.cam[:m])
             for name in net_names:
                 by_net[name].append(g.by_network[name][:m])
@@ -430,6 +440,10 @@ def saliency_for_model(
         "cache_dir": str(cache_dir),
         "selection_source": source,
         "method": "Grad-CAM of the true (= predicted) phase's final log-probability",
+        "layer_request": str(layer),
+        "layer": g.layer,
+        "stride": g.stride,
+        "grid": list(g.grid),
         **dict(extra_meta or {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -457,6 +471,8 @@ def saliency_for_model(
         share=share,
         area=area,
         share_by_network=share_net,
+        cam_layer=np.asarray(g.layer),
+        cam_stride=np.asarray(g.stride, np.int64),
         meta=np.asarray(json.dumps(meta, sort_keys=True)),
     )
     summary = summarize_saliency(npz_path)
@@ -558,7 +574,7 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _existing(run_dir: Path, split: str, per_phase: int) -> Path | None:
+def _existing(run_dir: Path, split: str, per_phase: int, layer: str) -> Path | None:
     npz, js = run_dir / SALIENCY_NPZ, run_dir / SALIENCY_JSON
     if not (npz.is_file() and js.is_file()):
         return None
@@ -566,11 +582,12 @@ def _existing(run_dir: Path, split: str, per_phase: int) -> Path | None:
         meta = json.loads(js.read_text()).get("meta", {})
     except (OSError, ValueError):
         return None
-    same = (meta.get("version"), meta.get("split"), meta.get("per_phase")) == (
-        SALIENCY_VERSION,
-        split,
-        per_phase,
-    )
+    same = (
+        meta.get("version"),
+        meta.get("split"),
+        meta.get("per_phase"),
+        meta.get("layer_request"),
+    ) == (SALIENCY_VERSION, split, per_phase, layer)
     return npz if same else None
 
 
@@ -582,15 +599,18 @@ def compute_saliency(
     per_phase: int = 2,
     which: str = "best",
     force: bool = False,
+    layer: str | int = "auto",
 ) -> Path:
     """Grad-CAM saliency of a training run's checkpoint on `split`; returns run_dir/saliency.npz.
 
     cache_dir None: the run's data.cache_dir, or the built-in cohort its config names.
-    An existing saliency.npz for the same split and per_phase is reused unless `force`
-    (so an interrupted `reproduce` does not redo it).
+    An existing saliency.npz for the same split, per_phase and layer is reused unless
+    `force` (so an interrupted `reproduce` does not redo it). layer: the Grad-CAM stage,
+    "auto" (the deepest with >= 6 feature pixels per side at the run's image size),
+    "last" or "stageK".
     """
     run_dir = Path(run_dir)
-    if not force and (done := _existing(run_dir, split, per_phase)) is not None:
+    if not force and (done := _existing(run_dir, split, per_phase, str(layer))) is not None:
         return done
     from phasejax.train.loop import resolve_cache
     from phasejax.train.restore import load_trained
@@ -600,7 +620,7 @@ def compute_saliency(
     preds = results_predictions(run_dir, split, list(_classes(cfg)))
     return saliency_for_model(
         model, cfg, cache, run_dir, split=split, per_phase=per_phase, predictions=preds,
-        extra_meta={"run_dir": str(run_dir.absolute()), "checkpoint": which},
+        extra_meta={"run_dir": str(run_dir.absolute()), "checkpoint": which}, layer=layer,
     )  # fmt: skip
 
 

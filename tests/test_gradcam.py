@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from phasejax.models import OneStepClassifier, ResNet, TwoStepClassifier
-from phasejax.models.gradcam import grad_cam, predict_log_probs, upsample_matrix
+from phasejax.models.gradcam import grad_cam, predict_log_probs, resolve_layer, upsample_matrix
 from phasejax.phases import label_set
 
 PAPER4 = label_set("paper4")
@@ -69,13 +69,83 @@ def test_feature_map_and_classify_reproduce_the_forward_pass():
 
 def test_upsample_matrix_puts_feature_pixel_i_on_input_pixel_stride_times_i():
     m = upsample_matrix(12, 3, 4)
-    np.testing.assert_allclose(m.sum(axis=1), 1.0)
+    np.testing.assert_allclose(m[:9].sum(axis=1), 1.0)
     for i in range(3):  # the centres: exactly one feature pixel
         np.testing.assert_array_equal(m[4 * i], np.eye(3)[i])
     np.testing.assert_allclose(m[2], [0.5, 0.5, 0.0])  # half way between centres 0 and 4
     np.testing.assert_allclose(m[5], [0.0, 0.75, 0.25])
-    for o in (9, 10, 11):  # beyond the last centre (8): the edge value
-        np.testing.assert_array_equal(m[o], [0.0, 0.0, 1.0])
+    # beyond the last centre (8): fading towards a zero cell at 12, not the edge value
+    np.testing.assert_allclose(m[9:, 2], [0.75, 0.5, 0.25])
+    np.testing.assert_array_equal(m[9:, :2], 0.0)
+    with pytest.raises(ValueError, match="reach past 8 input pixels"):
+        upsample_matrix(8, 3, 4)  # a centre (8) outside the input: not a ResNet grid
+
+
+def test_upsampled_3x3_map_has_no_edge_stripes_and_equal_cell_mass():
+    # The quick preset: 96 px, stride 32, a 3 x 3 map. Holding the edge value copied row
+    # 64 over rows 65..95 (a third of the image): stripes from each cell to the border.
+    my = upsample_matrix(96, 3, 32)
+    cells = np.array([[0.2, 1.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.8]])
+    up = my @ cells @ my.T
+    assert up[64, 64] == pytest.approx(0.8) and up[32, 32] == pytest.approx(0.5)
+    assert not np.allclose(up[80], up[64])  # the band below the last row changes...
+    np.testing.assert_allclose(up[64:, 64], 0.8 * (1 - np.arange(32) / 32), rtol=1e-6)
+    # ...and every cell spreads the same mass (a tent of half-width 32) except the first,
+    # whose left half falls outside the image: no cell counts more in the shares.
+    np.testing.assert_allclose(my.sum(axis=0), [16.5, 32.0, 32.0], rtol=1e-6)
+
+
+def test_every_stage_finishes_the_forward_pass_and_has_the_predicted_size():
+    net = ResNet("10", in_channels=1, num_classes=3, width=2, rngs=nnx.Rngs(2))
+    net.eval()
+    for size in (50, 64):
+        x = jnp.asarray(np.random.default_rng(size).normal(size=(1, size, size, 1)), jnp.float32)
+        full = net(x)
+        for stage, stride in zip((1, 2, 3, 4), (4, 8, 16, 32)):
+            fmap = net.feature_map(x, stage)
+            side = net.feature_size(size, stage)
+            assert side == -(-size // stride)  # ceil: 50 px -> 13, 7, 4, 2
+            assert fmap.shape[1:3] == (side, side)
+            assert net.stage_stride(stage) == stride
+            assert stride * (side - 1) < size  # every feature-pixel centre is in the image
+            np.testing.assert_allclose(net.classify(fmap, stage), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(net.feature_map(x), net.feature_map(x, 4))
+    with pytest.raises(ValueError, match="stages 1..4, got stage 5"):
+        net.feature_map(x, 5)
+
+
+def test_auto_layer_takes_the_deepest_stage_with_six_pixels_per_side():
+    def clf(depth):
+        return nnx.eval_shape(
+            lambda: TwoStepClassifier(PAPER4, depth=depth, num_slices=3, channels=1,
+                                      rngs=nnx.Rngs(0))
+        )  # fmt: skip
+
+    r18 = clf("18")
+    # quick preset 96 px: stage 4 is 3 x 3, stage 3 is 6 x 6 (stride 16)
+    assert resolve_layer(r18, "auto", (96, 96)) == 3
+    assert resolve_layer(r18, "auto", (128, 128)) == 3  # 4 x 4 at stage 4
+    assert resolve_layer(r18, "auto", (192, 192)) == 4  # 6 x 6 at stage 4
+    assert resolve_layer(r18, "auto", (192, 160)) == 3  # the shorter side decides
+    assert resolve_layer(r18, "auto", (16, 16)) == 1  # nothing has 6: the finest stage
+    assert resolve_layer(r18, "last", (96, 96)) == 4
+    assert resolve_layer(r18, "stage2", (96, 96)) == resolve_layer(r18, 2, (96, 96)) == 2
+    for bad in ("stage5", "stage0", "layer3", 0, True):
+        with pytest.raises(ValueError, match="use 'last', 'auto' or 'stage1'..'stage4'"):
+            resolve_layer(r18, bad, (96, 96))
+
+
+def test_auto_layer_at_96_px_explains_stage_3_of_a_four_stage_resnet():
+    model = OneStepClassifier(PAPER4, depth="10", num_slices=1, channels=1, width=2,
+                              rngs=nnx.Rngs(4))  # fmt: skip
+    x = np.random.default_rng(2).random((1, 1, 96, 96, 1)).astype(np.float32)
+    g = grad_cam(model, x, target=[0], layer="auto")
+    assert (g.layer, g.stride, g.grid) == ("stage3", 16, (6, 6))
+    last = grad_cam(model, x, target=[0])  # the default stays the last stage
+    assert (last.layer, last.stride, last.grid) == ("stage4", 32, (3, 3))
+    model.eval()
+    np.testing.assert_allclose(g.log_probs, model(jnp.asarray(x)).log_probs, atol=1e-5)
+    assert g.cam.shape == (1, 1, 96, 96) and g.cam.max() == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- known answers
@@ -95,6 +165,25 @@ def test_cam_concentrates_on_the_only_region_the_logit_depends_on(y0, x0):
     # All of the mass lies within one feature pixel (8 px) of the square.
     near = cam[max(y0 - 8, 0) : y0 + 16, max(x0 - 8, 0) : x0 + 16].sum()
     assert near / cam.sum() > 0.99
+
+
+@pytest.mark.parametrize("y0,x0", [(8, 40), (40, 16)])
+def test_stage_1_cam_localises_at_stride_4(y0, x0):
+    g = grad_cam(handmade(), square_image(y0, x0), layer="stage1")
+    assert (g.layer, g.stride, g.grid) == ("stage1", 4, (16, 16))
+    cam = g.cam[0, 0]
+    cy, cx = centroid(cam)
+    assert abs(cy - (y0 + 3.5)) < 1.0 and abs(cx - (x0 + 3.5)) < 1.0
+    near = cam[max(y0 - 8, 0) : y0 + 16, max(x0 - 8, 0) : x0 + 16].sum()
+    assert near / cam.sum() > 0.99
+    # sharper than the last stage's map (stride 8) of the same square
+
+    def spread(c: np.ndarray) -> float:
+        yy, xx = np.mgrid[0 : c.shape[0], 0 : c.shape[1]]
+        return float(np.sqrt((c * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / c.sum()))
+
+    last = grad_cam(handmade(), square_image(y0, x0)).cam[0, 0]
+    assert spread(cam) < 0.9 * spread(last)  # 6.3 vs 7.3 px: the stem blur dominates both
 
 
 def test_a_phase_the_evidence_argues_against_gets_an_empty_map():

@@ -275,9 +275,18 @@ def test_saliency_file_holds_inputs_maps_masks_and_shares_of_each_phase(saliency
     np.testing.assert_array_equal(d["hu"][2], vol[[2, 4, 6]].astype(np.float32))
     np.testing.assert_array_equal(d["mask"][2], load_mask(cache, "p000_LAP")[[2, 4, 6]])
     assert not d["mask"][3].any()  # no mask in the cache: zeros, flagged by has_mask
-    # the maps are Grad-CAM of the pipeline's input for the true phase
+    # the maps are Grad-CAM of the pipeline's input for the true phase, at the "auto" layer:
+    # the tiny net's last stage is 4 x 4 at 32 px (< 6), so stage 1 (8 x 8, stride 4)
     x = preprocess(vol, 1, 7, cfg.data)[None]
-    np.testing.assert_allclose(d["cam"][2], grad_cam(model, x, [1]).cam[0], atol=1e-5)
+    g = grad_cam(model, x, [1], layer="auto")
+    np.testing.assert_allclose(d["cam"][2], g.cam[0], atol=1e-5)
+    assert (g.layer, g.stride, g.grid) == ("stage1", 4, (8, 8))
+    assert (str(d["cam_layer"]), int(d["cam_stride"])) == ("stage1", 4)
+    meta = d["meta"]
+    assert (meta["layer_request"], meta["layer"], meta["stride"], meta["grid"]) == (
+        "auto", "stage1", 4, [8, 8],
+    )  # fmt: skip
+    assert not np.allclose(d["cam"][2], grad_cam(model, x, [1], layer="last").cam[0], atol=1e-3)
     # shares: exact area fractions of the stored mask, masses summing to 1; NaN without mask
     m = d["mask"][0]
     groups = d["groups"].tolist()
@@ -301,6 +310,7 @@ def test_saliency_summary_reports_masked_series_only(saliency_run):
     npz = saliency_run[0]
     summary = json.loads((npz.parent / "saliency.json").read_text())
     assert summary == json.loads(json.dumps(summary))  # plain JSON (NaN written as null)
+    assert (summary["meta"]["layer"], summary["meta"]["stride"]) == ("stage1", 4)
     eap = summary["per_phase"]["EAP"]
     assert eap["series"] == ["p000_EAP", "p001_EAP"]
     d = load_saliency(npz)
@@ -361,6 +371,11 @@ def test_compute_saliency_from_a_run_directory_reuses_its_result(saliency_run, t
     stamp = npz.stat().st_mtime_ns
     assert compute_saliency(run, cache, per_phase=1) == npz  # reused, not recomputed
     assert npz.stat().st_mtime_ns == stamp
+    # another layer is not the stored result: recomputed, and recorded as asked
+    compute_saliency(run, cache, per_phase=1, layer="last")
+    assert npz.stat().st_mtime_ns != stamp
+    last = load_saliency(npz)["meta"]
+    assert (last["layer_request"], last["layer"], last["stride"]) == ("last", "stage2", 8)
     (run / "results.json").unlink()
     compute_saliency(run, cache, per_phase=1, force=True)  # no results: classify live
     assert load_saliency(npz)["meta"]["selection_source"] == "live"
@@ -402,7 +417,8 @@ def small_npz(path: Path, *, masks: bool = True) -> Path:
         phase_defining=np.asarray(["aorta + arteries", "kidneys"]), share=share, area=area,
         share_by_network=share[:, None],
         meta=np.asarray(json.dumps({"split": "test", "strategy": "one_step",
-                                    "slice_mode": "channels"})),
+                                    "slice_mode": "channels", "layer": "stage3",
+                                    "stride": 16})),
     )  # fmt: skip
     return path
 
@@ -414,6 +430,7 @@ def test_saliency_figures_render_from_a_small_npz(tmp_path):
     # 4 phase rows x (2 EAP series x 3 slices) columns, plus the colour bar
     assert len(fig.axes) == 4 * 6 + 1
     assert fig.axes[0].get_ylabel() == "EAP"
+    assert fig._suptitle.get_text().endswith(", stage3 (stride 16 px)")
     narrow = plot_saliency_overlays(sal, max_columns=4)  # middle slice of each series only
     assert len(narrow.axes) == 4 * 2 + 1
     shares = plot_saliency_shares(sal)

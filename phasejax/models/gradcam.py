@@ -5,7 +5,7 @@ For a target phase t of series b the score is the series' final log-probability
 log p(t | x_b) as the classifier reports it: for strategy B the combined two-step
 value log p1(step-1 class) + log p2(t | AP), so the map explains the probability the
 paper's pipeline outputs, not one network in isolation. With A the last stage's
-feature maps [h, w, F] of a network and g = d score / d A:
+feature maps [h, w, F] of a network (or an earlier stage's, see below) and g = d score / d A:
 
     alpha_k = mean over (h, w) of g_k,    CAM = relu(sum_k alpha_k A_k)
 
@@ -22,9 +22,17 @@ position; "per_slice" runs the network on each slice, so each slice has its own 
 Majority-vote aggregation has zero gradient almost everywhere, so its score is the
 mean-log-probability aggregate of the same slice outputs (the vote's smooth relaxation).
 
-Maps are upsampled bilinearly to the input size and normalised per series to [0, 1]
-(divided by the series' maximum over all its slices, so a slice that matters less
-stays dimmer); a series whose map is zero everywhere stays zero.
+Layer: Grad-CAM's map is as coarse as the layer it is taken at. ResNet-18's last stage
+has stride 32, so a 96-px input (the quick preset) gives a 3 x 3 map whose cells are a
+third of the image wide; the usual remedy is an earlier stage (Selvaraju et al. section
+3 discuss the resolution / semantics trade-off of earlier layers). `layer` picks the
+stage: "last" (the classic choice), "stageK" (1-based, torchvision's layerK) or "auto",
+the deepest stage whose map has at least AUTO_MIN_CELLS pixels on its shorter side for
+the given input. The score is then differentiated through the later stages as well.
+
+Maps are upsampled bilinearly to the input size (see `upsample_matrix`) and normalised
+per series to [0, 1] (divided by the series' maximum over all its slices, so a slice that
+matters less stays dimmer); a series whose map is zero everywhere stays zero.
 """
 
 from __future__ import annotations
@@ -57,12 +65,24 @@ class GradCAM(NamedTuple):
         "step2" for strategy B), each normalised the same way.
     log_probs: float32 [B, K], the classifier's output (eval mode), as model(x) gives it.
     target: int [B], the phase index each map explains.
+    layer: the stage the maps were taken at ("stage3", ...).
+    stride: input pixels per feature pixel of that stage.
+    grid: (h, w) of that stage's feature map.
     """
 
     cam: np.ndarray
     by_network: dict[str, np.ndarray]
     log_probs: np.ndarray
     target: np.ndarray
+    layer: str = ""
+    stride: int = 0
+    grid: tuple[int, int] = (0, 0)
+
+
+# "auto" takes the deepest stage with at least this many feature pixels per side: with
+# fewer, a map cell covers a sixth of the image or more and the shares of structures
+# a few cm across approach their area baselines.
+AUTO_MIN_CELLS = 6
 
 
 def networks(model: Classifier) -> dict[str, ResNet]:
@@ -81,17 +101,62 @@ def upsample_matrix(out_size: int, in_size: int, stride: int) -> np.ndarray:
     pixel stride * i (each stride-2 layer's output i is centred on its input 2i), not on
     stride * (i + 1/2) - 1/2 as a half-pixel resize (jax.image.resize) assumes: that
     would shift every map by (stride - 1) / 2 pixels, 15.5 px for a ResNet-18 (stride
-    32). Pixels beyond the outermost centres take the edge value.
+    32). Between centres the weights are bilinear; every centre lies inside the input
+    (ResNet.feature_size), the first on pixel 0.
+
+    Beyond the last centre the map fades linearly to zero at stride * in_size, one cell
+    further on (each cell spreads its value over a tent of half-width `stride`, clipped by
+    the image). Holding the edge value instead copied the last row and column over the
+    last stride - 1 pixels (31 of 96 at stride 32): vertical and horizontal stripes from
+    each edge cell to the image border, and 1.5 times the mass of any other cell for the
+    last row / column in the anatomical shares.
     """
-    u = np.clip(np.arange(out_size, dtype=np.float64) / stride, 0.0, in_size - 1.0)
+    if out_size < 1 or in_size < 1 or stride < 1:
+        raise ValueError(f"bad upsampling sizes: out {out_size}, in {in_size}, stride {stride}")
+    if stride * (in_size - 1) >= out_size:
+        raise ValueError(
+            f"{in_size} feature pixels at stride {stride} reach past {out_size} input pixels"
+        )
+    u = np.arange(out_size, dtype=np.float64) / stride
     i0 = np.floor(u).astype(np.int64)
-    i1 = np.minimum(i0 + 1, in_size - 1)
     w1 = u - i0
-    m = np.zeros((out_size, in_size), np.float64)
+    # A fractional index past the last cell interpolates towards a zero cell in_size.
+    m = np.zeros((out_size, in_size + 1), np.float64)
     rows = np.arange(out_size)
     np.add.at(m, (rows, i0), 1.0 - w1)
-    np.add.at(m, (rows, i1), w1)
-    return m.astype(np.float32)
+    np.add.at(m, (rows, np.minimum(i0 + 1, in_size)), w1)
+    return m[:, :in_size].astype(np.float32)
+
+
+def resolve_layer(model: Classifier, layer: str | int, size: tuple[int, int]) -> int:
+    """The 1-based stage that `layer` names for inputs of `size` (H, W) pixels.
+
+    layer: "last"; "stageK" or K (1..number of stages); "auto" = the deepest stage whose
+    feature map has at least AUTO_MIN_CELLS pixels on its shorter side (stage 1 when
+    none has). Raises ValueError for anything else.
+    """
+    nets = list(networks(model).values())
+    net = nets[0]
+    n = net.num_stages
+    if any(m.num_stages != n for m in nets):  # not built by this project, but be explicit
+        raise ValueError("Grad-CAM across networks needs the same number of stages")
+    if isinstance(layer, str) and layer.startswith("stage") and layer[5:].isdigit():
+        layer = int(layer[5:])
+    if layer == "last":
+        return n
+    if layer == "auto":
+        for stage in range(n, 0, -1):
+            if min(net.feature_size(size[0], stage), net.feature_size(size[1], stage)) >= (
+                AUTO_MIN_CELLS
+            ):
+                return stage
+        return 1
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and 1 <= layer <= n:
+        return int(layer)
+    raise ValueError(
+        f"Grad-CAM layer {layer!r}: use 'last', 'auto' or 'stage1'..'stage{n}' "
+        f"(ResNet-{net.depth} has {n} stages)"
+    )
 
 
 def _score_log_probs(model: Classifier, logits_or_lp: jax.Array) -> jax.Array:
@@ -103,7 +168,7 @@ def _score_log_probs(model: Classifier, logits_or_lp: jax.Array) -> jax.Array:
 
 
 def _log_probs_from_maps(
-    model: Classifier, maps: dict[str, jax.Array], batch: int
+    model: Classifier, maps: dict[str, jax.Array], batch: int, stage: int
 ) -> tuple[jax.Array, jax.Array]:
     """(score log-probs [B, K], the classifier's output log-probs [B, K]) from feature maps.
 
@@ -111,7 +176,7 @@ def _log_probs_from_maps(
     tests/test_gradcam.py checks the output equals model(x).log_probs.
     """
     nets = networks(model)
-    logits = {n: model._series_logits(nets[n].classify(maps[n]), batch) for n in nets}
+    logits = {n: model._series_logits(nets[n].classify(maps[n], stage), batch) for n in nets}
     if isinstance(model, TwoStepClassifier):
         phase_lp = two_step_log_probs(logits["step1"], logits["step2"], model.label_set)
     else:
@@ -120,20 +185,21 @@ def _log_probs_from_maps(
 
 
 def _gradcam_fn(
-    graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, target: jax.Array
+    graphdef: nnx.GraphDef, stage: int, state: nnx.State, x: jax.Array, target: jax.Array
 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     model = nnx.merge(graphdef, state)
     model.eval()  # BatchNorm running averages: each series' map is independent of the batch
     b = x.shape[0]
     xin = model._network_input(x)
     nets = networks(model)
-    # float32 maps: the gradient of a bf16 activation would be rounded to 8 mantissa bits.
-    maps = {n: net.feature_map(xin).astype(jnp.float32) for n, net in nets.items()}
-    _, out_lp = _log_probs_from_maps(model, maps, b)
+    # float32 maps: the gradient of a bf16 activation would be rounded to 8 mantissa bits
+    # (an earlier stage's gradient still passes through the later stages' compute dtype).
+    maps = {n: net.feature_map(xin, stage).astype(jnp.float32) for n, net in nets.items()}
+    _, out_lp = _log_probs_from_maps(model, maps, b, stage)
     target = jnp.where(target < 0, jnp.argmax(out_lp, axis=-1), target)
 
     def score(m: dict[str, jax.Array]) -> jax.Array:
-        lp, _ = _log_probs_from_maps(model, m, b)
+        lp, _ = _log_probs_from_maps(model, m, b, stage)
         # Series are independent (eval-mode BatchNorm), so the gradient of the sum gives
         # each series the gradient of its own score.
         return jnp.sum(jnp.take_along_axis(lp, target[:, None], axis=-1))
@@ -144,13 +210,14 @@ def _gradcam_fn(
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(graphdef: nnx.GraphDef):
-    return jax.jit(functools.partial(_gradcam_fn, graphdef))
+def _compiled(graphdef: nnx.GraphDef, stage: int):
+    return jax.jit(functools.partial(_gradcam_fn, graphdef, stage))
 
 
-def _upsample_normalise(raw: np.ndarray, model: Classifier, size: tuple[int, int]) -> np.ndarray:
+def _upsample_normalise(
+    raw: np.ndarray, model: Classifier, size: tuple[int, int], stride: int
+) -> np.ndarray:
     """relu'd maps [N, h, w] -> [B, S, H, W] in [0, 1], normalised per series."""
-    stride = next(iter(networks(model).values())).total_stride
     my = upsample_matrix(size[0], raw.shape[1], stride)
     mx = upsample_matrix(size[1], raw.shape[2], stride)
     up = np.einsum("yh,nhw,xw->nyx", my, np.maximum(raw, 0.0), mx)
@@ -167,11 +234,15 @@ def grad_cam(
     model: Classifier,
     x: np.ndarray | jax.Array,
     target: Sequence[int] | np.ndarray | None = None,
+    *,
+    layer: str | int = "last",
 ) -> GradCAM:
     """Grad-CAM maps of a batch of series x [B, S, H, W, C] (the pipeline's "image").
 
     target: phase indices [B] (in the label set) whose log-probability each map
-    explains; None or -1 entries use the predicted phase. The model is evaluated in
+    explains; None or -1 entries use the predicted phase. layer: the stage whose
+    feature maps are explained, "last", "stageK" / K or "auto" (`resolve_layer`); the
+    result's layer / stride / grid say which was used. The model is evaluated in
     eval mode (running BatchNorm statistics); its own train/eval mode is left as it was.
     """
     x = jnp.asarray(x, jnp.float32)
@@ -186,17 +257,24 @@ def grad_cam(
         raise ValueError(
             f"target indices {target.tolist()} outside the {k} phases of the label set"
         )
-    graphdef, state = nnx.split(model)
-    raw, out_lp, tgt = jax.device_get(_compiled(graphdef)(state, x, jnp.asarray(target)))
     size = (int(x.shape[2]), int(x.shape[3]))
+    stage = resolve_layer(model, layer, size)
+    stride = next(iter(networks(model).values())).stage_stride(stage)
+    graphdef, state = nnx.split(model)
+    raw, out_lp, tgt = jax.device_get(_compiled(graphdef, stage)(state, x, jnp.asarray(target)))
     names = list(raw)
-    combined = _upsample_normalise(sum(np.asarray(raw[n]) for n in names), model, size)
-    by_network = {n: _upsample_normalise(np.asarray(raw[n]), model, size) for n in names}
+    up = functools.partial(_upsample_normalise, model=model, size=size, stride=stride)
+    combined = up(sum(np.asarray(raw[n]) for n in names))
+    by_network = {n: up(np.asarray(raw[n])) for n in names}
+    grid = np.asarray(raw[names[0]]).shape[1:3]
     return GradCAM(
         cam=combined,
         by_network=by_network,
         log_probs=np.asarray(out_lp, np.float32),
         target=np.asarray(tgt, np.int64),
+        layer=f"stage{stage}",
+        stride=stride,
+        grid=(int(grid[0]), int(grid[1])),
     )
 
 

@@ -204,15 +204,51 @@ class ResNet(nnx.Module):
         self.head = nnx.Linear(cin, num_classes, dtype=dt, param_dtype=jnp.float32, rngs=rngs)
 
     @property
+    def num_stages(self) -> int:
+        """Number of residual stages (4 for the standard depths, 2 for the test networks)."""
+        return len(STAGES[self.depth][1])
+
+    def _check_stage(self, stage: int | None) -> int:
+        n = self.num_stages
+        if stage is None:
+            return n
+        if not 1 <= stage <= n:
+            raise ValueError(f"ResNet-{self.depth} has stages 1..{n}, got stage {stage}")
+        return int(stage)
+
+    def stage_stride(self, stage: int | None = None) -> int:
+        """Input pixels per pixel of stage `stage`'s output (1-based; None = the last stage):
+        stem conv 2 x max pool 2, then 2 per later stage (torchvision layer1..layer4 = 4..32)."""
+        return 4 * 2 ** (self._check_stage(stage) - 1)
+
+    @property
     def total_stride(self) -> int:
         """Input pixels per pixel of `feature_map`: stem conv 2 x max pool 2 x 2 per later stage."""
-        return 4 * 2 ** (len(STAGES[self.depth][1]) - 1)
+        return self.stage_stride(None)
 
-    def feature_map(self, x: jax.Array) -> jax.Array:
-        """The last stage's feature maps [N, h, w, num_features] (compute dtype), before pooling.
+    def feature_size(self, size: int, stage: int | None = None) -> int:
+        """Side of stage `stage`'s feature map for an input side of `size` pixels.
 
-        Grad-CAM (phasejax.models.gradcam) differentiates the logits with respect to these.
+        Every stride-2 layer (7x7 pad 3, 3x3 pad 1, 1x1 pad 0 convs; 3x3 pad 1 max pool)
+        maps n pixels to ceil(n / 2), so feature pixel i is centred on input pixel
+        stride * i and every centre lies inside the input.
         """
+        n = int(size)
+        for _ in range(1 + self._check_stage(stage)):  # stem conv, max pool, stages 2..k
+            n = -(-n // 2)
+        return n
+
+    def _stage_end(self, stage: int) -> int:
+        """Number of blocks up to and including stage `stage`."""
+        return sum(STAGES[self.depth][1][:stage])
+
+    def feature_map(self, x: jax.Array, stage: int | None = None) -> jax.Array:
+        """Stage `stage`'s output [N, h, w, channels] (compute dtype; None = the last stage,
+        whose maps are pooled for the head). Grad-CAM (phasejax.models.gradcam)
+        differentiates the logits with respect to these; `classify(fmap, stage)` finishes
+        the forward pass from them.
+        """
+        stage = self._check_stage(stage)
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"ResNet-{self.depth} expects input [N, H, W, {self.in_channels}], "
@@ -221,7 +257,7 @@ class ResNet(nnx.Module):
         x = nnx.relu(self.stem_bn(self.stem_conv(x)))
         # Max pool pads with -inf (reduce_window's identity), as PyTorch's MaxPool2d does.
         x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for block in self.blocks:
+        for block in list(self.blocks)[: self._stage_end(stage)]:
             x = block(x)
         return x
 
@@ -234,8 +270,11 @@ class ResNet(nnx.Module):
         """Globally pooled float32 features [N, num_features]."""
         return self.pool(self.feature_map(x))
 
-    def classify(self, feature_map: jax.Array) -> jax.Array:
-        """float32 logits [N, num_classes] from a feature map [N, h, w, num_features]."""
+    def classify(self, feature_map: jax.Array, stage: int | None = None) -> jax.Array:
+        """float32 logits [N, num_classes] from stage `stage`'s output (None = the last
+        stage's [N, h, w, num_features]): the later stages' blocks, pool, head."""
+        for block in list(self.blocks)[self._stage_end(self._check_stage(stage)) :]:
+            feature_map = block(feature_map)
         # Logits back in float32: log_softmax / cross-entropy of bf16 logits lose
         # the small probability differences the two-step product depends on.
         return self.head(self.pool(feature_map)).astype(jnp.float32)

@@ -109,9 +109,11 @@ def plot_saliency_overlays(sal: Mapping[str, Any], *, max_columns: int = 8) -> F
         cbar.set_label("Grad-CAM (normalised per series)")
         cbar.outline.set_visible(False)
     strategy = meta.get("strategy", "")
+    layer = f", {meta['layer']} (stride {meta.get('stride', '?')} px)" if meta.get("layer") else ""
     fig.suptitle(
         f"Grad-CAM, {meta.get('split', '')} split"
-        + (f", {strategy.replace('_', '-')} ({meta.get('slice_mode', '')})" if strategy else ""),
+        + (f", {strategy.replace('_', '-')} ({meta.get('slice_mode', '')})" if strategy else "")
+        + layer,
         fontsize=9,
     )
     return fig
