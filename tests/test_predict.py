@@ -438,3 +438,16 @@ def test_confidence_flag_and_header_agreement() -> None:
     assert header_agreement("AP", "LAP") == header_agreement("AP", "EAP") == "yes"
     assert header_agreement("AP", "PVP") == header_agreement("DP", "PVP") == "no"
     assert header_agreement("unknown", "PVP") == "" and header_agreement("NC", "EAP") == "no"
+
+
+def test_run_config_carries_the_grid_training_used(tmp_path):
+    # `phasejax train --cache DIR` keeps data.cache_dir empty in config.json; the grid
+    # recorded in env.json must win so predict resamples exactly as training did.
+    from phasejax.config import Config
+    from phasejax.train.restore import read_run_config
+
+    (tmp_path / "config.json").write_text(Config().to_json())
+    assert read_run_config(tmp_path).data.cache_size == Config().data.cache_size
+    (tmp_path / "env.json").write_text('{"cache_grid": {"spacing_z": 3.0, "size": 64}}')
+    cfg = read_run_config(tmp_path)
+    assert (cfg.data.cache_spacing_z, cfg.data.cache_size) == (3.0, 64)

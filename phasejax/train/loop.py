@@ -230,7 +230,17 @@ def train(
             f"train.batch_size={cfg.train.batch_size} is not a multiple of the {n_dev} devices"
         )
     if main:
-        env = {**wd.environment_info(), "mesh_devices": n_dev, "cache_dir": str(cache)}
+        from phasejax.data.cache import read_spec
+
+        # The grid the model was trained on: `phasejax train --cache DIR` leaves
+        # data.cache_dir empty in config.json, and predict must resample onto this grid.
+        grid = read_spec(cache)
+        env = {
+            **wd.environment_info(),
+            "mesh_devices": n_dev,
+            "cache_dir": str(cache),
+            "cache_grid": {"spacing_z": grid.spacing_z, "size": grid.size},
+        }
         wd.write_json(workdir / wd.ENV_FILE, env)
     if cfg.train.tensorboard:
         warnings.warn(

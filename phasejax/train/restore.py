@@ -62,7 +62,25 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise ModelDirError(
             f"{path}: unknown model.strategy {cfg.model.strategy!r} (known: {list(STRATEGIES)})"
         )
-    return cfg
+    return _with_trained_grid(cfg, root)
+
+
+def _with_trained_grid(cfg: Config, root: Path) -> Config:
+    """The config with the cache grid training actually used (env.json's cache_grid).
+
+    config.json keeps the user's config; a run trained on a prepared cache passed with
+    `--cache` may have used another grid than data.cache_spacing_z / data.cache_size, and
+    preprocessing at predict time must match the trained grid exactly.
+    """
+    try:
+        grid = json.loads((root / wd.ENV_FILE).read_text()).get("cache_grid")
+    except (OSError, json.JSONDecodeError):
+        return cfg
+    if not grid:
+        return cfg
+    return cfg.override(
+        {"data.cache_spacing_z": float(grid["spacing_z"]), "data.cache_size": int(grid["size"])}
+    )
 
 
 def checkpoint_step(run_dir: str | Path, which: str = "best") -> int:
