@@ -78,7 +78,7 @@ from functools import lru_cache
 import numpy as np
 
 from phasejax.cohort.patient import Patient
-from phasejax.cohort.structures import NUM_LABELS, Label
+from phasejax.cohort.structures import NUM_LABELS, REFERENCE_STRUCTURES, Label
 from phasejax.phases import Phase
 
 DT = 0.5  # s, time step of the curves
@@ -481,19 +481,7 @@ def _calibration_report(n: int = 400) -> None:  # pragma: no cover - a developer
         for name, t in times.items():
             hu = compartment_hu(p, t)
             phases[name].append(phase_of(p, t).value)
-            for lab in (
-                Label.AORTA,
-                Label.PORTAL_VEIN,
-                Label.SPLENIC_VEIN,
-                Label.HEPATIC_VEIN,
-                Label.IVC,
-                Label.LIVER,
-                Label.SPLEEN,
-                Label.PANCREAS,
-                Label.KIDNEY_CORTEX,
-                Label.KIDNEY_MEDULLA,
-                Label.KIDNEY_COLLECTING,
-            ):
+            for lab in REFERENCE_STRUCTURES:
                 rows.setdefault(lab.name, {}).setdefault(name, []).append(hu[lab])
         for k, v in phase_boundaries(p).items():
             bounds.setdefault(k, []).append(v)
