@@ -24,15 +24,20 @@ def _row(sid, **kw):
 
 
 def test_slab_average_along_z_and_inplane_size():
-    # 10 slices at 1 mm whose HU equals 10 * index; 5 mm slabs average 5 consecutive slices.
-    z = np.arange(10, dtype=np.float32)[:, None, None] * 10.0
-    hu = np.broadcast_to(z, (10, 64, 64)).copy()
+    # 10 slices at 1 mm, bright (100 HU) only at indices 4 and 5: each 5 mm slab averages its
+    # five slices, so both slabs read 20 HU; a narrower slab would miss the bright slices.
+    z = np.zeros(10, dtype=np.float32)
+    z[4:6] = 100.0
+    hu = np.broadcast_to(z[:, None, None], (10, 64, 64)).copy()
     out, pixel_mm = resample_to_cache(hu, (1.0, 0.5, 0.5), CacheSpec(spacing_z=5.0, size=32))
     assert out.dtype == np.int16 and out.shape == (2, 32, 32)
     assert pixel_mm == pytest.approx(1.0)  # 64 px * 0.5 mm / 32
     # The two 5 mm slabs are centred at 2 mm and 7 mm of the 0..9 mm range.
-    assert out[0, 16, 16] == pytest.approx(np.mean([0, 10, 20, 30, 40]), abs=1)
-    assert out[1, 16, 16] == pytest.approx(np.mean([50, 60, 70, 80, 90]), abs=1)
+    assert out[0, 16, 16] == 20 and out[1, 16, 16] == 20
+    # Finer input than the grid: linear interpolation between slices (2 mm -> 1 mm).
+    ramp = np.broadcast_to(np.array([0.0, 10.0])[:, None, None], (2, 8, 8)).astype(np.float32)
+    fine, _ = resample_to_cache(ramp, (2.0, 1.0, 1.0), CacheSpec(spacing_z=1.0, size=8))
+    np.testing.assert_array_equal(fine[:, 4, 4], [0, 5, 10])
 
 
 def test_non_square_fov_is_padded_with_air_and_clipped_to_ct_range():
