@@ -177,24 +177,10 @@ class Checkpointer:
         """Restore into the structure and shardings of the given states (nnx.State of
         the freshly built model / optimizer on the mesh). `opt_template=None` restores
         the model alone (evaluation from `best/`)."""
-        mgr = self._mgr(which)
-        mgr.wait_until_finished()
-        step = mgr.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint under {self.directory / which}")
-        items: dict[str, Any] = {
-            "model": ocp.args.StandardRestore(_abstract(_pure(model_template))),
-            "data": ocp.args.JsonRestore(),
-            "meta": ocp.args.JsonRestore(),
-        }
+        items: dict[str, Any] = {"data": ocp.args.JsonRestore()}
         if opt_template is not None:
             items["opt"] = ocp.args.StandardRestore(_abstract(_pure(opt_template)))
-        try:
-            got = mgr.restore(step, args=ocp.args.Composite(**items))
-        except Exception as e:  # orbax raises several types; name the checkpoint
-            raise CheckpointError(
-                f"cannot restore {self.directory / which} step {step}: {type(e).__name__}: {e}"
-            ) from e
+        step, got = self._restore(which, step, model_template, items)
         data = got["data"] or {}
         processes = data.get("processes") or []
         p = jax.process_index()
@@ -204,7 +190,7 @@ class Checkpointer:
                 f"processes, this job has {jax.process_count()}: the data order cannot resume"
             )
         return Restored(
-            step=int(step),
+            step=step,
             model_state=_fill(model_template, got["model"]),
             opt_state=None if opt_template is None else _fill(opt_template, got["opt"]),
             data_state=_decode_data_state(processes[p]) if processes else None,
@@ -219,6 +205,13 @@ class Checkpointer:
         Unlike `restore`, the data-iterator states are not read, so a model trained by
         several processes loads in one (the process-count check only matters to resume
         the data order)."""
+        step, got = self._restore(which, step, model_template, {})
+        return step, _fill(model_template, got["model"]), dict(got["meta"] or {})
+
+    def _restore(
+        self, which: str, step: int | None, model_template: Any, extra: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """Restore the model and meta items plus `extra` from step (default: the latest)."""
         mgr = self._mgr(which)
         mgr.wait_until_finished()
         step = mgr.latest_step() if step is None else step
@@ -227,6 +220,7 @@ class Checkpointer:
         items = {
             "model": ocp.args.StandardRestore(_abstract(_pure(model_template))),
             "meta": ocp.args.JsonRestore(),
+            **extra,
         }
         try:
             got = mgr.restore(step, args=ocp.args.Composite(**items))
@@ -234,7 +228,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"cannot restore {self.directory / which} step {step}: {type(e).__name__}: {e}"
             ) from e
-        return int(step), _fill(model_template, got["model"]), dict(got["meta"] or {})
+        return int(step), got
 
     def wait(self) -> None:
         self._latest.wait_until_finished()
