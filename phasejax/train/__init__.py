@@ -24,6 +24,8 @@ _EXPORTS = {
     "make_tx": "phasejax.train.optim",
     "make_schedule": "phasejax.train.optim",
     "Checkpointer": "phasejax.train.checkpoint",
+    "load_trained": "phasejax.train.restore",
+    "load_run": "phasejax.train.restore",
 }
 
 __all__ = sorted(_EXPORTS)
