@@ -143,6 +143,8 @@ def make_fake_cache(
                 "patient_id": f"P{p:03d}",
                 "split": split,
                 "site": "siteB" if split == "external" else "siteA",
+                # every other patient scanned at 100 kVp, as the cohort's sites mix voltages
+                "kvp": "100" if p % 2 else "120",
                 "phase": phase,
                 "num_slices": slices,
                 "spacing_z": 5.0,

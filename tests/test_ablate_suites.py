@@ -100,7 +100,8 @@ def fake_eval(calls: list):
 def test_repository_suites_and_presets_load():
     suites = load_suites()
     assert set(suites) >= {
-        "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness"
+        "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness",
+        "kvp",
     }  # fmt: skip
     assert suites["depth"].labels == ("10", "18", "34", "50")
     assert suites["windowing"].labels == ("raw", "abdomen", "liver", "wide", "multi")
@@ -110,6 +111,8 @@ def test_repository_suites_and_presets_load():
            for v in slices.variants}  # fmt: skip
     assert got == {(n, m) for n in ("1", "3", "5", "9") for m in ("channels", "per_slice")}
     assert suites["robustness"].kind == "evaluate"
+    assert suites["kvp"].kind == "evaluate" and suites["kvp"].baseline == "native"
+    assert dict(suites["kvp"].variants[1].overrides) == {"kvp": "80"}
     presets = load_presets()
     assert {"smoke", "quick", "paper"} <= set(presets)
     assert presets["smoke"].seeds == 1 and presets["quick"].seeds == 3
@@ -134,6 +137,8 @@ def test_suite_errors_name_file_and_reason(tmp_path):
         _suite(name="w", axis="data.window", values=["a/b"], baseline="a/b")
     with pytest.raises(SuiteError, match="not a known perturbation"):
         _suite(name="r", kind="evaluate", axis="model.depth", values=["10"], baseline="10")
+    with pytest.raises(SuiteError, match=r"kvp 200 is outside 70-150 \(0 = as acquired\)"):
+        _suite(name="k", kind="evaluate", axis="kvp", values=[0, 200], baseline=0)
     with pytest.raises(SuiteError, match="train.seed is set by --seeds"):
         _suite(name="s", axis="train.seed", values=[1], baseline=1)
     bad = tmp_path / "depth.toml"
@@ -363,3 +368,19 @@ def test_perturbation_noise_is_per_series_and_level():
     assert np.array_equal(runner.perturb_volume(vol, "s1", {"noise_hu": 0.0}), vol)
     big = runner.perturb_volume(np.zeros((8, 64, 64), np.int16), "s", {"noise_hu": 20.0})
     assert abs(float(big.std()) - 20.0) < 0.5
+
+
+def test_perturbation_kvp_converts_from_each_series_own_voltage():
+    # fat, water, soft tissue, aorta at +300 HU of enhancement, all at 120 kVp
+    vol = np.array([[[-100, 0, 40, 340]]], np.int16)
+    at80 = runner.perturb_volume(vol, "s", {"kvp": 80.0}, kvp=120.0)
+    np.testing.assert_allclose(at80[0, 0], [-112.0, 0.0, 40.0, 40.0 + 300 * 1.6], atol=1e-3)
+    # a series acquired at 80 kVp asked to be read at 80 kVp is left alone
+    assert np.array_equal(runner.perturb_volume(vol, "s", {"kvp": 80.0}, kvp=80.0), vol)
+    assert np.array_equal(runner.perturb_volume(vol, "s", {"kvp": 0.0}), vol)
+    with pytest.raises(runner.AblationError, match="series s: a kvp perturbation needs"):
+        runner.perturb_volume(vol, "s", {"kvp": 80.0}, kvp=None)
+    # voltage first, then the same noise as a noise-only perturbation of that level
+    both = runner.perturb_volume(vol, "s", {"kvp": 80.0, "noise_hu": 10.0}, kvp=120.0)
+    noise = runner.noise_rng("s", 10.0).normal(0.0, 10.0, vol.shape).astype(np.float32)
+    np.testing.assert_allclose(both, at80 + noise, atol=1e-3)

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from phasejax.ablate.suites import BASELINE_DIR, Plan, Run, config_diff
+from phasejax.cohort.kinetics import convert_kvp
 from phasejax.config import RESUMABLE_CHANGES, Config, config_differences
 
 PLAN_FILE = "plan.json"
@@ -423,14 +424,38 @@ def noise_rng(series_id: str, noise_hu: float) -> np.random.Generator:
 
 
 def perturb_volume(
-    volume: np.ndarray, series_id: str, perturbation: Mapping[str, float]
+    volume: np.ndarray,
+    series_id: str,
+    perturbation: Mapping[str, float],
+    *,
+    kvp: float | None = None,
 ) -> np.ndarray:
-    """The cached HU volume with the perturbation applied (float32; the cache stays int16)."""
+    """The cached HU volume with the perturbation applied (float32; the cache stays int16).
+
+    `kvp` is the series' own tube voltage, needed by a `kvp` perturbation (the target voltage;
+    0 leaves the series as acquired). The voltage change comes first: noise is the detector's.
+    """
     hu = np.asarray(volume, dtype=np.float32)
+    target = float(perturbation.get("kvp", 0.0))
+    if target > 0:
+        if kvp is None:
+            raise AblationError(
+                f"series {series_id}: a kvp perturbation needs the series' tube voltage "
+                "(the manifest's kvp column is empty)"
+            )
+        hu = convert_kvp(hu, kvp, target)
     noise = float(perturbation.get("noise_hu", 0.0))
     if noise > 0:
         hu = hu + noise_rng(series_id, noise).normal(0.0, noise, hu.shape).astype(np.float32)
     return hu
+
+
+def _row_kvp(row: Mapping[str, Any]) -> float | None:
+    text = str(row.get("kvp", "") or "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def evaluate_perturbed(
@@ -480,7 +505,10 @@ def evaluate_perturbed(
             images = np.zeros((gbs, *shape), np.float32)
             for i, row in enumerate(chunk):
                 hu = perturb_volume(
-                    pipeline.load_cached(cache, row["series_id"]), row["series_id"], perturbation
+                    pipeline.load_cached(cache, row["series_id"]),
+                    row["series_id"],
+                    perturbation,
+                    kvp=_row_kvp(row),
                 )
                 images[i] = pipeline.preprocess(hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data)
             lp = parallel.to_host(trainer.predict(images))[: len(chunk)].astype(np.float64)

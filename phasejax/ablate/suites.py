@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phasejax.cohort.kinetics import KVP_RANGE
 from phasejax.config import REPO_ROOT, Config, config_differences, flatten, load_config
 
 ABLATIONS_DIR = REPO_ROOT / "ablations"
@@ -34,7 +35,9 @@ PRESETS_FILE = "presets.toml"
 BASELINE_DIR = "_baseline"
 KINDS = ("train", "evaluate")
 # Perturbations an evaluate-kind suite may put on its axis (see phasejax.ablate.runner).
-PERTURBATIONS = ("noise_hu",)
+# noise_hu: Gaussian noise SD (HU); kvp: the series re-read at that tube voltage (0 = as
+# acquired). 0 leaves the input untouched for both.
+PERTURBATIONS = ("noise_hu", "kvp")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SUITE_KEYS = {
     "name",
@@ -263,6 +266,13 @@ def _check_applies(suite: Suite, where: str) -> None:
                     )
                 if _numeric(value) is None or float(value) < 0:
                     raise SuiteError(f"{where}: value {v.label!r}: {key} must be a number >= 0")
+                if key == "kvp" and float(value) > 0:
+                    lo, hi = KVP_RANGE
+                    if not lo <= float(value) <= hi:
+                        raise SuiteError(
+                            f"{where}: value {v.label!r}: kvp {value} is outside {lo:g}-{hi:g} "
+                            "(0 = as acquired)"
+                        )
         return
     base = Config()
     for what, overrides in [("fixed", suite.fixed)] + [

@@ -119,6 +119,58 @@ def fat_factor(kvp: float) -> float:
     return float(np.interp(kvp, _KVP, _FAT))
 
 
+KVP_RANGE = (float(_KVP[0]), float(_KVP[-1]))
+
+# Material anchors of convert_kvp, as HU at 120 kVp: air, fat, water, unenhanced soft tissue,
+# strongly iodinated blood (+600 HU over soft tissue: above the brightest arterial phase, so all
+# vascular enhancement is scaled as iodine) and cortical bone. Soft tissue is taken as
+# voltage-invariant (as in _kvp_scale); the iodine, fat and bone factors are the ones the cohort
+# renders with, so a converted synthetic series matches one rendered at the target voltage to
+# within the spread of unenhanced organ HU around the 40 HU anchor (a few HU x the iodine ratio).
+# Cancellous bone (150-400 HU) lies on the soft-iodine segment and is scaled as iodine: too
+# bright at low kVp by up to ~100 HU, mostly outside the abdominal windows.
+_SOFT_HU = 40.0
+_ANCHORS_120 = (-1000.0, -100.0, 0.0, _SOFT_HU, _SOFT_HU + 600.0, 1000.0)
+
+
+def _anchors(kvp: float) -> np.ndarray:
+    air, fat, water, soft, blood, bone = _ANCHORS_120
+    return np.array(
+        [
+            air,
+            fat * fat_factor(kvp),
+            water,
+            soft,
+            soft + (blood - soft) * iodine_factor(kvp),
+            bone * bone_factor(kvp),
+        ]
+    )
+
+
+def convert_kvp(hu: np.ndarray, from_kvp: float, to_kvp: float) -> np.ndarray:
+    """HU of a volume acquired at `from_kvp` as it would read at `to_kvp` (float32).
+
+    Image-domain approximation for robustness tests: a monotone piecewise-linear map through
+    the material anchors above (a voxel between two anchors is read as a mixture of those two
+    materials), extended beyond bone with the bone factor. It changes contrast only: the
+    higher noise of a low-voltage scan at equal dose is not added (the noise perturbation is
+    separate).
+    """
+    for k in (from_kvp, to_kvp):
+        if not KVP_RANGE[0] <= k <= KVP_RANGE[1]:
+            raise ValueError(f"tube voltage {k:g} kVp is outside {KVP_RANGE[0]:g}-{KVP_RANGE[1]:g}")
+    hu = np.asarray(hu, dtype=np.float32)
+    if from_kvp == to_kvp:
+        return hu
+    src, dst = _anchors(from_kvp), _anchors(to_kvp)
+    out = np.interp(hu, src, dst).astype(np.float32)
+    above = hu > src[-1]
+    if above.any():
+        ratio = bone_factor(to_kvp) / bone_factor(from_kvp)
+        out[above] = dst[-1] + (hu[above] - src[-1]) * ratio
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Kernels and the loop
 
