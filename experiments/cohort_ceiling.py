@@ -1,6 +1,6 @@
 """How separable are the cohort's phase labels from what a reader can measure? (prints JSON)
 
-    python experiments/cohort_ceiling.py [--exams 3000] [--roi-noise 5] [--seed 0]
+    python experiments/cohort_ceiling.py [--exams 3000] [--train-exams N] [--roi-noise 5]
 
 The paper's 98% rests on labels that radiologists assigned from the images, so they are
 visible by construction. The synthetic cohort labels each series with a kinetic rule on
@@ -42,8 +42,9 @@ CLASSES = (Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)
 
 def observations(
     site: str, n: int, roi_noise: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, class index, exam index) of every EAP/LAP/PVP/DP series of n exams."""
+    xs, ys, exams = [], [], []
     for i in range(n):
         plan = plan_exam(SITES[site], i, cohort_seed=0, namespace="ceiling")
         for s in plan.series:
@@ -52,8 +53,10 @@ def observations(
             hu = compartment_hu(plan.patient, s.t, plan.kvp)
             xs.append([hu[lab] for lab in VISIBLE])
             ys.append(CLASSES.index(s.phase))
+            exams.append(i)
     x = np.asarray(xs, np.float32)
-    return x + rng.normal(0.0, roi_noise, x.shape).astype(np.float32), np.asarray(ys)
+    noisy = x + rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
+    return noisy, np.asarray(ys), np.asarray(exams)
 
 
 def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, steps: int = 3000):
@@ -105,27 +108,34 @@ def report(pred: np.ndarray, y: np.ndarray) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exams", type=int, default=3000, help="internal exams (train + test)")
+    ap.add_argument(
+        "--train-exams", type=int, default=None, help="default: 4/5 of --exams (the rest test)"
+    )
     ap.add_argument("--external-per-site", type=int, default=200)
     ap.add_argument("--roi-noise", type=float, default=5.0, help="SD (HU) of an ROI mean")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    x, y = observations(INTERNAL_SITE, args.exams, args.roi_noise, rng)
-    # The cohort has one exam (3 contrast series) per patient; split by exam.
-    n_train = (len(y) // 3) * 4 // 5 * 3
-    predict = train_mlp(x[:n_train], y[:n_train], args.seed)
+    train_exams = args.train_exams if args.train_exams is not None else args.exams * 4 // 5
+    if not 0 < train_exams < args.exams:
+        ap.error(f"--train-exams must be between 1 and {args.exams - 1}")
+    x, y, exam = observations(INTERNAL_SITE, args.exams, args.roi_noise, rng)
+    # One exam per patient: split by exam, so no patient is on both sides.
+    tr, te = exam < train_exams, exam >= train_exams
+    predict = train_mlp(x[tr], y[tr], args.seed)
     out = {
         "what": "accuracy of an MLP on ideal ROI measurements (upper bound of image models)",
         "visible_structures": [lab.name for lab in VISIBLE],
         "roi_noise_hu": args.roi_noise,
-        "train_series": n_train,
-        "internal_test": report(np.asarray(predict(x[n_train:])), y[n_train:]),
-        "train_fit": report(np.asarray(predict(x[:n_train])), y[:n_train]),
+        "train_exams": train_exams,
+        "train_series": int(tr.sum()),
+        "internal_test": report(np.asarray(predict(x[te])), y[te]),
+        "train_fit": report(np.asarray(predict(x[tr])), y[tr]),
         "external": {},
     }
     for site in EXTERNAL_SITES:
-        xe, ye = observations(site, args.external_per_site, args.roi_noise, rng)
+        xe, ye, _ = observations(site, args.external_per_site, args.roi_noise, rng)
         out["external"][site] = report(np.asarray(predict(xe)), ye)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
