@@ -441,7 +441,7 @@ def perturb_volume(
         if kvp is None:
             raise AblationError(
                 f"series {series_id}: a kvp perturbation needs the series' tube voltage "
-                "(the manifest's kvp column is empty)"
+                "(the manifest has no numeric kvp for it)"
             )
         hu = convert_kvp(hu, kvp, target)
     noise = float(perturbation.get("noise_hu", 0.0))
