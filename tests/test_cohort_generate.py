@@ -370,6 +370,15 @@ def test_paper_preset_mirrors_the_paper() -> None:
     assert Counter(G.internal_splits(p, seed=0).values())["test"] == 96
     quick = G.get_preset("quick")
     assert quick.num_exams == 150 + 5 * 15
+    medium = G.get_preset("medium")
+    assert Counter(G.internal_splits(medium, seed=0).values()) == {"train": 315, "test": 90,
+                                                                   "val": 45}  # fmt: skip
+
+
+def test_cli_offers_every_cohort_preset() -> None:
+    from phasejax.commands.cohort import PRESET_NAMES
+
+    assert set(PRESET_NAMES) == set(G.PRESETS)
 
 
 def test_ensure_cohort_cache_generates_once_then_reuses(
