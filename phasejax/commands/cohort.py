@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Generate a cohort into DIR (resumable: rerun the same command after an "
             "interruption). tiny: tests; quick: fits a 2-core CPU pipeline; medium: 3x quick's "
-            "internal exams; paper: 1175 "
-            "internal exams (96 test) + 215 external exams from 5 sites."
+            "internal exams; paper: 1175 internal exams (96 test) + 215 external exams from "
+            "5 sites."
         ),
     )
     # Literal (kept equal to phasejax.cohort.generate.PRESETS by a test): parsing the
