@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from phasejax.ablate.suites import BASELINE_DIR, Plan, Run, config_diff
+from phasejax.ablate.suites import BASELINE_DIR, Plan, Run, config_diff, number_or_none
 from phasejax.cohort.kinetics import convert_kvp
 from phasejax.config import RESUMABLE_CHANGES, Config, config_differences
 
@@ -450,14 +450,6 @@ def perturb_volume(
     return hu
 
 
-def _row_kvp(row: Mapping[str, Any]) -> float | None:
-    text = str(row.get("kvp", "") or "").strip()
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
 def evaluate_perturbed(
     cfg: Config,
     model_dir: Path,
@@ -508,7 +500,7 @@ def evaluate_perturbed(
                     pipeline.load_cached(cache, row["series_id"]),
                     row["series_id"],
                     perturbation,
-                    kvp=_row_kvp(row),
+                    kvp=number_or_none(row.get("kvp")),
                 )
                 images[i] = pipeline.preprocess(hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data)
             lp = parallel.to_host(trainer.predict(images))[: len(chunk)].astype(np.float64)

@@ -188,7 +188,8 @@ def _as_overrides(table: dict[str, Any], where: str) -> tuple[tuple[str, str], .
     return tuple(sorted(flat.items()))
 
 
-def _numeric(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
+    """float(value), or None for anything that is not a number (text, empty, None, bools)."""
     if isinstance(value, bool):
         return None
     try:
@@ -213,7 +214,7 @@ def _parse_values(raw: Any, axis: str, kind: str, where: str) -> tuple[Variant, 
             if not isinstance(item["set"], dict) or not item["set"]:
                 raise SuiteError(f"{where}: value {label!r}: 'set' must be a non-empty table")
             overrides = _as_overrides(item["set"], f"{where} value {label!r}")
-            x = _numeric(item["x"]) if "x" in item else None
+            x = number_or_none(item["x"]) if "x" in item else None
             if "x" in item and x is None:
                 raise SuiteError(f"{where}: value {label!r}: x = {item['x']!r} is not a number")
             variants.append(
@@ -228,7 +229,7 @@ def _parse_values(raw: Any, axis: str, kind: str, where: str) -> tuple[Variant, 
                 text = _text(item)
             except TypeError:
                 raise SuiteError(f"{where}: value {item!r} is not a scalar") from None
-            variants.append(Variant(label=text, overrides=((axis, text),), x=_numeric(item)))
+            variants.append(Variant(label=text, overrides=((axis, text),), x=number_or_none(item)))
     labels = [v.label for v in variants]
     for label in labels:
         if not _LABEL_RE.match(label):
@@ -264,7 +265,7 @@ def _check_applies(suite: Suite, where: str) -> None:
                         f"{where}: value {v.label!r}: {key!r} is not a known perturbation "
                         f"{PERTURBATIONS}"
                     )
-                if _numeric(value) is None or float(value) < 0:
+                if number_or_none(value) is None or float(value) < 0:
                     raise SuiteError(f"{where}: value {v.label!r}: {key} must be a number >= 0")
                 if key == "kvp" and float(value) > 0:
                     lo, hi = KVP_RANGE
