@@ -29,6 +29,7 @@ from phasejax.cohort.exam import plan_exam
 from phasejax.cohort.kinetics import compartment_hu
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES
 from phasejax.cohort.structures import Label
+from phasejax.eval.metrics import confusion_matrix
 from phasejax.phases import Phase
 
 # Structures a reader sees between liver dome and kidneys (the model's input slab).
@@ -93,8 +94,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, steps: int = 3000):
 
 
 def report(pred: np.ndarray, y: np.ndarray) -> dict:
-    cm = np.zeros((len(CLASSES), len(CLASSES)), int)
-    np.add.at(cm, (y, pred), 1)
+    cm = confusion_matrix(y, pred, len(CLASSES))
     return {
         "n": int(len(y)),
         "accuracy": round(float((pred == y).mean()), 4),
