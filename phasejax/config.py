@@ -50,6 +50,12 @@ class DataConfig:
     intensity_jitter_hu: float = 15.0
     noise_hu: float = 10.0
     flip_lr: bool = False  # off: abdominal anatomy is lateralised (liver right, spleen left)
+    # Sim-to-real domain randomisation (training only; phasejax.data.augment): per-series HU
+    # offsets of every structure that does not define the phase, scaled by this strength
+    # (0 = off; needs the cohort's organ masks), and a random in-plane blur up to this sigma
+    # in input pixels.
+    tissue_randomization: float = 0.0
+    blur_max_px: float = 0.0
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices

@@ -84,7 +84,9 @@ LABEL_COLUMNS = (
 # built-in cohort's directory name and is checked by `is_complete`, so a cached cohort made
 # by an older generator is regenerated instead of silently reused.
 # 2: kinetics recalibrated (aortic PVP, portal/splenic LAP, corticomedullary gap).
-COHORT_VERSION = 2
+# 3: blood pool after the first pass recalibrated to real scans (extracellular extraction
+#    0.12 -> 0.30; PVP aorta ~146, DP aorta ~97 HU) and the liver washout rule at 85% of peak.
+COHORT_VERSION = 3
 
 
 class CohortError(RuntimeError):

@@ -96,7 +96,7 @@ NC_AORTA_DELTA = 30.0
 EAP_LAP_PORTAL_DELTA = 40.0
 ARTERIAL_VENOUS_HEPATIC_DELTA = 50.0
 DP_EXCRETION_DELTA = 100.0
-DP_LIVER_FRACTION_OF_PEAK = 0.92
+DP_LIVER_FRACTION_OF_PEAK = 0.85
 
 # Iodine enhancement vs 120 kVp (DESIGN.md 2). Bone and fat factors: assumption, in line
 # with the lower effective energy raising bone and lowering fat HU at low kVp.
@@ -265,7 +265,7 @@ def curves(patient: Patient) -> Curves:
     pancreas = 0.26 * through(_expo(4.0)) + 0.34 * through(_expo(22.0))
     rf = ph.renal_function
     cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
-    medulla = 1.1 * rf**0.5 * through(_expo(32.0, 11.0))
+    medulla = 1.17 * rf**0.5 * through(_expo(32.0, 11.0))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
     # Excreted iodine scales with the dose given (per kg) relative to 0.5 gI/kg.

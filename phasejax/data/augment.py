@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from phasejax.cohort.structures import Label
 from phasejax.config import DataConfig
 
 AIR_HU = -1000.0  # fill for pixels the transform brings in from outside the FOV
@@ -119,3 +120,77 @@ def add_noise(hu: np.ndarray, rng: np.random.Generator, max_sd_hu: float) -> np.
     sd = rng.uniform(0.0, max_sd_hu)
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(sd)
     return hu
+
+
+# --------------------------------------------------------------------------- domain randomisation
+#
+# Sim-to-real (SynthSeg-style, Billot et al. 2023, Med Image Anal 86:102789): a network trained on
+# a phantom learns whatever separates the phantom's phases, including cues that real scans do not
+# share (the phantom's bowel brightness, fat and muscle HU, bone density). Randomising every
+# structure that does NOT define the phase, independently per series, removes those shortcuts and
+# leaves the physiological HU only where the phase is decided: aorta and arteries, portal,
+# splenic and mesenteric veins, hepatic veins and IVC, renal cortex, medulla and collecting
+# system, liver, spleen, pancreas, heart (DESIGN.md 2). Needs the cohort's organ masks; a cache
+# without masks (real data) is left as it is.
+#
+# Ranges are per-series HU offsets at strength 1. They span what real abdomens show: fat -120 to
+# -60 HU, muscle 35-60 HU, cancellous bone 150-350 HU, and bowel content from water (0-20 HU) to
+# positive oral contrast (150-900 HU, in any phase: the classic confounder). Assumptions sized to
+# those spans, not fitted to any real series.
+_NUISANCE_OFFSETS: dict[Label, tuple[float, float]] = {
+    Label.SKIN: (-20.0, 20.0),
+    Label.FAT_SUBCUT: (-30.0, 30.0),
+    Label.FAT_VISCERAL: (-30.0, 30.0),
+    Label.MUSCLE: (-20.0, 20.0),
+    Label.VERTEBRA: (-120.0, 160.0),
+    Label.BONE_CORTICAL: (-200.0, 300.0),
+    Label.RIB: (-120.0, 200.0),
+    Label.DISC: (-20.0, 20.0),
+    Label.SPINAL_CANAL: (-15.0, 15.0),
+    Label.GALLBLADDER: (-10.0, 40.0),
+    Label.STOMACH: (-30.0, 60.0),
+    Label.DUODENUM: (-30.0, 60.0),
+    Label.SMALL_BOWEL: (-30.0, 60.0),
+    Label.COLON: (-30.0, 60.0),
+    Label.FECES: (-80.0, 80.0),
+    Label.LUNG: (-100.0, 100.0),
+    Label.CYST: (-10.0, 20.0),
+}
+_ORAL_CONTRAST_P = 0.5  # share of series whose bowel fluid is given positive oral contrast
+_ORAL_CONTRAST_HU = (150.0, 900.0)
+_WATER_HU = (-5.0, 30.0)
+
+
+def randomize_tissues(
+    hu: np.ndarray, labels: np.ndarray, rng: np.random.Generator, strength: float
+) -> np.ndarray:
+    """HU slices [S, H, W] with every non-phase structure shifted by one random offset per
+    series (in place where possible); `labels` are the cohort's organ labels on the same grid.
+
+    Bowel fluid is re-drawn as a whole, water or positive oral contrast, keeping its texture.
+    """
+    if strength <= 0:
+        return hu
+    labels = np.asarray(labels)
+    lut = np.zeros(256, dtype=np.float32)
+    for label, (lo, hi) in _NUISANCE_OFFSETS.items():
+        lut[label] = rng.uniform(lo, hi) * strength
+    content = labels == Label.BOWEL_CONTENT
+    oral = rng.random() < _ORAL_CONTRAST_P
+    target = rng.uniform(*(_ORAL_CONTRAST_HU if oral else _WATER_HU))
+    hu = hu + lut[labels]
+    if content.any():
+        current = float(np.median(hu[content]))
+        hu[content] += np.float32(strength * (target - current))
+    return hu
+
+
+def blur(hu: np.ndarray, rng: np.random.Generator, max_sigma_px: float) -> np.ndarray:
+    """In-plane Gaussian blur with a per-series sigma drawn uniformly from [0, max_sigma_px]:
+    softer kernels, thicker slices and lower matrices than the cohort renders."""
+    if max_sigma_px <= 0:
+        return hu
+    sigma = float(rng.uniform(0.0, max_sigma_px))
+    if sigma < 0.1:
+        return hu
+    return ndimage.gaussian_filter(hu, sigma=(0.0, sigma, sigma), mode="nearest")

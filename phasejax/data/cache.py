@@ -280,9 +280,9 @@ def load_volume(cache_dir: str | Path, series_id: str, mmap: bool = True) -> np.
     return _load_npy(Path(cache_dir) / "volumes" / f"{series_id}.npy", mmap)
 
 
-def load_mask(cache_dir: str | Path, series_id: str) -> np.ndarray | None:
+def load_mask(cache_dir: str | Path, series_id: str, mmap: bool = False) -> np.ndarray | None:
     path = Path(cache_dir) / "masks" / f"{series_id}.npy"
-    return _load_npy(path, mmap=False) if path.exists() else None
+    return _load_npy(path, mmap=mmap) if path.exists() else None
 
 
 # --------------------------------------------------------------------------- splits

@@ -18,10 +18,12 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
    of each of S equal parts of the range); training shifts each slice by up to
    +/- data.slice_jitter. Slices are stacked in increasing cache z index, i.e. in
    the cache's fixed anatomical order, whatever the order of selection;
-2. intensity offset in HU (training);
+2. training only: domain randomisation of the structures that do not define the
+   phase (data.tissue_randomization, from the cohort's organ masks) and an
+   intensity offset in HU;
 3. resize to data.image_size with an anti-aliasing prefilter, fused with the
    training rotation / scale / translation (one transform per series);
-4. Gaussian noise in HU (training);
+4. training only: random blur (data.blur_max_px) and Gaussian noise in HU;
 5. HU windowing to [0, 1] (phasejax.data.windowing).
 
 Randomness is a pure function of (train.seed, position in the sample stream): the
@@ -44,7 +46,7 @@ import numpy as np
 
 from phasejax.config import Config, DataConfig
 from phasejax.data import augment, windowing
-from phasejax.data.cache import CacheError, load_volume, read_manifest
+from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
 from phasejax.phases import LabelSet, label_set
 
 SLICE_SELECTIONS = ("central", "even")
@@ -165,13 +167,15 @@ def preprocess(
     z_hi: int,
     data_cfg: DataConfig,
     rng: np.random.Generator | None = None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """HU volume [Z, H, H] (int16 cache or float) -> float32 [S, size, size, C].
 
     rng None: deterministic (eval, predict). rng given and data_cfg.augment:
     slice jitter, affine, intensity offset and noise, all drawn from `rng`.
     With data_cfg.augment False the rng is ignored, so a training input equals
-    the evaluation input of the same series.
+    the evaluation input of the same series. `labels` (the cohort's organ masks on the
+    cache grid) enable data.tissue_randomization during training.
     """
     if volume.ndim != 3 or volume.shape[1] != volume.shape[2]:
         raise ValueError(f"expected a cached volume [Z, H, H], got shape {volume.shape}")
@@ -191,7 +195,12 @@ def preprocess(
         assert rng is not None
         affine = augment.sample_affine(rng, data_cfg)
         offset = augment.intensity_offset(rng, data_cfg)
+        if labels is not None and data_cfg.tissue_randomization > 0:
+            hu = augment.randomize_tissues(
+                hu, np.asarray(labels[idx]), rng, data_cfg.tissue_randomization
+            )
         hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
+        hu = augment.blur(hu, rng, data_cfg.blur_max_px)
         hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
     else:
         hu = augment.resample_slices(hu, data_cfg.image_size)
@@ -216,12 +225,16 @@ class _Series:
         rng = None
         if self.training:
             rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
+        labels = None
+        if self.training and self.data_cfg.tissue_randomization > 0:
+            labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
         image = preprocess(
             load_cached(self.cache_dir, row["series_id"]),
             int(row["z_lo"]),
             int(row["z_hi"]),
             self.data_cfg,
             rng,
+            labels,
         )
         return {
             "image": image,

@@ -1,0 +1,114 @@
+"""Sim-to-real domain randomisation (phasejax.data.augment.randomize_tissues / blur)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from phasejax.cohort.structures import Label
+from phasejax.config import DataConfig
+from phasejax.data import augment
+from phasejax.data.pipeline import preprocess
+
+PHASE_LABELS = (
+    Label.AORTA,
+    Label.PORTAL_VEIN,
+    Label.HEPATIC_VEIN,
+    Label.IVC,
+    Label.LIVER,
+    Label.SPLEEN,
+    Label.KIDNEY_CORTEX,
+    Label.KIDNEY_MEDULLA,
+    Label.KIDNEY_COLLECTING,
+)
+
+
+def _labelled_slices() -> tuple[np.ndarray, np.ndarray]:
+    """Three 8x8 slices: one column band per structure, HU known per label."""
+    labels = np.zeros((3, 8, 8), np.uint8)
+    hu = np.full((3, 8, 8), -1000.0, np.float32)
+    bands = [
+        (Label.AORTA, 250.0),
+        (Label.LIVER, 110.0),
+        (Label.KIDNEY_CORTEX, 180.0),
+        (Label.FAT_VISCERAL, -100.0),
+        (Label.MUSCLE, 50.0),
+        (Label.BOWEL_CONTENT, 10.0),
+        (Label.VERTEBRA, 250.0),
+    ]
+    for j, (label, value) in enumerate(bands):
+        labels[:, :, j] = label
+        hu[:, :, j] = value
+    return hu, labels
+
+
+def test_phase_structures_keep_their_hu_and_nuisances_move_by_one_offset_per_series():
+    hu, labels = _labelled_slices()
+    out = augment.randomize_tissues(hu.copy(), labels, np.random.default_rng(3), 1.0)
+    for label in PHASE_LABELS:
+        m = labels == label
+        np.testing.assert_array_equal(out[m], hu[m])
+    assert np.all(out[labels == Label.BACKGROUND] == -1000.0)
+    for label in (Label.FAT_VISCERAL, Label.MUSCLE, Label.VERTEBRA, Label.BOWEL_CONTENT):
+        delta = out[labels == label] - hu[labels == label]
+        # One offset for the whole series: every slice and pixel moves together.
+        assert np.ptp(delta) < 1e-4
+    lo, hi = augment._NUISANCE_OFFSETS[Label.MUSCLE]
+    shift = float((out - hu)[labels == Label.MUSCLE][0])
+    assert lo <= shift <= hi
+
+
+def test_bowel_content_becomes_water_or_oral_contrast_over_many_series():
+    hu, labels = _labelled_slices()
+    content = labels == Label.BOWEL_CONTENT
+    values = [
+        float(
+            np.median(
+                augment.randomize_tissues(hu.copy(), labels, np.random.default_rng(s), 1.0)[content]
+            )
+        )
+        for s in range(200)
+    ]
+    oral = [v for v in values if v >= 150.0]
+    water = [v for v in values if v <= 30.0]
+    assert len(oral) + len(water) == len(values)
+    assert 60 <= len(oral) <= 140  # about half the series get positive oral contrast
+    assert max(oral) <= 900.0
+
+
+def test_strength_zero_is_the_identity_and_strength_scales_offsets():
+    hu, labels = _labelled_slices()
+    np.testing.assert_array_equal(
+        augment.randomize_tissues(hu.copy(), labels, np.random.default_rng(0), 0.0), hu
+    )
+    full = augment.randomize_tissues(hu.copy(), labels, np.random.default_rng(5), 1.0)
+    half = augment.randomize_tissues(hu.copy(), labels, np.random.default_rng(5), 0.5)
+    m = labels == Label.FAT_VISCERAL
+    np.testing.assert_allclose((half - hu)[m], 0.5 * (full - hu)[m], atol=1e-4)
+
+
+def test_blur_keeps_uniform_regions_and_softens_edges():
+    img = np.zeros((1, 32, 32), np.float32)
+    img[:, :, 16:] = 100.0
+    out = augment.blur(img.copy(), np.random.default_rng(1), 2.0)
+    assert abs(float(out[0, 16, 2])) < 1e-3 and abs(float(out[0, 16, 30]) - 100.0) < 1e-3
+    assert 0.0 < float(out[0, 16, 15]) < 50.0 < float(out[0, 16, 16]) < 100.0
+    np.testing.assert_array_equal(augment.blur(img.copy(), np.random.default_rng(1), 0.0), img)
+
+
+def test_preprocess_uses_masks_only_when_training_with_randomization():
+    hu, labels = _labelled_slices()
+    vol = np.repeat(hu[:1], 6, axis=0)
+    lab = np.repeat(labels[:1], 6, axis=0)
+    base = dict(image_size=8, num_slices=2, window="raw", slice_jitter=0, rotation_deg=0.0)
+    base |= dict(scale=0.0, translate=0.0, intensity_jitter_hu=0.0, noise_hu=0.0)
+    on = DataConfig(**base, tissue_randomization=1.0)
+    off = DataConfig(**base)
+    rng = lambda: np.random.default_rng(7)  # noqa: E731
+    a = preprocess(vol, 0, 6, off, rng(), lab)
+    b = preprocess(vol, 0, 6, on, rng(), lab)
+    c = preprocess(vol, 0, 6, on, None, lab)  # evaluation: no randomisation
+    np.testing.assert_array_equal(a, c)
+    aorta = lab[0] == Label.AORTA
+    muscle = lab[0] == Label.MUSCLE
+    np.testing.assert_array_equal(b[0][aorta], a[0][aorta])
+    assert not np.allclose(b[0][muscle], a[0][muscle])
