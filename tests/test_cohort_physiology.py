@@ -94,8 +94,10 @@ def test_unenhanced_values(cohort):
 def test_aorta_medians_in_reference_ranges(cohort):
     m = _medians(cohort, Label.AORTA)
     assert 250.0 <= m[Phase.LAP] <= 400.0  # peak 250-400 absolute
-    assert 145.0 <= m[Phase.PVP] <= 185.0  # ~150-180 absolute
-    assert 105.0 <= m[Phase.DP] <= 145.0  # converging ~110-140
+    # Real portal-venous aorta medians 121 (internal) / 137 (external), DESIGN.md 2; real
+    # delayed series ~80-115 HU (cohort v3 calibration, phasejax.cohort.kinetics).
+    assert 115.0 <= m[Phase.PVP] <= 165.0
+    assert 80.0 <= m[Phase.DP] <= 120.0
     assert m[Phase.LAP] > m[Phase.PVP] > m[Phase.DP]
 
 

@@ -13,7 +13,9 @@ STEPS = ["train.steps=12", "train.eval_every=6", "train.checkpoint_every=6", "tr
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
-    cache = make_fake_cache(root / "cache", patients=12, size=48, slices=10)
+    cache = make_fake_cache(
+        root / "cache", patients=12, size=48, slices=10, phases=("NC", "EAP", "LAP", "PVP", "DP")
+    )
     out = root / "out"
     summary = reproduce(out, preset="debug", data=cache, overrides=STEPS)
     return out, summary
@@ -37,6 +39,14 @@ def test_writes_report_results_and_every_figure(reproduced):
             path = out / "figures" / f"{stem}.{ext}"
             assert path.stat().st_size > 1000, path
         assert f"figures/{stem}.png" in report
+    # The model for `phasejax predict`: two-step over NC + the four phases.
+    pm = saved["predict_model"]
+    assert pm["label_set"] == "full5" and pm["classes"] == ["NC", "EAP", "LAP", "PVP", "DP"]
+    # The fake cache holds NC series too: 2 test patients x 5 phases.
+    assert pm["splits"]["test"]["n"] == 10
+    full5 = json.loads((out / "full5" / "config.json").read_text())
+    assert full5["data"]["label_set"] == "full5" and full5["model"]["strategy"] == "two_step"
+    assert "## The model for `phasejax predict`" in report
     # Grad-CAM overlays for each strategy (the fake cache has no organ masks, so no share plot).
     for slug in ("A_one_step", "B_two_step"):
         assert (out / "figures" / f"saliency_{slug}_overlays.png").stat().st_size > 1000

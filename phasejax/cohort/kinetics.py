@@ -41,19 +41,32 @@ bolus-tracked EAP (trigger + 7 s) and LAP (trigger + 17 s), PVP 70 s and DP 180 
 
 | model (abs HU) | NC     | EAP          | LAP          | PVP          | DP           |
 |----------------|--------|--------------|--------------|--------------|--------------|
-| aorta          | ~37    | 202/283/409  | 206/285/402  | 142/164/192  | 115/139/167  |
-| portal vein    | ~37    | 32/41/54     | 109/138/177  | 142/175/261  | 121/145/174  |
-| splenic vein   | ~37    | 33/43/60     | 122/155/199  | 145/178/265  | 120/144/174  |
-| hepatic veins  | ~37    | 31/36/40     | 44/53/60     | 137/169/205  | 126/151/181  |
-| liver          | ~58    | 37/68/75     | 57/85/97     | 94/119/144   | 83/108/126   |
-| spleen         | ~52    | 101/121/151  | 125/157/208  | 120/137/159  | 103/118/134  |
-| pancreas       | ~42    | 93/113/144   | 118/152/199  | 108/128/151  | 92/107/124   |
-| renal cortex   | ~35    | 128/162/220  | 159/212/297  | 149/175/211  | 126/154/184  |
-| renal medulla  | ~33    | 30/33/36     | 65/75/90     | 148/191/256  | 130/158/193  |
+| aorta          | ~37    | 202/283/409  | 206/285/402  | 121/146/172  | 78/97/120    |
+| portal vein    | ~37    | 32/41/54     | 109/138/177  | 132/168/257  | 86/106/131   |
+| splenic vein   | ~37    | 33/43/60     | 122/155/199  | 134/169/260  | 85/105/130   |
+| hepatic veins  | ~37    | 31/36/40     | 44/53/60     | 134/168/204  | 95/117/144   |
+| liver          | ~58    | 39/69/77     | 61/88/102    | 97/123/153   | 70/95/113    |
+| spleen         | ~52    | 101/121/151  | 125/157/208  | 111/130/154  | 81/93/107    |
+| pancreas       | ~42    | 93/113/144   | 118/152/199  | 100/121/145  | 70/82/97     |
+| renal cortex   | ~35    | 128/162/220  | 159/212/297  | 135/163/201  | 89/110/136   |
+| renal medulla  | ~33    | 30/33/36     | 67/78/93     | 151/197/268  | 97/123/157   |
 | collecting sys.| ~8     | 8/8/9        | 8/8/10       | 8/10/19      | 28/180/476   |
 
 Rule boundaries (p5/p50/p95 s after injection start): NC->EAP 12/16/22.5, EAP->LAP 24/29/37,
-LAP->PVP 39.5/45/50, PVP->DP 80.5/117.5/167.5 (so ~2% of 180 s "delayed" scans still read PVP).
+LAP->PVP 39.5/45/50, PVP->DP 85/99.5/123.
+
+Cohort v3 recalibrated the blood pool after the first pass to real scans: the literature's PVP
+aorta (delta 115-125, ~150-180 HU) and our DP assumption (110-140 HU) sit above what real
+patients show: ROI medians of ~1,840 real scans (DESIGN.md 2) put the portal-venous aorta at
+p10/p50/p90 97/121/145 (internal) and 105/137/188 (external), and the real delayed series of
+the validation set read ~80-115 HU (experiments/real_roi.py). A first-pass extraction of
+iodine into the extracellular space of ~0.3 (was 0.12) gives both; it is in the range of
+first-pass extraction fractions of small hydrophilic tracers across systemic capillaries
+(~0.3-0.5). The liver gain (x1.06) was raised to keep the PVP liver at delta >= 50 with
+the lower blood pool. With the faster
+fall of the liver after its peak, the DP washout criterion moved from 92% to 85% of the
+liver peak, so the PVP->DP boundary stays at ~100 s, between the 70 s portal-venous and the
+2-5 min delayed protocols.
 
 Real-patient ROI medians quoted there (p10/p50/p90): aorta arterial 162/267/396,
 portal venous 97/121/145; portal+splenic vein arterial 53/92/138, portal venous 101/132/160
@@ -265,7 +278,9 @@ def curves(patient: Patient) -> Curves:
     pancreas = 0.26 * through(_expo(4.0)) + 0.34 * through(_expo(22.0))
     rf = ph.renal_function
     cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
-    medulla = 1.17 * rf**0.5 * through(_expo(32.0, 11.0))
+    # Tubular transit slows with renal function: impaired kidneys keep their corticomedullary
+    # differentiation longer (a delayed nephrogram), so the medullary washin stretches with it.
+    medulla = 1.03 * rf**0.5 * through(_expo(32.0 / rf**0.5, 11.0 / rf**0.5))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
     # Excreted iodine scales with the dose given (per kg) relative to 0.5 gI/kg.
