@@ -88,6 +88,7 @@ from phasejax.config import Config, DataConfig
 from phasejax.data.cache import CacheSpec, read_spec
 from phasejax.data.dicom import Skipped, slice_normal
 from phasejax.data.discover import (
+    Discovery,
     NiftiPlan,
     Plan,
     discover,
@@ -542,11 +543,16 @@ def predict_paths(
     options: PredictOptions | None = None,
     classifier: BatchClassifier | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_series: Callable[[PreparedSeries, dict[str, Any]], None] | None = None,
+    discovery: Discovery | None = None,
 ) -> PredictReport:
     """Classify every series under `paths` with a trained model (see the module docstring).
 
     `on_row` receives each row as soon as it is final (streamed output); the report
     holds them all. Rows of series in `options.skip_series` are not produced.
+    `on_series` receives each classified series' network input with its row (what
+    `phasejax evaluate` draws). `discovery`: the header pass over `paths` when the
+    caller already made it (evaluate matches its labels to those plans first).
     """
     opts = options or PredictOptions()
     classes = label_set(cfg.data.label_set).codes
@@ -558,7 +564,9 @@ def predict_paths(
     from tqdm import tqdm
 
     with worker_pool(opts.workers) as pool:
-        disc = discover(paths, workers=opts.workers, progress=opts.progress, pool=pool)
+        disc = discovery
+        if disc is None:
+            disc = discover(paths, workers=opts.workers, progress=opts.progress, pool=pool)
         report.seconds["discover"] = time.perf_counter() - t_start
         for s in disc.skipped:
             emit(skipped_row(s))
@@ -584,7 +592,7 @@ def predict_paths(
                 return
             probs = clf.probabilities(np.stack([p.image for p, _ in pending]))
             for (prep, checks), pr in zip(pending, probs):
-                emit(
+                row = emit(
                     series_row(
                         prep,
                         pr,
@@ -593,6 +601,8 @@ def predict_paths(
                         out_of_range=checks,
                     )
                 )
+                if on_series is not None:
+                    on_series(prep, row)
             bar.update(len(pending))
             bar.set_postfix(failed=emit.failed, low=emit.low)
             pending.clear()
@@ -634,13 +644,14 @@ class _Emitter:
         self.failed = 0
         self.low = 0
 
-    def __call__(self, row: dict[str, Any]) -> None:
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         row = complete_row(row, self.columns)
         self.failed += row["status"] == STATUS_FAILED
         self.low += row.get("confidence") == "low"
         self.report.rows.append(row)
         if self.on_row is not None:
             self.on_row(row)
+        return row
 
 
 # --------------------------------------------------------------------------- files

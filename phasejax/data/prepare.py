@@ -188,47 +188,84 @@ def _norm(p: str) -> str:
     return os.path.normcase(os.path.realpath(p))
 
 
+class SeriesIndex:
+    """Plans by series id, SeriesInstanceUID and path (series folder, each of its files,
+    NIfTI file): how a labels row finds its series. Shared by `prepare` and
+    `phasejax evaluate`, so one labels CSV names the same series in both."""
+
+    def __init__(self, plans: Sequence[Plan]) -> None:
+        self.by_id = {p.series_id: p for p in plans}
+        self.by_uid: dict[str, list[Plan]] = defaultdict(list)
+        self.by_path: dict[str, list[Plan]] = defaultdict(list)
+        for p in plans:
+            self.by_uid[p.series_uid].append(p)
+            if isinstance(p, NiftiPlan):
+                self.by_path[_norm(p.path)].append(p)
+            else:
+                self.by_path[_norm(p.source)].append(p)
+                for f in p.files:
+                    self.by_path[_norm(f)].append(p)
+
+    def find(
+        self,
+        *,
+        series_id: str = "",
+        path: str = "",
+        bases: Sequence[str] = (),
+        series_uid: str = "",
+        acquisition: str | None = None,
+    ) -> tuple[list[Plan], str]:
+        """The plans a row names (by the first of series_id, path, series_uid) and how
+        it named them, for messages. A relative `path` is tried against each folder of
+        `bases` in turn; the first folder under which it names a series wins."""
+        if series_id:
+            cands = [self.by_id[series_id]] if series_id in self.by_id else []
+            how = f"series_id {series_id}"
+        elif path:
+            cands = []
+            fulls = [path] if os.path.isabs(path) else [os.path.join(b, path) for b in bases]
+            for full in fulls:
+                cands = list(dict.fromkeys(self.by_path.get(_norm(full), [])))
+                if cands:
+                    break
+            how = f"path {path!r}"
+        else:
+            cands = list(self.by_uid.get(series_uid, []))
+            how = f"series_uid {series_uid}"
+        if acquisition is not None:
+            cands = [p for p in cands if p.acquisition == acquisition]
+            how += f" acquisition {acquisition}"
+        return cands, how
+
+
+def ambiguous_match(line: int, how: str, cands: Sequence[Plan]) -> LabelsError:
+    acqs = sorted(p.acquisition or '""' for p in cands)
+    return LabelsError(
+        f"labels line {line}: {how} matches {len(cands)} series "
+        f"(acquisitions {acqs}); add an 'acquisition' column or use series_id"
+    )
+
+
 def match_labels(
     plans: Sequence[Plan], rows: Sequence[LabelRow], root: str | os.PathLike[str]
 ) -> tuple[dict[str, LabelRow], list[LabelRow]]:
     """Map series ids to their label row; also return rows that matched no series."""
-    root = str(root)
-    by_id = {p.series_id: p for p in plans}
-    by_uid: dict[str, list[Plan]] = defaultdict(list)
-    by_path: dict[str, list[Plan]] = defaultdict(list)
-    for p in plans:
-        by_uid[p.series_uid].append(p)
-        if isinstance(p, NiftiPlan):
-            by_path[_norm(p.path)].append(p)
-        else:
-            by_path[_norm(p.source)].append(p)
-            for f in p.files:
-                by_path[_norm(f)].append(p)
+    index = SeriesIndex(plans)
     out: dict[str, LabelRow] = {}
     unmatched: list[LabelRow] = []
     for row in rows:
-        if row.series_id:
-            cands = [by_id[row.series_id]] if row.series_id in by_id else []
-            how = f"series_id {row.series_id}"
-        elif row.path:
-            full = row.path if os.path.isabs(row.path) else os.path.join(root, row.path)
-            cands = list(dict.fromkeys(by_path.get(_norm(full), [])))
-            how = f"path {row.path!r}"
-        else:
-            cands = list(by_uid.get(row.series_uid, []))
-            how = f"series_uid {row.series_uid}"
-        if row.acquisition is not None:
-            cands = [p for p in cands if p.acquisition == row.acquisition]
-            how += f" acquisition {row.acquisition}"
+        cands, how = index.find(
+            series_id=row.series_id,
+            path=row.path,
+            bases=[str(root)],
+            series_uid=row.series_uid,
+            acquisition=row.acquisition,
+        )
         if not cands:
             unmatched.append(row)
             continue
         if len(cands) > 1:
-            acqs = sorted(p.acquisition or '""' for p in cands)
-            raise LabelsError(
-                f"labels line {row.line}: {how} matches {len(cands)} series "
-                f"(acquisitions {acqs}); add an 'acquisition' column or use series_id"
-            )
+            raise ambiguous_match(row.line, how, cands)
         sid = cands[0].series_id
         prev = out.get(sid)
         if prev is not None and prev.phase != row.phase:

@@ -124,6 +124,36 @@ def _lower_ylim(values: list[float], floor: float = 0.0) -> float:
 # --------------------------------------------------------------------------- figures
 
 
+def draw_confusion(
+    ax: Any,
+    counts: np.ndarray,
+    share: np.ndarray,
+    columns: Sequence[str],
+    rows: Sequence[str],
+) -> Any:
+    """Confusion cells on `ax`: coloured by `share` (NaN drawn as 0), labelled with the count
+    and the share; returns the image for a colour bar. Rows and columns need not match
+    (`phasejax evaluate` puts group labels such as AP on the rows)."""
+    image = ax.imshow(np.nan_to_num(share), cmap="Blues", vmin=0.0, vmax=1.0)
+    for r in range(counts.shape[0]):
+        for c in range(counts.shape[1]):
+            v = share[r, c]
+            dark = np.isfinite(v) and v > 0.55
+            if counts[r, c] == 0:
+                ax.text(c, r, "0", ha="center", va="center", fontsize=7, color="#AAAAAA")
+                continue
+            ax.text(
+                c, r, f"{counts[r, c]}\n{percent(v)}", ha="center", va="center",
+                fontsize=6.5, color="white" if dark else "#222222", linespacing=1.1,
+            )  # fmt: skip
+    ax.set_xticks(range(len(columns)), list(columns))
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.tick_params(length=0)
+    for side_name in ("top", "right", "left", "bottom"):
+        ax.spines[side_name].set_visible(False)
+    return image
+
+
 @styled
 def plot_confusion(runs: Runs, splits: Sequence[str] = DEFAULT_SPLITS) -> Figure:
     """Confusion matrices, rows = runs, columns = splits: cells coloured by the row-normalised
@@ -146,23 +176,7 @@ def plot_confusion(runs: Runs, splits: Sequence[str] = DEFAULT_SPLITS) -> Figure
                 continue
             counts = np.asarray(m["confusion"]["counts"], dtype=np.int64)
             share = np.array([[_nan(v) for v in row] for row in m["confusion"]["row_normalised"]])
-            image = ax.imshow(np.nan_to_num(share), cmap="Blues", vmin=0.0, vmax=1.0)
-            for r in range(counts.shape[0]):
-                for c in range(counts.shape[1]):
-                    v = share[r, c]
-                    dark = np.isfinite(v) and v > 0.55
-                    if counts[r, c] == 0:
-                        ax.text(c, r, "0", ha="center", va="center", fontsize=7, color="#AAAAAA")
-                        continue
-                    ax.text(
-                        c, r, f"{counts[r, c]}\n{percent(v)}", ha="center", va="center",
-                        fontsize=6.5, color="white" if dark else "#222222", linespacing=1.1,
-                    )  # fmt: skip
-            ax.set_xticks(range(len(classes)), classes)
-            ax.set_yticks(range(len(classes)), classes)
-            ax.tick_params(length=0)
-            for side_name in ("top", "right", "left", "bottom"):
-                ax.spines[side_name].set_visible(False)
+            image = draw_confusion(ax, counts, share, classes, classes)
             ax.set_xlabel("Predicted phase")
             ax.set_ylabel("True phase")
             acc = m["accuracy"]

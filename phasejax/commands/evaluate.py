@@ -1,0 +1,148 @@
+"""`phasejax evaluate RUN_DIR DATA... --labels CSV --out DIR`: score a model on labelled real data.
+
+    phasejax evaluate runs/quick/strategy_B ../shared/data/validation \\
+        --labels ../shared/data/validation/labels.csv --out runs/quick/validation
+
+Every series under DATA is classified exactly as `phasejax predict` does; the labels CSV
+(format: `phasejax.eval.labels`; a series is named as for `phasejax prepare`, with `file`
+as an alias of `path`, and an optional `accepts` column such as `EAP|LAP`) says which
+predicted phases count as right. Writes to --out:
+
+    series.csv           one row per labelled series (columns: phasejax.evaluate)
+    summary.json         accuracy with 95% Wilson intervals (all, contrast-enhanced only),
+                         per-reference sensitivity, confusion counts, missing / unlabelled
+    confusion.png/.pdf   reference labels x model classes, accepted cells outlined
+    contact_sheets/NAME.png, contact_sheet.png
+                         the slices and windows the network received, per series and all
+                         series one row each; title green when right, red when wrong
+
+and prints the accuracy and a per-series table. Series under DATA that the CSV does not
+name are listed as unlabelled, CSV rows that name nothing as missing; neither is scored.
+
+Exit status: 0 when it ran, 1 when some labelled series could not be read (the others are
+still scored), 2 on bad usage: a missing path, a bad labels CSV (the message names the
+file and line), a CSV that names no series under DATA, an unusable model directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from phasejax.commands.predict import DEVICE_PLATFORMS, select_device
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained model on labelled real CT (accuracy, confusion, contact sheets)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    p.add_argument("data", nargs="+", metavar="DATA", help="files or folders to walk")
+    p.add_argument("--labels", required=True, metavar="CSV", help="the labels CSV")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint"
+    )
+    p.add_argument("--device", choices=sorted(DEVICE_PLATFORMS), default=None, help="JAX platform")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.6,
+        help="top probability under which a prediction is flagged low confidence (0.6)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="series per model call (16)")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--no-sheets", action="store_true", help="skip the contact sheets")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _usage_error(msg: str) -> int:
+    print(f"phasejax evaluate: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [p for p in [args.run_dir, *args.data] if not os.path.exists(p)]
+    if missing:
+        return _usage_error(f"no such file or folder: {', '.join(missing)}")
+    if args.workers < 1 or args.batch_size < 1:
+        return _usage_error("--workers and --batch-size must be >= 1")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        return _usage_error(f"--min-confidence {args.min_confidence} is not in [0, 1]")
+
+    from phasejax.data.prepare import LabelsError
+    from phasejax.eval.labels import read_eval_labels, search_folders
+
+    # The CSV is checked before the model loads: a typo costs no compilation.
+    try:
+        labels = read_eval_labels(args.labels)
+    except LabelsError as e:
+        return _usage_error(str(e))
+    if not labels:
+        return _usage_error(f"{args.labels}: no labelled rows")
+    error = select_device(args.device)
+    if error:
+        return _usage_error(error)
+
+    from phasejax import parallel
+    from phasejax.evaluate import (
+        evaluate_paths,
+        evaluation_summary,
+        format_evaluation,
+        write_evaluation,
+    )
+    from phasejax.predict import PredictOptions
+    from phasejax.train.restore import ModelDirError, load_run
+
+    parallel.enable_compilation_cache()
+    try:
+        run_ = load_run(args.run_dir, args.checkpoint)
+    except ModelDirError as e:
+        return _usage_error(str(e))
+    cfg = run_.cfg
+    print(
+        f"model {args.run_dir}: {cfg.model.strategy} {cfg.model.depth} over "
+        f"{cfg.data.label_set}, '{args.checkpoint}' checkpoint step {run_.step}",
+        file=sys.stderr,
+    )
+    options = PredictOptions(
+        min_confidence=args.min_confidence,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    try:
+        ev = evaluate_paths(
+            args.data,
+            labels,
+            cfg,
+            run_.model,
+            folders=search_folders(args.labels, args.data),
+            options=options,
+        )
+    except LabelsError as e:
+        return _usage_error(f"{args.labels}: {e}")
+    if not ev.rows:
+        return _usage_error(
+            f"no series under {' '.join(args.data)} matches a row of {args.labels} "
+            f"({len(ev.missing)} rows, {len(ev.unlabelled)} series found)"
+        )
+    summary = evaluation_summary(
+        ev,
+        model={
+            "run_dir": os.path.abspath(args.run_dir),
+            "checkpoint": args.checkpoint,
+            "step": run_.step,
+            "strategy": cfg.model.strategy,
+            "depth": cfg.model.depth,
+        },
+        labels_csv=os.path.abspath(args.labels),
+    )
+    written = write_evaluation(ev, summary, args.out, sheets=not args.no_sheets)
+    print(format_evaluation(ev, summary))
+    print(f"wrote {', '.join(str(p) for p in written.values())}", file=sys.stderr)
+    return ev.exit_status
