@@ -384,3 +384,26 @@ def test_perturbation_kvp_converts_from_each_series_own_voltage():
     both = runner.perturb_volume(vol, "s", {"kvp": 80.0, "noise_hu": 10.0}, kvp=120.0)
     noise = runner.noise_rng("s", 10.0).normal(0.0, 10.0, vol.shape).astype(np.float32)
     np.testing.assert_allclose(both, at80 + noise, atol=1e-3)
+
+
+def test_real_set_scores_every_trained_run_once_finished_ones_too(tmp_path, monkeypatch):
+    depth = _suite(**DEPTH)
+    plan = expand([depth], Config(), range(1), preset="t")
+    runner.execute(plan, tmp_path, train_fn=FakeTrainer(tmp_path), progress=False)
+    scored: list[str] = []
+
+    def fake_real(run_dir, real):
+        scored.append(Path(run_dir).relative_to(tmp_path).as_posix())
+        assert real.labels == "labels.csv" and real.paths == ("real_dir",)
+        return {"classes": CLASSES, "splits": {"real": {"predictions": []}}}
+
+    monkeypatch.setattr(runner, "evaluate_real", fake_real)
+    real = runner.RealSet(paths=("real_dir",), labels="labels.csv")
+    fake = FakeTrainer(tmp_path)
+    report = runner.execute(plan, tmp_path, train_fn=fake, real=real, progress=False)
+    # finished runs are not trained again, only scored on the real set
+    assert fake.calls == [] and not report.failed
+    assert sorted(scored) == ["_baseline/seed0", "depth/10/seed0", "depth/34/seed0"]
+    assert all((tmp_path / r / runner.REAL_FILE).is_file() for r in scored)
+    again = runner.execute(plan, tmp_path, train_fn=fake, real=real, progress=False)
+    assert len(scored) == 3 and len(again.skipped) == 3

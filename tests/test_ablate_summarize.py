@@ -247,3 +247,47 @@ def test_summaries_and_figures_need_no_jax():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _real(guesses: list[str]) -> dict:
+    """real.json of a run: 6 real series with accepted sets (NC, EAP|LAP, PVP|DP, PVP, DP, NC);
+    the model is 4-class, so the NC references are always wrong."""
+    accepts = [["NC"], ["EAP", "LAP"], ["PVP", "DP"], ["PVP"], ["DP"], ["NC"]]
+    preds = []
+    for i, (acc, guess) in enumerate(zip(accepts, guesses)):
+        preds.append(
+            {
+                "series_id": f"r{i}",
+                "patient_id": f"R{i // 2}",
+                "site": "real",
+                "label": acc[0] if len(acc) == 1 and acc[0] in CLASSES else "",
+                "accepts": acc,
+                "probs": [0.7 if c == guess else 0.1 for c in CLASSES],
+            }
+        )
+    return {"classes": CLASSES, "splits": {"real": {"predictions": preds}}}
+
+
+def test_real_split_scores_accepted_sets_and_pairs_them(ablation):
+    # baseline seed0: right on EAP|LAP (LAP), PVP|DP (DP), DP -> 3/6; NC can never be right.
+    # variant 34 seed0: right on EAP|LAP (EAP), PVP|DP (PVP), PVP, DP -> 4/6.
+    (ablation / "_baseline/seed0" / runner.REAL_FILE).write_text(
+        json.dumps(_real(["EAP", "LAP", "DP", "LAP", "DP", "EAP"]))
+    )
+    (ablation / "depth/34/seed0" / runner.REAL_FILE).write_text(
+        json.dumps(_real(["EAP", "EAP", "PVP", "PVP", "DP", "DP"]))
+    )
+    plan = runner.read_plan(ablation)
+    s = summarize_suite(ablation, "depth", plan["suites"]["depth"], n_bootstrap=0)
+    rows = rows_by_value(s)
+    assert rows["18"]["real_n"] == 6 and rows["18"]["real_acc_mean"] == pytest.approx(3 / 6)
+    assert rows["34"]["real_acc_mean"] == pytest.approx(4 / 6)
+    assert rows["34"]["real_ci"] == "Wilson, 1 seed"
+    # runs without real.json have no real column value
+    assert rows["50"]["real_n"] == 0
+    paired = {(r["value"], r["split"], r["seed"]): r for r in s.paired_rows}
+    r = paired[("34", "real", "0")]
+    # baseline right / variant wrong: none; baseline wrong / variant right: r3 (PVP)
+    assert (r["n"], r["b"], r["c"]) == (6, 0, 1) and r["p"] == pytest.approx(1.0)
+    md = (summarize(ablation, figures=False, n_bootstrap=0), ablation / "summary" / "depth.md")[1]
+    assert "real acc" in md.read_text()

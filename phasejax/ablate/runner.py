@@ -7,6 +7,7 @@ Layout of an ablation directory (DIR)::
     <suite>/<value>/seed<k>/        a variant (training workdir, or an evaluate run's results)
     <suite>/<baseline>/seed<k>      symlink to ../../_baseline/seed<k> (for browsing)
     <suite>/groups.json             evaluate suites: manifest columns (site, kvp) per series
+    <run>/real.json                 with --real: the trained run scored on a labelled real set
     summary/                        written by phasejax.ablate.summarize
 
 Status of a run: "done" when its results.json exists, "partial" when its directory exists
@@ -42,6 +43,7 @@ RUN_META_FILE = "ablation.json"
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.json"
 GROUPS_FILE = "groups.json"
+REAL_FILE = "real.json"  # a trained run scored on a labelled real set (execute(real=...))
 PLAN_VERSION = 1
 EVAL_SPLITS = ("test", "external")
 
@@ -265,6 +267,55 @@ def format_table(rows: list[dict[str, str]], columns: list[str] | None = None) -
 # --------------------------------------------------------------------------- execution
 
 
+@dataclass(frozen=True)
+class RealSet:
+    """A labelled set of real studies that every trained run is scored on after training
+    (phasejax.evaluate): folders or files, and a labels CSV with accepted phases."""
+
+    paths: tuple[str, ...]
+    labels: str
+
+
+def evaluate_real(run_dir: str | Path, real: RealSet) -> dict[str, Any]:
+    """The real.json document of a trained run: one prediction per scored series with its
+    accepted phases (phasejax.ablate.summarize reads it as the split "real")."""
+    from phasejax.eval.labels import read_eval_labels
+    from phasejax.evaluate import evaluate_paths
+    from phasejax.predict import STATUS_OK, PredictOptions, prob_column
+    from phasejax.train.restore import load_run
+
+    run = load_run(run_dir)
+    ev = evaluate_paths(
+        list(real.paths),
+        read_eval_labels(real.labels),
+        run.cfg,
+        run.model,
+        options=PredictOptions(progress=False),
+    )
+    preds = []
+    for r in ev.rows:
+        if r["status"] != STATUS_OK:
+            continue
+        reference = str(r["reference"])
+        preds.append(
+            {
+                "series_id": r["series_id"],
+                "name": r["name"],
+                "patient_id": str(r.get("patient", "") or r["series_id"]),
+                "site": "real",
+                "label": reference if reference in ev.classes else "",
+                "accepts": str(r["accepts"]).split("|"),
+                "probs": [float(r[prob_column(c)]) for c in ev.classes],
+            }
+        )
+    return {
+        "classes": list(ev.classes),
+        "paths": list(real.paths),
+        "labels": real.labels,
+        "splits": {"real": {"predictions": preds}},
+    }
+
+
 @dataclass
 class ExecuteReport:
     ran: list[str] = field(default_factory=list)
@@ -285,13 +336,15 @@ def execute(
     train_fn: TrainFn | None = None,
     eval_fn: EvalFn | None = None,
     cache_dir: str | Path | None = None,
+    real: RealSet | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
 ) -> ExecuteReport:
     """Run every run of `plan` that is not done, in plan order; return what happened.
 
     A failing run is reported and the others go on (one diverging ResNet-50 should not cost
-    a night of other runs); Ctrl-C stops at once, and the next call resumes.
+    a night of other runs); Ctrl-C stops at once, and the next call resumes. With `real`,
+    every trained run without a real.json is scored on that set (finished runs too).
     """
     from tqdm.auto import tqdm
 
@@ -309,8 +362,16 @@ def execute(
     link_baseline_cells(plan, out)
     report = ExecuteReport()
     todo = []
+
+    def real_missing(run: Run) -> bool:
+        return (
+            real is not None
+            and run.kind == "train"
+            and not (out / run.run_id / REAL_FILE).is_file()
+        )
+
     for run in plan.runs:
-        if (out / run.run_id / RESULTS_FILE).is_file():
+        if (out / run.run_id / RESULTS_FILE).is_file() and not real_missing(run):
             report.skipped.append(run.run_id)
         else:
             todo.append(run)
@@ -331,7 +392,13 @@ def execute(
             bar.set_postfix_str(run.run_id)
             try:
                 if run.kind == "train":
-                    _train_run(run, out, train_fn or _default_train_fn(), cache_dir)
+                    if not (out / run.run_id / RESULTS_FILE).is_file():
+                        _train_run(run, out, train_fn or _default_train_fn(), cache_dir)
+                    if real_missing(run):
+                        assert real is not None
+                        _write_json(
+                            out / run.run_id / REAL_FILE, evaluate_real(out / run.run_id, real)
+                        )
                 else:
                     _evaluate_run(run, out, eval_fn or evaluate_perturbed, cache_dir)
             except Exception as e:

@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from phasejax.ablate.runner import GROUPS_FILE, RESULTS_FILE, read_plan
+from phasejax.ablate.runner import GROUPS_FILE, REAL_FILE, RESULTS_FILE, read_plan
 
-SPLITS = {"test": "internal", "external": "external"}
+# "real": a labelled real set evaluated after training (`phasejax ablate --real`), read from
+# each run's real.json; a series is right when the prediction is among its accepted phases.
+SPLITS = {"test": "internal", "external": "external", "real": "real"}
 ARTERIAL = ("EAP", "LAP")
 SUMMARY_DIR = "summary"
 CONFIDENCE = 0.95
@@ -54,6 +56,9 @@ class SplitEval:
     sites: np.ndarray  # str [N]
     y_true: np.ndarray  # int [N]
     probs: np.ndarray  # float [N, K]
+    # bool [N, K]: which predicted classes count as right (a real set's accepted phases);
+    # None: only y_true.
+    accepted: np.ndarray | None = None
 
     @property
     def pred(self) -> np.ndarray:
@@ -64,8 +69,15 @@ class SplitEval:
         return int(self.y_true.size)
 
     @property
+    def right(self) -> np.ndarray:
+        """bool [N]: the prediction counts as right."""
+        if self.accepted is not None:
+            return self.accepted[np.arange(self.n), self.pred]
+        return self.pred == self.y_true
+
+    @property
     def correct(self) -> int:
-        return int(np.sum(self.pred == self.y_true))
+        return int(np.sum(self.right))
 
     @property
     def accuracy(self) -> float:
@@ -90,6 +102,7 @@ class SplitEval:
             self.sites[mask],
             self.y_true[mask],
             self.probs[mask],
+            None if self.accepted is None else self.accepted[mask],
         )
 
 
@@ -99,16 +112,27 @@ def split_eval(results: Mapping[str, Any], split: str) -> SplitEval | None:
         return None
     classes = tuple(results["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    preds = sorted((p for p in s["predictions"] if p.get("label")), key=lambda p: p["series_id"])
+    preds = sorted(
+        (p for p in s["predictions"] if p.get("label") or p.get("accepts")),
+        key=lambda p: p["series_id"],
+    )
     if not preds:
         return None
+    accepted = None
+    if any("accepts" in p for p in preds):
+        accepted = np.array(
+            [[c in p.get("accepts", [p.get("label")]) for c in classes] for p in preds], dtype=bool
+        )
     return SplitEval(
         classes=classes,
         series_ids=np.array([p["series_id"] for p in preds], dtype=str),
         patient_ids=np.array([p.get("patient_id", "") for p in preds], dtype=str),
         sites=np.array([p.get("site", "") for p in preds], dtype=str),
-        y_true=np.array([index[p["label"]] for p in preds], dtype=np.int64),
+        # A reference the model cannot name (NC for a 4-class model; an EAP|LAP group) has no
+        # class index: len(classes) never equals a prediction.
+        y_true=np.array([index.get(p.get("label", ""), len(classes)) for p in preds], np.int64),
         probs=np.array([p["probs"] for p in preds], dtype=np.float64).reshape(len(preds), -1),
+        accepted=accepted,
     )
 
 
@@ -125,6 +149,7 @@ def ensemble(evals: Sequence[SplitEval]) -> SplitEval:
         first.sites,
         first.y_true,
         np.mean([e.probs for e in evals], axis=0),
+        first.accepted,
     )
 
 
@@ -166,7 +191,15 @@ def paired(base: SplitEval, variant: SplitEval, *, n_bootstrap: int = 1000) -> d
     from phasejax.eval.stats import compare_paired
 
     b, v, note = align(base, variant)
-    res = compare_paired(b.y_true, b.pred, v.pred, b.patient_ids, n_bootstrap=n_bootstrap)
+    # Right/wrong coded as class 0/1 against a truth of 0: the same test for single labels
+    # and for accepted sets of phases.
+    res = compare_paired(
+        np.zeros(b.n, np.int64),
+        (~b.right).astype(np.int64),
+        (~v.right).astype(np.int64),
+        b.patient_ids,
+        n_bootstrap=n_bootstrap,
+    )
     out = {
         "n": res["n"],
         "b": res["b"],  # baseline right, variant wrong
@@ -196,9 +229,14 @@ class SuiteSummary:
 
 
 def _load(out: Path, run_id: str, cache: dict[str, dict | None]) -> dict | None:
+    """A run's results.json, with the splits of its real.json (if any) added."""
     if run_id not in cache:
         path = out / run_id / RESULTS_FILE
-        cache[run_id] = json.loads(path.read_text()) if path.is_file() else None
+        res = json.loads(path.read_text()) if path.is_file() else None
+        real = out / run_id / REAL_FILE
+        if res is not None and real.is_file():
+            res.setdefault("splits", {}).update(json.loads(real.read_text())["splits"])
+        cache[run_id] = res
     return cache[run_id]
 
 
@@ -437,6 +475,7 @@ def markdown(summary: SuiteSummary) -> str:
         "",
     ]
     sens = [f"sens {c} (int.)" for c in summary.classes]
+    real = any(r.get("real_n") for r in summary.rows)
     header = [
         "value",
         "seeds",
@@ -444,6 +483,7 @@ def markdown(summary: SuiteSummary) -> str:
         "p (int.)",
         "external acc",
         "p (ext.)",
+        *(["real acc", "p (real)"] if real else []),
         *sens,
         "EAP/LAP acc (int.)",
         "EAP/LAP acc (ext.)",
@@ -461,6 +501,7 @@ def markdown(summary: SuiteSummary) -> str:
             _fmt_p(r.get("internal_p")),
             _acc_cell(r, "external"),
             _fmt_p(r.get("external_p")),
+            *([_acc_cell(r, "real"), _fmt_p(r.get("real_p"))] if real else []),
             *(_fmt(r.get(f"internal_sens_{c}"), True) for c in summary.classes),
             _fmt(r.get("internal_eaplap_acc"), True),
             _fmt(r.get("external_eaplap_acc"), True),

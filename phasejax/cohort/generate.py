@@ -86,7 +86,9 @@ LABEL_COLUMNS = (
 # 2: kinetics recalibrated (aortic PVP, portal/splenic LAP, corticomedullary gap).
 # 3: blood pool after the first pass recalibrated to real scans (extracellular extraction
 #    0.12 -> 0.30; PVP aorta ~146, DP aorta ~97 HU) and the liver washout rule at 85% of peak.
-COHORT_VERSION = 3
+# 4: liver gain 1.06, medullary washin slowed with poor renal function, tubular concentration
+#    (renal parenchyma bright in the excretory phase, as real delayed series show).
+COHORT_VERSION = 4
 
 
 class CohortError(RuntimeError):

@@ -45,11 +45,11 @@ bolus-tracked EAP (trigger + 7 s) and LAP (trigger + 17 s), PVP 70 s and DP 180 
 | portal vein    | ~37    | 32/41/54     | 109/138/177  | 132/168/257  | 86/106/131   |
 | splenic vein   | ~37    | 33/43/60     | 122/155/199  | 134/169/260  | 85/105/130   |
 | hepatic veins  | ~37    | 31/36/40     | 44/53/60     | 134/168/204  | 95/117/144   |
-| liver          | ~58    | 39/69/77     | 61/88/102    | 97/123/153   | 70/95/113    |
+| liver          | ~58    | 38/68/76     | 59/86/99     | 94/119/148   | 68/93/110    |
 | spleen         | ~52    | 101/121/151  | 125/157/208  | 111/130/154  | 81/93/107    |
 | pancreas       | ~42    | 93/113/144   | 118/152/199  | 100/121/145  | 70/82/97     |
-| renal cortex   | ~35    | 128/162/220  | 159/212/297  | 135/163/201  | 89/110/136   |
-| renal medulla  | ~33    | 30/33/36     | 67/78/93     | 151/197/268  | 97/123/157   |
+| renal cortex   | ~35    | 128/165/222  | 159/215/299  | 139/170/212  | 125/149/183  |
+| renal medulla  | ~33    | 32/36/41     | 56/73/99     | 139/185/259  | 150/186/226  |
 | collecting sys.| ~8     | 8/8/9        | 8/8/10       | 8/10/19      | 28/180/476   |
 
 Rule boundaries (p5/p50/p95 s after injection start): NC->EAP 12/16/22.5, EAP->LAP 24/29/37,
@@ -63,7 +63,8 @@ the validation set read ~80-115 HU (experiments/real_roi.py). A first-pass extra
 iodine into the extracellular space of ~0.3 (was 0.12) gives both; it is in the range of
 first-pass extraction fractions of small hydrophilic tracers across systemic capillaries
 (~0.3-0.5). The liver gain (x1.06) was raised to keep the PVP liver at delta >= 50 with
-the lower blood pool. With the faster
+the lower blood pool. Cohort v4 added tubular concentration (renal parenchyma bright in the
+excretory phase, medulla above cortex, as the real delayed series show). With the faster
 fall of the liver after its peak, the DP washout criterion moved from 92% to 85% of the
 liver peak, so the PVP->DP boundary stays at ~100 s, between the 70 s portal-venous and the
 2-5 min delayed protocols.
@@ -280,11 +281,20 @@ def curves(patient: Patient) -> Curves:
     cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
     # Tubular transit slows with renal function: impaired kidneys keep their corticomedullary
     # differentiation longer (a delayed nephrogram), so the medullary washin stretches with it.
-    medulla = 1.03 * rf**0.5 * through(_expo(32.0 / rf**0.5, 11.0 / rf**0.5))
+    medulla = 1.0 * rf**0.5 * through(_expo(32.0 / rf**0.5, 11.0 / rf**0.5))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
     # Excreted iodine scales with the dose given (per kg) relative to 0.5 gI/kg.
     dose_rel = ph.iodine_dose_g / (0.5 * patient.weight_kg)
+    # Tubular concentration: filtered iodine is concentrated in the tubules and collecting
+    # ducts before it reaches the pelvis, so in the excretory phase the parenchyma stays bright
+    # while the blood pool falls, the medulla (papillae) brighter than the cortex. Cohort v4:
+    # real delayed series read renal cortex ~178 and medulla ~204 HU against ~110 / ~123
+    # without this term (experiments/real_roi.py). Half-rise at 70% of the excretion onset;
+    # amplitudes are assumptions sized to those real values.
+    tubular = dose_rel * rf**0.5 / (1.0 + np.exp(-(t - 0.7 * onset) / 25.0))
+    cortex = cortex + 45.0 * tubular
+    medulla = medulla + 85.0 * tubular
     collecting = emax * dose_rel / (1.0 + np.exp(-(t - t50) / s))
     collecting[t < onset - 6 * s] = 0.0
     muscle = 0.1 * through(_expo(45.0, 3.0))

@@ -56,6 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only these values of the selected suites (repeatable; comma-separated)",
     )
     p.add_argument("--cache", default=None, help="prepared cache (overrides data.cache_dir)")
+    p.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a labelled set of real studies (folders or files; repeatable) that every trained "
+        "run is also scored on: the 'real' columns of the summary (needs --real-labels)",
+    )
+    p.add_argument(
+        "--real-labels",
+        default=None,
+        metavar="CSV",
+        help="labels CSV of --real, as `phasejax evaluate --labels` (accepted phases per series)",
+    )
     p.add_argument("--no-summary", action="store_true", help="do not summarise at the end")
     p.add_argument(
         "--suites-dir", type=Path, default=None, help="suite files (default: ablations/)"
@@ -91,6 +105,7 @@ def _split(values: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from phasejax.ablate.runner import AblationError
     from phasejax.ablate.suites import SuiteError
+    from phasejax.data.prepare import LabelsError
 
     try:
         if args.ablate_action == "summarize":
@@ -98,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ablate_action == "list":
             return _list(args)
         return _run(args)
-    except (SuiteError, AblationError, FileNotFoundError) as e:
+    except (SuiteError, AblationError, LabelsError, FileNotFoundError) as e:
         print(f"phasejax ablate: {e}", file=sys.stderr)
         return 2
 
@@ -141,6 +156,17 @@ def _run(args: argparse.Namespace) -> int:
         raise SuiteError("--suite NAME|all is required")
     if args.seeds is not None and args.seeds < 1:
         raise SuiteError(f"--seeds must be >= 1, got {args.seeds}")
+    if bool(args.real) != bool(args.real_labels):
+        raise SuiteError("--real PATH and --real-labels CSV go together")
+    real = None
+    if args.real:
+        from phasejax.eval.labels import read_eval_labels
+
+        for path in [*args.real, args.real_labels]:
+            if not Path(path).exists():
+                raise SuiteError(f"--real / --real-labels: {path} does not exist")
+        read_eval_labels(args.real_labels)  # a bad CSV fails now, not after the first run
+        real = runner.RealSet(paths=tuple(args.real), labels=str(args.real_labels))
     presets = load_presets(_dirs(args))
     if args.preset not in presets:
         raise SuiteError(f"unknown preset {args.preset!r}; known: {sorted(presets)}")
@@ -174,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     from phasejax import parallel
 
     parallel.maybe_initialize_distributed()
-    report = runner.execute(plan, args.out, cache_dir=args.cache)
+    report = runner.execute(plan, args.out, cache_dir=args.cache, real=real)
     print(
         f"ablate: {len(report.ran)} run(s) done now, {len(report.skipped)} already done, "
         f"{len(report.failed)} failed"

@@ -26,7 +26,8 @@ from phasejax.plotting.style import (
     styled,
 )
 
-SPLITS = (("internal", "test", "-"), ("external", "external", "--"))
+# "real": a labelled real set (ablate --real); drawn only where a suite has it.
+SPLITS = (("internal", "test", "-"), ("external", "external", "--"), ("real", "real", ":"))
 Row = Mapping[str, Any]
 
 
@@ -51,11 +52,12 @@ def _draw_axis(ax: Any, rows: Sequence[Row], meta: Mapping[str, Any], *, legend:
         ax.set_xscale("log")
     span = (max(xs) - min(xs)) if len(xs) > 1 else 1.0
     step = 0.025 * span if ticklabels is None else 0.08
-    n_series = len(groups) * len(SPLITS)
+    splits = [s for s in SPLITS if any(_finite(r.get(f"{s[0]}_acc_mean")) for r in rows)]
+    n_series = len(groups) * len(splits)
     k = 0
     for gi, group in enumerate(groups):
         idx = [i for i, r in enumerate(rows) if str(r.get("group", "")) == group]
-        for si, (prefix, split, ls) in enumerate(SPLITS):
+        for si, (prefix, split, ls) in enumerate(splits):
             # One line per group (colour) and split (marker/line style); with one group the
             # two splits get their own colours.
             color = FALLBACK_COLORS[(gi if len(groups) > 1 else si) % len(FALLBACK_COLORS)]

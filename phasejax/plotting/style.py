@@ -49,6 +49,7 @@ SPLIT_MARKERS: dict[str, dict[str, Any]] = {
     "test": {"marker": "o", "fillstyle": "full"},
     "external": {"marker": "s", "fillstyle": "none"},
     "val": {"marker": "D", "fillstyle": "full"},
+    "real": {"marker": "^", "fillstyle": "full"},
 }
 
 SINGLE_COLUMN_IN = 3.5  # journal single column width, inches
