@@ -137,7 +137,9 @@ REFERENCE: dict[str, dict[str, RefRange]] = {
         "EAP": _r(110, 140),  # corticomedullary gap
         "LAP": _r(60, 200, True),  # "still large"
         "PVP": _r(-30, 30),  # nephrographic
-        "DP": _r(-30, 30, True),
+        # Excretory phase: tubular concentration makes the medulla (papillae) brighter than the
+        # cortex; the real delayed series read cortex ~178, medulla ~204 HU (experiments/real_roi.py).
+        "DP": _r(-70, 10, True),
     },
 }
 
