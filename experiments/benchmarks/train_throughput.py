@@ -19,10 +19,18 @@ TFLOP/s, and with --peak-tflops the model FLOP utilisation (MFU) of both.
         --width 16 --batch 16                                                   # the quick config
     python3 experiments/benchmarks/train_throughput.py --bf16 --size 224 --batch 128 \
         --peak-tflops 989                                                       # one H100 (dense bf16)
+    python3 experiments/benchmarks/train_throughput.py --depth 18 --size 224 \
+        --dtype float32 bfloat16 --batch 64 128 256 --no-torch                  # a grid in one process
 
 A "batch" is of series; each series is one 3-channel image (3 slices as channels),
 so images/s = series/s. Times are the median of --repeats timed runs of --steps
-steps each, after --warmup steps (compilation excluded, reported separately).
+steps each, after --warmup steps (compilation excluded, reported separately as
+`compile_s`: lowering plus XLA compilation of the train step).
+
+--depth, --dtype and --batch take several values; every combination is one entry of
+`results` (keys depth, dtype, batch), also printed to stderr as one JSON line as soon
+as it is measured, so a run stopped half-way still leaves the finished entries there
+(experiments/accelerator_check.py reads them from there).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 NUM_CLASSES = 4
 
 
-def _config(depth: str, width: int, size: int, batch: int, bf16: bool):
+def _config(depth: str, width: int, size: int, batch: int, dtype: str):
     from phasejax.config import Config, DataConfig, ModelConfig, TrainConfig
 
     return Config(
@@ -54,7 +62,7 @@ def _config(depth: str, width: int, size: int, batch: int, bf16: bool):
             depth=depth,
             width=width,
             strategy="one_step",
-            dtype="bfloat16" if bf16 else "float32",
+            dtype=dtype,
         ),
         train=TrainConfig(
             batch_size=batch,
@@ -186,23 +194,103 @@ def bench_torch(cfg, args, batch_np, nnx_model) -> dict[str, Any]:
     return out
 
 
+def _measure(
+    depth: str, dtype: str, batch_size: int, args: argparse.Namespace, peak: float | None
+) -> dict[str, Any]:
+    import numpy as np
+
+    cfg = _config(depth, args.width, args.size, batch_size, dtype)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.uniform(0, 1, (batch_size, 3, args.size, args.size, 1)).astype(np.float32),
+        "label": (np.arange(batch_size) % NUM_CLASSES).astype(np.int32),
+        "weight": np.ones(batch_size, np.float32),
+    }
+    entry: dict[str, Any] = {"depth": depth, "dtype": dtype, "batch": batch_size}
+    pj, model = bench_phasejax(cfg, args, batch)
+    entry["phasejax"] = pj
+    if not args.no_torch:
+        try:
+            entry["torch"] = bench_torch(cfg, args, batch, model)
+        except ImportError as e:
+            entry["torch"] = {"error": f"torch not available ({e}); pip install torch==2.13.0"}
+    flops = pj["flops_per_step"]
+    for side in ("phasejax", "torch"):
+        res = entry.get(side)
+        if not res or "step_ms" not in res or not flops:
+            continue
+        tflops = flops / (res["step_ms"] / 1000.0) / 1e12
+        res["tflops_per_s"] = round(tflops, 4)
+        if peak:
+            res["mfu"] = round(tflops / peak, 4)
+    if "step_ms" in entry.get("torch", {}):
+        entry["ratio_images_per_s_phasejax_over_torch"] = round(
+            pj["images_per_s"] / entry["torch"]["images_per_s"], 3
+        )
+    for res in (entry.get("phasejax"), entry.get("torch")):
+        if res and "step_ms" in res:
+            res["step_ms"] = round(res["step_ms"], 3)
+            res["images_per_s"] = round(res["images_per_s"], 2)
+    return entry
+
+
+def _parse_peaks(
+    values: list[str] | None, dtypes: list[str], ap: argparse.ArgumentParser
+) -> dict[str, float]:
+    """--peak-tflops values -> {dtype: TFLOP/s}; a bare number applies to every dtype."""
+    peaks: dict[str, float] = {}
+    for v in values or []:
+        key, sep, num = v.rpartition("=")
+        try:
+            value = float(num)
+        except ValueError:
+            ap.error(f"--peak-tflops {v!r}: not a number")
+        if not sep:
+            peaks.update(dict.fromkeys(dtypes, value))
+        elif key in ("float32", "bfloat16"):
+            peaks[key] = value
+        else:
+            ap.error(f"--peak-tflops {v!r}: dtype must be float32 or bfloat16")
+    return peaks
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", nargs="+", default=["18", "50"])
     ap.add_argument("--size", type=int, default=128, help="input pixels per side")
-    ap.add_argument("--batch", type=int, default=32, help="series per step (global)")
+    ap.add_argument(
+        "--batch", type=int, nargs="+", default=[32], help="series per step (global); several ok"
+    )
     ap.add_argument("--width", type=int, default=64, help="first-stage channels (64 = standard)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 compute (params stay fp32)")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="chip peak for MFU")
+    ap.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="compute dtype(s) (params stay float32); default float32",
+    )
+    ap.add_argument("--bf16", action="store_true", help="shorthand for --dtype bfloat16")
+    ap.add_argument(
+        "--peak-tflops",
+        nargs="+",
+        default=None,
+        metavar="[DTYPE=]TFLOPS",
+        help="chip peak for MFU: one number for every dtype, or per dtype "
+        "(float32=495 bfloat16=989: float32 convolutions run as TF32 on recent NVIDIA GPUs)",
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--cpu-torch", action="store_true", help="run torch on CPU even with a GPU")
     args = ap.parse_args()
+    dtypes = args.dtype or (["bfloat16"] if args.bf16 else ["float32"])
+    if args.bf16 and args.dtype and "bfloat16" not in args.dtype:
+        ap.error("--bf16 contradicts --dtype without bfloat16")
+
+    peaks = _parse_peaks(args.peak_tflops, dtypes, ap)
 
     import jax
-    import numpy as np
 
     report: dict[str, Any] = {
         "benchmark": "train_throughput",
@@ -216,51 +304,24 @@ def main() -> int:
         },
         "settings": {
             "size": args.size,
-            "batch": args.batch,
+            # One value stays a number, as in the JSON kept in docs/benchmarks/.
+            "batch": args.batch[0] if len(args.batch) == 1 else args.batch,
             "width": args.width,
-            "dtype": "bfloat16" if args.bf16 else "float32",
+            "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
             "steps": args.steps,
             "repeats": args.repeats,
             "warmup": args.warmup,
-            "peak_tflops": args.peak_tflops,
+            "peak_tflops": peaks or None,
         },
         "results": [],
     }
     for depth in args.depth:
-        cfg = _config(depth, args.width, args.size, args.batch, args.bf16)
-        rng = np.random.default_rng(0)
-        batch = {
-            "image": rng.uniform(0, 1, (args.batch, 3, args.size, args.size, 1)).astype(np.float32),
-            "label": (np.arange(args.batch) % NUM_CLASSES).astype(np.int32),
-            "weight": np.ones(args.batch, np.float32),
-        }
-        entry: dict[str, Any] = {"depth": depth}
-        pj, model = bench_phasejax(cfg, args, batch)
-        entry["phasejax"] = pj
-        if not args.no_torch:
-            try:
-                entry["torch"] = bench_torch(cfg, args, batch, model)
-            except ImportError as e:
-                entry["torch"] = {"error": f"torch not available ({e}); pip install torch==2.13.0"}
-        flops = pj["flops_per_step"]
-        for side in ("phasejax", "torch"):
-            res = entry.get(side)
-            if not res or "step_ms" not in res or not flops:
-                continue
-            tflops = flops / (res["step_ms"] / 1000.0) / 1e12
-            res["tflops_per_s"] = round(tflops, 4)
-            if args.peak_tflops:
-                res["mfu"] = round(tflops / args.peak_tflops, 4)
-        if "step_ms" in entry.get("torch", {}):
-            entry["ratio_images_per_s_phasejax_over_torch"] = round(
-                pj["images_per_s"] / entry["torch"]["images_per_s"], 3
-            )
-        for res in (entry.get("phasejax"), entry.get("torch")):
-            if res and "step_ms" in res:
-                res["step_ms"] = round(res["step_ms"], 3)
-                res["images_per_s"] = round(res["images_per_s"], 2)
-        report["results"].append(entry)
-        print(json.dumps(entry), file=sys.stderr, flush=True)  # progress, one line per depth
+        for dtype in dtypes:
+            for batch_size in args.batch:
+                entry = _measure(depth, dtype, batch_size, args, peaks.get(dtype))
+                report["results"].append(entry)
+                # Progress, one line per entry: what a stopped run still leaves behind.
+                print(json.dumps(entry), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
     return 0
 
