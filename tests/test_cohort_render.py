@@ -149,7 +149,8 @@ def test_roi_medians_match_kinetics_and_reference_ranges(patients, phases):
         assert r[Phase.LAP](Label.PORTAL_VEIN) - nc[Label.PORTAL_VEIN] > 40.0  # enhancing
         assert r[Phase.PVP](Label.PORTAL_VEIN) >= r[Phase.PVP](Label.AORTA) - 10.0
         assert 10.0 <= r[Phase.LAP](Label.LIVER) - nc[Label.LIVER] <= 40.0
-        assert 30.0 <= r[Phase.PVP](Label.LIVER) - nc[Label.LIVER] <= 100.0  # heavy: 150 mL
+        # heavy: 150 mL; the liver gain spread (x0.75-1.4, cohort v3) adds ~10 HU
+        assert 30.0 <= r[Phase.PVP](Label.LIVER) - nc[Label.LIVER] <= 110.0
         assert r[Phase.DP](Label.AORTA) < r[Phase.PVP](Label.AORTA)
 
 
