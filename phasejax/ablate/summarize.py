@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from phasejax.ablate.runner import GROUPS_FILE, RESULTS_FILE, read_plan
+from phasejax.safe_text import csv_cell
 
 SPLITS = {"test": "internal", "external": "external"}
 ARTERIAL = ("EAP", "LAP")
@@ -401,7 +402,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if _is_nan(r.get(k)) else r.get(k, "")) for k in cols})
+            w.writerow({k: ("" if _is_nan(r.get(k)) else csv_cell(r.get(k, ""))) for k in cols})
     return path
 
 

@@ -84,6 +84,7 @@ from typing import Any
 import numpy as np
 
 from phasejax.data.series import PHASE_HEADER_FIELDS, Series, make_series_id
+from phasejax.safe_text import clean_text
 
 AIR_HU = -1024.0
 
@@ -159,7 +160,8 @@ class Skipped:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        text = f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        return clean_text(text)
 
 
 @dataclass(frozen=True, kw_only=True)
