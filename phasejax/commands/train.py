@@ -56,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     parallel.enable_compilation_cache()
     parallel.maybe_initialize_distributed()
 
+    from phasejax.train.checkpoint import CheckpointError
     from phasejax.train.loop import train
     from phasejax.train.workdir import WorkdirError
 
     try:
         results = train(cfg, args.workdir, cache_dir=args.cache, stop_at=args.stop_at)
-    except (WorkdirError, FileNotFoundError) as e:
+    except (WorkdirError, FileNotFoundError, CheckpointError) as e:
         print(f"phasejax train: {e}", file=sys.stderr)
         return 1
     if not parallel.is_main_process():
