@@ -42,11 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from phasejax.config import load_config
+    from phasejax.config_check import choice_problems
 
     try:
         cfg = load_config(args.config, args.overrides)
     except (FileNotFoundError, ValueError) as e:
         print(f"phasejax train: {e}", file=sys.stderr)
+        return 2
+    problems = choice_problems(cfg)
+    if problems:
+        print(f"phasejax train: {'; '.join(problems)}", file=sys.stderr)
         return 2
 
     from phasejax import parallel
