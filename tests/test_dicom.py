@@ -692,3 +692,14 @@ def test_zero_or_negative_pixel_spacing_refuses_the_series(
     assert series == []
     assert [s.reason for s in skipped] == ["invalid_pixel_spacing"]
     assert f"PixelSpacing {spacing[0]:g}\\{spacing[1]:g} mm" in skipped[0].detail
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [(0.0, -1024.0), (-1.0, 0.0), (1.0, 1e300)])
+def test_impossible_rescale_is_skipped_not_turned_into_infinite_hu(
+    tmp_path: Path, slope: float, intercept: float
+) -> None:
+    save(ct_dataset(ramp(1)[0], series_uid=uid("rs"), slope=slope, intercept=intercept),
+         tmp_path / "x.dcm")  # fmt: skip
+    got = read_slices(tmp_path / "x.dcm")
+    assert isinstance(got, Skipped) and got.reason == "bad_rescale"
+    assert got.detail == f"RescaleSlope {slope:g}, RescaleIntercept {intercept:g}"

@@ -53,7 +53,8 @@ What cannot be a correct volume is skipped, with a reason from `SKIP_REASONS`:
 `mixed_orientation`, `mixed_pixel_spacing`, `mixed_matrix`, `invalid_pixel_spacing`,
 `repeated_positions`, `non_axial`, `localizer`, `no_slice_order`. Files are skipped at
 the header stage, before any decode, when their pixel description is impossible
-(`bad_pixel_header`) or, for uncompressed transfer syntaxes, when the PixelData length
+(`bad_pixel_header`), when the rescale is impossible for CT (`bad_rescale`: a slope
+<= 0 or above 1000, an intercept beyond +/-1e5) or, for uncompressed transfer syntaxes, when the PixelData length
 differs from Rows x Columns x BitsAllocated/8 x SamplesPerPixel x NumberOfFrames (one
 pad byte allowed; `pixel_length_mismatch`): such a header decodes into garbage without
 any error.
@@ -114,6 +115,7 @@ SKIP_REASONS: dict[str, str] = {
     "no_pixel_data": "no PixelData element",
     "bad_pixel_header": "Rows, Columns, BitsAllocated or SamplesPerPixel missing or impossible",
     "pixel_length_mismatch": "uncompressed PixelData length disagrees with the image header",
+    "bad_rescale": "RescaleSlope <= 0 or far outside CT values, or a huge RescaleIntercept",
     "no_series_uid": "no SeriesInstanceUID",
     "duplicate_instance": "same SOPInstanceUID already read from another file",
     "multiframe_without_geometry": "multi-frame object without per-frame positions",
@@ -486,7 +488,32 @@ def _slices_from_dataset(ds: Any, path: str) -> list[SliceInfo] | Skipped:
     )
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     if "PerFrameFunctionalGroupsSequence" in ds or n_frames > 1:
-        return _enhanced_slices(ds, path, n_frames, common)
+        return _checked_rescale(_enhanced_slices(ds, path, n_frames, common))
+    return _checked_rescale(_single_frame(ds, common))
+
+
+# A CT's rescale maps 12-16 bit stored values to about -1024..3071 HU: slopes near 1 and
+# intercepts of a few thousand. Far outside that (or a slope <= 0, which would invert
+# the image) the header is broken, and the HU would be nonsense or overflow float32.
+_MAX_SLOPE = 1e3
+_MAX_INTERCEPT = 1e5
+
+
+def _checked_rescale(out: list[SliceInfo] | Skipped) -> list[SliceInfo] | Skipped:
+    if isinstance(out, Skipped):
+        return out
+    for s in out:
+        if s.rescale is None:
+            continue
+        slope, intercept = s.rescale
+        if not (0 < slope <= _MAX_SLOPE) or abs(intercept) > _MAX_INTERCEPT:
+            return Skipped(
+                s.path, "bad_rescale", f"RescaleSlope {slope:g}, RescaleIntercept {intercept:g}"
+            )
+    return out
+
+
+def _single_frame(ds: Any, common: dict[str, Any]) -> list[SliceInfo]:
     pos = _floats(ds.get("ImagePositionPatient"), 3)
     orient = _floats(ds.get("ImageOrientationPatient"), 6)
     slope, intercept = _float(ds.get("RescaleSlope")), _float(ds.get("RescaleIntercept"))
