@@ -53,11 +53,11 @@ What cannot be a correct volume is skipped, with a reason from `SKIP_REASONS`:
 `mixed_orientation`, `mixed_pixel_spacing`, `mixed_matrix`, `invalid_pixel_spacing`,
 `repeated_positions`, `non_axial`, `localizer`, `no_slice_order`. Files are skipped at
 the header stage, before any decode, when their pixel description is impossible
-(`bad_pixel_header`), when the rescale is impossible for CT (`bad_rescale`: a slope
-<= 0 or above 1000, an intercept beyond +/-1e5) or, for uncompressed transfer syntaxes, when the PixelData length
-differs from Rows x Columns x BitsAllocated/8 x SamplesPerPixel x NumberOfFrames (one
-pad byte allowed; `pixel_length_mismatch`): such a header decodes into garbage without
-any error.
+(`bad_pixel_header`), when their rescale is impossible for CT (`bad_rescale`: a slope
+<= 0 or above 1000, an intercept beyond +/-1e5), or, for uncompressed transfer
+syntaxes, when the PixelData length differs from Rows x Columns x BitsAllocated/8 x
+SamplesPerPixel x NumberOfFrames (one pad byte allowed; `pixel_length_mismatch`):
+such headers decode into garbage or infinite HU without any error.
 
 Hounsfield units: stored value * RescaleSlope + RescaleIntercept (or the Modality
 LUT Sequence when present; per-frame Pixel Value Transformation for Enhanced CT),
