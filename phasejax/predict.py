@@ -53,6 +53,7 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     study_uid           StudyInstanceUID
     acquisition         "" unless one SeriesInstanceUID held several acquisitions
     path                series folder (DICOM) or file (NIfTI); the file for a skipped row
+                        (name bytes that are not UTF-8 as \\xNN: phasejax.safe_text)
     format              dicom | nifti
     status              ok | skipped (a file that is no usable CT image) | failed (a series
                         that could not be decoded or prepared)
