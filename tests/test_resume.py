@@ -200,6 +200,7 @@ def _copy_run(stopped: Path, tmp_path: Path, cache: Path) -> tuple[Path, list[st
     return run, ["train", "--config", str(cfg_json), "--workdir", str(run), "--cache", str(cache)]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see below
 def test_corrupt_latest_checkpoint_falls_back_to_the_newest_that_restores(
     tmp_path: Path,
     cache: Path,
