@@ -25,11 +25,25 @@ What happens to each input, in order:
    agree, and the loader's problems. A series that cannot be decoded or prepared is a
    "failed" row with the reason; it never stops the others.
 
-Confidence is "low" when the top probability is under `min_confidence`, or when the
-input lies outside what the model was trained on (`input_checks`): too few slices
-for the model's slice selection, a short scan, implausible HU statistics (no air:
-a wrong rescale; no voxel above 100 HU: not CT numbers), oblique or tilted slices,
-slices much thicker than the training grid, or a missing rescale.
+How the confidence flag is decided. A row is "high" only when ALL of these hold, and
+"low" otherwise, with every failed condition listed in `confidence_reasons`:
+
+- the top probability is at least `min_confidence` (`--min-confidence`, 0.6);
+- the input lies inside what the model was trained on (`input_checks`): enough slices
+  in the slab for the model's slice selection (`few_slices`), at least 100 mm of scan
+  (`short_coverage`), plausible HU statistics (`hu_range`: no air means a wrong
+  rescale, nothing above 100 HU means not CT numbers), slices less than 10 degrees
+  oblique or tilted (`oblique`), slices at most twice the training grid's spacing
+  (`thick_slices`), and a liver-to-kidney slab that the scan range does not cut by
+  more than 20 mm (`slab_clipped`, `SLAB_CLIP_TOLERANCE_MM`);
+- the volume is complete and its HU trustworthy: none of the loader problems in
+  `SUSPECT_PROBLEMS` (missing_slices, uneven_spacing, unreadable_slices,
+  missing_rescale, no_air_voxels, single_slice, no_orientation). A volume with a
+  hole is resampled across the hole, so its probabilities can look sure of a wrong
+  answer: a missing or unevenly spaced slice therefore always makes the row "low".
+
+"high" is not a guarantee: it says the model was asked about the kind of input it was
+trained on and answered with a clear margin.
 
 Report columns (`report_columns(classes)`; CSV cells of list columns are joined with
 " | ", JSON lines keep lists and numbers; empty cells are "" / null)::
@@ -39,6 +53,7 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     study_uid           StudyInstanceUID
     acquisition         "" unless one SeriesInstanceUID held several acquisitions
     path                series folder (DICOM) or file (NIfTI); the file for a skipped row
+                        (name bytes that are not UTF-8 as \\xNN: phasejax.safe_text)
     format              dicom | nifti
     status              ok | skipped (a file that is no usable CT image) | failed (a series
                         that could not be decoded or prepared)
@@ -47,8 +62,9 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     top_prob            probability of the predicted phase
     confidence          high | low
     confidence_reasons  [low_probability:P<T, few_slices:N<S, short_coverage:Xmm,
-                        hu_range:p1/p50/p99, oblique:Ddeg, thick_slices:Xmm, missing_rescale,
-                        no_air_voxels, single_slice, no_orientation]
+                        hu_range:p1/p50/p99, oblique:Ddeg, thick_slices:Xmm,
+                        slab_clipped:Xmm, and the SUSPECT_PROBLEMS as the loader
+                        wrote them (missing_slices:N, uneven_spacing:lo-hi mm, ...)]
     header_phase        phasejax.data.header hint: NC|EAP|LAP|AP|PVP|DP|unknown ("" NIfTI)
     header_agrees       yes | no | "" (no usable hint); AP agrees with EAP and LAP
     header_evidence     [the hint's evidence strings]
@@ -104,6 +120,7 @@ from phasejax.data.header import header_phase_hint
 from phasejax.data.prepare import cache_volume
 from phasejax.data.series import Series
 from phasejax.phases import ARTERIAL, label_set
+from phasejax.safe_text import clean_json, csv_cell
 
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
 DEFAULT_MIN_CONFIDENCE = 0.6
@@ -117,8 +134,22 @@ THICK_SLICE_FACTOR = 2.0  # assumption: slices > 2x the cache spacing are coarse
 AIR_P1_MAX_HU = -500.0  # a CT in HU always holds air (-1000) around and inside the body
 DENSE_P99_MIN_HU = 100.0  # bone (> 300 HU) and any contrast lie above this in every abdomen CT
 P99_MAX_HU = 2500.0  # 1% of voxels above this is metal-only or a wrong rescale slope
-# Loader problems (phasejax.data.dicom) that make the HU or geometry themselves suspect.
-SUSPECT_PROBLEMS = ("missing_rescale", "no_air_voxels", "single_slice", "no_orientation")
+# The 200 mm dome-to-lower-pole slab is itself an assumption good to about +/-20 mm
+# (adults: 18-22 cm, phasejax.data.prepare), so a slab cut by less than this is within the
+# estimate's own error; beyond it the scan range has cut off anatomy the model expects.
+SLAB_CLIP_TOLERANCE_MM = 20.0
+# Loader problems (phasejax.data.dicom) that make the HU or geometry themselves suspect,
+# or leave holes in the volume: a single missing slice once turned a prediction into a
+# confident one, so an incomplete volume never gets the "high" flag.
+SUSPECT_PROBLEMS = (
+    "missing_rescale",
+    "no_air_voxels",
+    "single_slice",
+    "no_orientation",
+    "missing_slices",
+    "uneven_spacing",
+    "unreadable_slices",
+)
 
 LIST_SEPARATOR = " | "  # lists in CSV cells (evidence strings contain ";" and ",")
 
@@ -211,6 +242,7 @@ class PreparedSeries:
     z_lo: int
     z_hi: int
     z_method: str
+    slab_clipped_mm: float = 0.0  # of the liver-to-kidney slab, cut off by the scan range
 
 
 def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> PreparedSeries:
@@ -241,6 +273,7 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
         z_lo=cached.z_lo,
         z_hi=cached.z_hi,
         z_method=cached.z_method,
+        slab_clipped_mm=cached.slab_clipped_mm,
     )
 
 
@@ -261,6 +294,8 @@ def input_checks(prep: PreparedSeries, data_cfg: DataConfig, spec: CacheSpec) ->
         out.append(f"oblique:{tilt:.0f}deg")
     if prep.slice_mm > THICK_SLICE_FACTOR * spec.spacing_z:
         out.append(f"thick_slices:{prep.slice_mm:g}mm")
+    if prep.slab_clipped_mm > SLAB_CLIP_TOLERANCE_MM:
+        out.append(f"slab_clipped:{prep.slab_clipped_mm:.0f}mm")
     out.extend(p for p in prep.problems if p.split(":")[0] in SUSPECT_PROBLEMS)
     return out
 
@@ -399,7 +434,8 @@ def failed_row(plan: Plan, reason: str, detail: str) -> dict[str, Any]:
 
 
 def complete_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
-    """Every column present (lists for list columns, "" / None elsewhere), in order."""
+    """Every column present (lists for list columns, "" / None elsewhere), in order, with
+    paths and other text made writable (`phasejax.safe_text.clean_json`)."""
     out: dict[str, Any] = {}
     for c in columns:
         v = row.get(c)
@@ -407,7 +443,7 @@ def complete_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
             out[c] = list(v) if v else []
         else:
             out[c] = "" if v is None and c not in _NUMERIC else v
-    return out
+    return clean_json(out)
 
 
 _NUMERIC = frozenset(
@@ -657,12 +693,10 @@ class _Emitter:
 # --------------------------------------------------------------------------- files
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Any:
     if isinstance(value, list | tuple):
-        return LIST_SEPARATOR.join(str(v) for v in value)
-    if value is None:
-        return ""
-    return str(value)
+        return csv_cell(LIST_SEPARATOR.join(str(v) for v in value))
+    return csv_cell(value)
 
 
 class ReportWriter:

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,7 @@ from phasejax.data.cache import (
     init_cache,
     load_volume,
     read_manifest,
+    read_spec,
     resample_labels_to_cache,
     resample_to_cache,
     write_entry,
@@ -87,3 +91,44 @@ def test_patient_level_splits_are_stable_and_disjoint():
     # Adding a patient moves nobody else.
     c = assign_splits([*pids, "p999"], seed=3)
     assert sum(c[p] != a[p] for p in pids) <= 2
+
+
+def test_a_truncated_volume_is_not_an_entry(tmp_path):
+    root = init_cache(tmp_path / "c", CacheSpec(size=8))
+    vol = np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)
+    write_entry(root, _row("s1"), vol)
+    npy = root / "volumes" / "s1.npy"
+    row = json.loads((root / "volumes" / "s1.json").read_text())
+    assert row["npy_bytes"] == npy.stat().st_size == 128 + vol.nbytes
+    assert has_entry(root, "s1")
+    finalize(root)
+    assert "npy_bytes" not in read_manifest(root)[0]  # bookkeeping, not a manifest column
+    data = npy.read_bytes()
+    npy.write_bytes(data[:-100])  # a copy cut short: the header still parses
+    assert not has_entry(root, "s1")
+    # Entries written before sizes were recorded are checked against the .npy header.
+    del row["npy_bytes"]
+    (root / "volumes" / "s1.json").write_text(json.dumps(row))
+    assert not has_entry(root, "s1")
+    npy.write_bytes(data)
+    assert has_entry(root, "s1")
+
+
+def test_unreadable_cache_json_is_a_cache_error(tmp_path, monkeypatch):
+    root = init_cache(tmp_path / "c", CacheSpec(size=8))
+    assert read_spec(root) == CacheSpec(size=8)
+    (root / "cache.json").write_text("{not json")
+    with pytest.raises(CacheError, match="cache.json: not valid JSON"):
+        read_spec(root)
+    real = Path.read_text
+
+    def denied(self, *a, **kw):
+        if self.name == "cache.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(CacheError, match=r"cache.json: cannot read \(PermissionError"):
+        read_spec(root)
+    with pytest.raises(CacheError, match="cannot read"):
+        init_cache(root, CacheSpec(size=8))

@@ -40,3 +40,50 @@ def test_json_round_trip(tmp_path):
 def test_missing_named_config_lists_available():
     with pytest.raises(FileNotFoundError, match="available"):
         load_config("no-such-config")
+
+
+def test_every_named_config_passes_the_choice_check():
+    from phasejax.config import available_configs
+    from phasejax.config_check import choice_problems
+
+    for name in available_configs():
+        assert choice_problems(load_config(name)) == [], name
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_bad_choice_is_a_usage_error_listing_the_allowed_values(command, tmp_path, capsys):
+    from phasejax.cli import main
+
+    args = (
+        ["--config", "debug", "--workdir"] if command == "train" else ["--preset", "debug", "--out"]
+    )
+    out = tmp_path / "run"
+    rc = main([command, *args, str(out), "--set", "data.window=abdomne",
+               "--set", "train.optimizer=lamb"])  # fmt: skip
+    assert rc == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"phasejax {command}: data.window='abdomne' is not one of raw, abdomen, liver, wide, "
+        "multi; train.optimizer='lamb' is not one of adamw, sgd"
+    )
+    assert not out.exists()  # refused before anything was created
+
+
+def test_ablate_refuses_a_suite_value_outside_the_choices(tmp_path, capsys):
+    import shutil
+
+    from phasejax.ablate.suites import ABLATIONS_DIR
+    from phasejax.cli import main
+
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    shutil.copy(ABLATIONS_DIR / "presets.toml", suites)
+    (suites / "win.toml").write_text(
+        'name = "win"\nquestion = "q"\naxis = "data.window"\nvalues = ["abdomen", "hepatic"]\n'
+        'baseline = "abdomen"\n'
+    )
+    argv = ["ablate", "--suite", "win", "--preset", "smoke", "--suites-dir", str(suites),
+            "--out", str(tmp_path / "abl"), "--dry-run"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "run win/hepatic/seed0: data.window='hepatic' is not one of raw, abdomen" in err

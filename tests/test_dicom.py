@@ -561,3 +561,145 @@ def test_real_hcc_early_arterial_has_bright_aorta_inside_the_body(hcc: dict) -> 
     # Air outside the body, not padding-sized negatives.
     assert eap.hu.min() == AIR_HU
     assert np.median(mid[~ndimage.binary_dilation(body, iterations=20)]) <= -990
+
+
+# --------------------------------------------------------------------------- real archives
+
+
+def _real_axial(real_data: Path) -> Path:
+    return next((real_data / "HCC_015").glob("*/4.000000-*"))
+
+
+def _link_series(src: Path, dst: Path) -> list[Path]:
+    """The real series under `dst`, as symlinks (no 32 MB copy per test)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in sorted(src.glob("*.dcm")):
+        (dst / f.name).symlink_to(f)
+        out.append(dst / f.name)
+    return out
+
+
+def _reoriented(
+    src: Path, dst: Path, k: int, orientation: tuple, image_type: tuple[str, ...] | None = None
+) -> Path:
+    """A real slice rewritten as another plane of the same series (a new SOPInstanceUID),
+    as archives file reformats and scouts under the axial series' UID."""
+    ds = pydicom.dcmread(src)
+    ds.ImageOrientationPatient = list(orientation)
+    ds.ImagePositionPatient = [-170.0, 10.0 * k, -100.0]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("stray", src.name, k)
+    if image_type is not None:
+        ds.ImageType = list(image_type)
+    ds.save_as(dst)
+    return dst
+
+
+@pytest.mark.real
+def test_real_series_with_one_stray_coronal_image_keeps_its_axial_stack(
+    real_data: Path, tmp_path: Path
+) -> None:
+    src = _real_axial(real_data)
+    files = _link_series(src, tmp_path / "s")
+    stray = _reoriented(files[0].resolve(), tmp_path / "s" / "z-coronal.dcm", 0, CORONAL)
+    (series,), skipped = load_dicom_folder(tmp_path)
+    assert series.num_slices == 61 and series.shape == (61, 512, 512)
+    assert series.problems == ("minority_orientation:1",)
+    assert [(Path(s.path).name, s.reason) for s in skipped] == [
+        (stray.name, "minority_orientation")
+    ]
+    assert "1 of 62 images" in skipped[0].detail
+    assert str(stray) not in series.files
+
+
+@pytest.mark.real
+def test_real_series_with_derived_reformats_keeps_its_axial_stack(
+    real_data: Path, tmp_path: Path
+) -> None:
+    # Ten coronal MPRs (16% of the UID: too many to be "a few") are still dropped,
+    # because their ImageType says they were derived from the axial stack.
+    src = _real_axial(real_data)
+    files = _link_series(src, tmp_path / "s")
+    derived = ("DERIVED", "SECONDARY", "REFORMATTED")
+    for k in range(10):
+        _reoriented(files[k].resolve(), tmp_path / "s" / f"mpr{k}.dcm", k, CORONAL, derived)
+    (series,), skipped = load_dicom_folder(tmp_path)
+    assert series.num_slices == 61
+    assert series.problems == ("minority_orientation:10",)
+    assert sorted(Path(s.path).name for s in skipped) == [f"mpr{k}.dcm" for k in range(10)]
+    assert {s.reason for s in skipped} == {"minority_orientation"}
+
+
+@pytest.mark.real
+def test_real_series_with_two_competing_stacks_is_still_refused(
+    real_data: Path, tmp_path: Path
+) -> None:
+    # Twenty ORIGINAL coronal images next to 61 axial ones: neither a few strays nor
+    # derived images, so which stack is "the series" is not a guess phasejax makes.
+    src = _real_axial(real_data)
+    files = _link_series(src, tmp_path / "s")
+    for k in range(20):
+        _reoriented(files[k].resolve(), tmp_path / "s" / f"cor{k}.dcm", k, CORONAL)
+    series, skipped = load_dicom_folder(tmp_path)
+    assert series == []
+    assert [s.reason for s in skipped] == ["mixed_orientation"]
+    assert "81 images" in skipped[0].detail
+
+
+@pytest.mark.real
+def test_real_header_claiming_8_bits_over_16_bit_pixels_fails_that_file(
+    real_data: Path, tmp_path: Path
+) -> None:
+    src = _real_axial(real_data)
+    files = _link_series(src, tmp_path / "s")
+    victim = files[30]
+    ds = pydicom.dcmread(victim.resolve())
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    victim.unlink()
+    ds.save_as(victim)
+    (series,), skipped = load_dicom_folder(tmp_path)
+    assert [(Path(s.path).name, s.reason) for s in skipped] == [
+        (victim.name, "pixel_length_mismatch")
+    ]
+    assert "524288 bytes" in skipped[0].detail and "needs 262144" in skipped[0].detail
+    assert series.num_slices == 60 and "missing_slices:1" in series.problems
+
+
+def test_pixel_length_allows_one_pad_byte_and_refuses_more(tmp_path: Path) -> None:
+    # 3x3 pixels of 8 bits = 9 bytes, written padded to 10 by DICOM's even-length rule.
+    ds = ct_dataset(np.zeros((3, 3)), series_uid=uid("odd"))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = bytes(range(9))
+    save(ds, tmp_path / "odd.dcm")
+    (info,) = read_slices(tmp_path / "odd.dcm")  # type: ignore[misc]
+    assert info.rows == 3
+    ds.PixelData = bytes(12)
+    save(ds, tmp_path / "long.dcm")
+    got = read_slices(tmp_path / "long.dcm")
+    assert isinstance(got, Skipped) and got.reason == "pixel_length_mismatch"
+    ds.Rows = 0
+    save(ds, tmp_path / "zero.dcm")
+    got = read_slices(tmp_path / "zero.dcm")
+    assert isinstance(got, Skipped) and (got.reason, got.detail) == ("bad_pixel_header", "Rows")
+
+
+@pytest.mark.parametrize("spacing", [(0.0, 0.7), (-0.7, -0.7)])
+def test_zero_or_negative_pixel_spacing_refuses_the_series(
+    tmp_path: Path, spacing: tuple[float, float]
+) -> None:
+    write_series(tmp_path, ramp(3), series_uid=uid("ps", spacing), pixel_spacing=spacing)
+    series, skipped = load_dicom_folder(tmp_path)
+    assert series == []
+    assert [s.reason for s in skipped] == ["invalid_pixel_spacing"]
+    assert f"PixelSpacing {spacing[0]:g}\\{spacing[1]:g} mm" in skipped[0].detail
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [(0.0, -1024.0), (-1.0, 0.0), (1.0, 1e300)])
+def test_impossible_rescale_is_skipped_not_turned_into_infinite_hu(
+    tmp_path: Path, slope: float, intercept: float
+) -> None:
+    save(ct_dataset(ramp(1)[0], series_uid=uid("rs"), slope=slope, intercept=intercept),
+         tmp_path / "x.dcm")  # fmt: skip
+    got = read_slices(tmp_path / "x.dcm")
+    assert isinstance(got, Skipped) and got.reason == "bad_rescale"
+    assert got.detail == f"RescaleSlope {slope:g}, RescaleIntercept {intercept:g}"

@@ -125,3 +125,27 @@ def test_plotting_and_eval_do_not_import_jax():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_figures_command_redraws_a_reproduce_directory(reproduce_dir, tmp_path, capsys):
+    import shutil
+
+    from phasejax.reproduce import summarize_reproduction, write_reproduction
+
+    out = tmp_path / "quick"
+    for key in "AB":
+        shutil.copytree(reproduce_dir / f"strategy_{key}", out / f"strategy_{key}")
+    # As `phasejax reproduce` leaves it: the A-vs-B summary as OUT/results.json, with the
+    # run_dir paths of where it ran (this directory has moved since).
+    summary = summarize_reproduction(
+        {"A": reproduce_dir / "strategy_A", "B": reproduce_dir / "strategy_B"}, preset="quick"
+    )
+    write_reproduction(out, summary)
+    assert find_runs(out) == {"A: one-step": out / "strategy_A", "B: two-step": out / "strategy_B"}
+    assert cli_main(["figures", str(out)]) == 0
+    assert "runs: A: one-step" in capsys.readouterr().out
+    written = {p.name for p in (out / "figures").iterdir()}
+    assert written == {f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
+    _check_files(sorted((out / "figures").iterdir()))
+    # A single run's results.json is still a run, not a reproduce directory.
+    assert find_runs(out / "strategy_B") == {"strategy_B": out / "strategy_B"}

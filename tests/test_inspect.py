@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -152,3 +154,66 @@ def test_map_plans_returns_errors_instead_of_raising(workers: int) -> None:
     out = dict(map_plans(int, ["1", "x", "3"], workers=workers))
     assert (out["1"], out["3"]) == (1, 3)
     assert isinstance(out["x"], ValueError) and "'x'" in str(out["x"])
+
+
+def _deny_listing(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """os.scandir raising PermissionError for one folder: what a non-root user gets for a
+    folder without read permission (as root, chmod 000 would not stop the walk)."""
+    import os
+
+    real = os.scandir
+
+    def scandir(path=".", *a, **kw):  # type: ignore[no-untyped-def]
+        if os.fsdecode(path) == str(denied):
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_folder_is_reported_not_dropped(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    denied = archive / "P2"
+    _deny_listing(monkeypatch, denied)
+    rc, doc = run_json(capsys, str(archive))
+    assert rc == 0
+    assert doc["counts"]["series"] == 3  # P2's series is behind the denied folder
+    assert {"path": str(denied), "reason": "unreadable_dir",
+            "detail": "PermissionError: Permission denied"} in doc["skipped"]  # fmt: skip
+    assert doc["counts"]["skipped_by_reason"]["unreadable_dir"] == 1
+    rc = main(["inspect", str(archive), "--quiet"])
+    assert (
+        f"{denied}: unreadable_dir (PermissionError: Permission denied)" in capsys.readouterr().out
+    )
+
+
+@pytest.mark.real
+def test_non_utf8_folder_name_is_written_as_escapes(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    src = next((real_data / "HCC_015").glob("*/4.000000-*"))
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"  # Latin-1 name: not UTF-8
+    os.mkdir(folder)
+    for f in sorted(src.glob("*.dcm")):
+        os.symlink(f, folder + b"/" + os.fsencode(f.name))
+    (Path(os.fsdecode(folder)) / "notes.txt").write_text("x")
+    shown = f"{tmp_path}/caf\\xe9"
+    rc, doc = run_json(capsys, str(tmp_path))
+    assert rc == 0
+    (row,) = doc["series"]
+    assert row["num_slices"] == 61 and row["source"] == shown
+    assert doc["skipped"] == [
+        {"path": f"{shown}/notes.txt", "reason": "not_dicom", "detail": "no DICM preamble"}
+    ]
+    # The table, through a strict UTF-8 stdout (capsys would accept any string).
+    proc = subprocess.run(
+        [sys.executable, "-m", "phasejax.cli", "inspect", folder, "--quiet"],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert f"{shown}/notes.txt: not_dicom".encode() in proc.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -416,9 +417,22 @@ def test_input_checks_name_each_out_of_range_reason() -> None:
     ]
     assert input_checks(_prep(oblique_deg=5.0), cfg.data, SPEC) == []
     assert input_checks(_prep(slice_mm=12.0), cfg.data, SPEC) == ["thick_slices:12mm"]
+    # A volume with holes is never "in range": its probabilities can look sure of a
+    # wrong answer once the hole is resampled over.
     assert input_checks(
-        _prep(problems=("missing_rescale", "missing_slices:2")), cfg.data, SPEC
-    ) == ["missing_rescale"]
+        _prep(problems=("missing_rescale", "missing_slices:2", "gantry_tilt:0.7deg")),
+        cfg.data,
+        SPEC,
+    ) == ["missing_rescale", "missing_slices:2"]
+    assert input_checks(_prep(problems=("uneven_spacing:2.50-3.70mm",)), cfg.data, SPEC) == [
+        "uneven_spacing:2.50-3.70mm"
+    ]
+    assert input_checks(_prep(problems=("unreadable_slices:1",)), cfg.data, SPEC) == [
+        "unreadable_slices:1"
+    ]
+    assert input_checks(_prep(problems=("minority_orientation:1",)), cfg.data, SPEC) == []
+    assert input_checks(_prep(slab_clipped_mm=20.0), cfg.data, SPEC) == []  # the estimate's error
+    assert input_checks(_prep(slab_clipped_mm=45.0), cfg.data, SPEC) == ["slab_clipped:45mm"]
 
 
 def test_confidence_flag_and_header_agreement() -> None:
@@ -451,3 +465,141 @@ def test_run_config_carries_the_grid_training_used(tmp_path):
     (tmp_path / "env.json").write_text('{"cache_grid": {"spacing_z": 3.0, "size": 64}}')
     cfg = read_run_config(tmp_path)
     assert (cfg.data.cache_spacing_z, cfg.data.cache_size) == (3.0, 64)
+
+
+# --------------------------------------------------------------------------- real archives
+
+
+def _real_eap(real_data: Path) -> Path:
+    return next((real_data / "HCC_015").glob("*/4.000000-*"))
+
+
+def _link(files, folder: Path | bytes) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for f in files:
+        os.symlink(
+            f, os.path.join(folder, os.fsencode(f.name) if isinstance(folder, bytes) else f.name)
+        )
+
+
+def test_a_missing_slice_never_leaves_the_confidence_high(
+    tmp_path: Path, cohort: Path, labels: dict, trained
+) -> None:
+    cfg, model, clf = trained
+    sid = "s7a04951c904c"
+    (src,) = _series_dirs(cohort, labels, sid)
+    files = sorted(src.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    _link(files, tmp_path / "whole")
+    _link(files[: len(files) // 2] + files[len(files) // 2 + 1 :], tmp_path / "gap")
+    # min_confidence 0: the two-step model's probabilities do not decide; the input does.
+    opts = PredictOptions(progress=False, batch_size=16, min_confidence=0.0)
+    whole, gap = (
+        predict_paths([tmp_path / d], cfg, model, options=opts, classifier=clf).rows[0]
+        for d in ("whole", "gap")
+    )
+    assert (whole["confidence"], whole["confidence_reasons"]) == ("high", [])
+    assert gap["problems"] == ["missing_slices:1"]
+    assert (gap["confidence"], gap["confidence_reasons"]) == ("low", ["missing_slices:1"])
+
+
+@pytest.mark.real
+def test_real_series_missing_a_middle_slice_is_low_confidence(
+    real_data: Path, tmp_path: Path, trained
+) -> None:
+    cfg, model, clf = trained
+    files = sorted(_real_eap(real_data).glob("*.dcm"))  # 1-01 is the top slice
+    _link(files[:30] + files[31:], tmp_path / "gap")
+    opts = PredictOptions(progress=False, batch_size=16, min_confidence=0.0)
+    (row,) = predict_paths([tmp_path / "gap"], cfg, model, options=opts, classifier=clf).rows
+    assert row["num_slices"] == 60 and row["confidence"] == "low"
+    assert "missing_slices:1" in row["confidence_reasons"]
+    # The liver protocol starts at the lung bases and stops above the lower kidney poles.
+    assert any(r.startswith("slab_clipped:") for r in row["confidence_reasons"])
+
+
+@pytest.mark.real
+def test_real_series_in_a_non_utf8_folder_is_written_in_csv_and_json(
+    real_data: Path, tmp_path: Path, run_dir: Path, capsys
+) -> None:
+    folder = os.fsencode(tmp_path / "in") + b"/caf\xe9"  # Latin-1 name: not UTF-8
+    _link(sorted(_real_eap(real_data).glob("*.dcm")), folder)
+    (Path(os.fsdecode(folder)) / "readme.txt").write_text("not an image")
+    shown = f"{tmp_path / 'in'}/caf\\xe9"
+    out = tmp_path / "report.csv"
+    args = ["predict", str(tmp_path / "in"), "--model", str(run_dir), "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    out.read_bytes().decode("utf-8")  # strict: every cell is valid UTF-8
+    rows = read_report(out)
+    assert [(r["status"], r["path"]) for r in rows] == [
+        (STATUS_OK, shown),
+        (STATUS_SKIPPED, f"{shown}/readme.txt"),
+    ]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "report.jsonl"), "--json"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "report.jsonl").read_text("utf-8").splitlines()]
+    assert [r["path"] for r in lines] == [shown, f"{shown}/readme.txt"]
+    assert lines[0]["p_EAP"] == pytest.approx(float(rows[0]["p_EAP"]), abs=1e-6)
+
+
+def test_unreadable_folder_is_a_skipped_row(
+    tmp_path: Path, cohort: Path, labels: dict, trained, monkeypatch
+) -> None:
+    cfg, model, clf = trained
+    ids = ["s7a04951c904c", "sc0bf95f4997d"]
+    for sid, src in zip(ids, _series_dirs(cohort, labels, *ids)):
+        shutil.copytree(src, tmp_path / sid)
+    denied = tmp_path / ids[1]
+    real = os.scandir
+
+    def scandir(path=".", *a, **kw):
+        # What a non-root user meets in a folder without read permission.
+        if os.fsdecode(path) == str(denied):
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = predict_paths([tmp_path], cfg, model, options=QUIET, classifier=clf)
+    got = [(r["status"], r["series_id"] or r["path"], r["reason"]) for r in report.rows]
+    assert sorted(got) == sorted(
+        [(STATUS_OK, ids[0], ""), (STATUS_SKIPPED, str(denied), "unreadable_dir")]
+    )
+    assert report.counts()["skipped_by_reason"] == {"unreadable_dir": 1}
+
+
+def test_unreadable_training_cache_json_is_one_line_and_exit_2(
+    cohort: Path, labels: dict, run_dir: Path, monkeypatch, capsys
+) -> None:
+    real = Path.read_text
+
+    def read_text(self, *a, **kw):
+        if self.name == "cache.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    (data,) = _series_dirs(cohort, labels, "s7a04951c904c")
+    assert main(["predict", str(data), "--model", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("phasejax predict: --model ")
+    assert "cache.json: cannot read (PermissionError: Permission denied)" in err[-1]
+
+
+def test_report_cells_are_defused_and_paths_escaped(tmp_path: Path) -> None:
+    from phasejax.predict import complete_row, report_columns, write_report
+
+    cols = report_columns(("EAP", "LAP", "PVP", "DP"))
+    row = complete_row(
+        {"series_id": "s1", "status": STATUS_OK, "path": os.fsdecode(b"/a/caf\xe9"),
+         "description": "=HYPERLINK(\"http://x\")", "hu_p1": -1000.0, "p_EAP": 0.5,
+         "problems": ["missing_slices:1"]},
+        cols,
+    )  # fmt: skip
+    write_report(tmp_path / "r.csv", [row], cols, "csv")
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as f:
+        (got,) = list(csv.DictReader(f))
+    assert got["description"] == '\'=HYPERLINK("http://x")'
+    assert got["path"] == "/a/caf\\xe9"
+    assert (got["hu_p1"], got["p_EAP"], got["problems"]) == ("-1000.0", "0.5", "missing_slices:1")
+    write_report(tmp_path / "r.jsonl", [row], cols, "jsonl")
+    got = json.loads((tmp_path / "r.jsonl").read_text("utf-8"))
+    assert got["path"] == "/a/caf\\xe9" and got["description"] == '=HYPERLINK("http://x")'

@@ -286,3 +286,68 @@ def test_real_data_prepare(real_data: Path, tmp_path: Path) -> None:
     eap = load_volume(out, man["EAP"]["series_id"])
     assert eap.shape == (31, 256, 256) and eap.max() > 300
     assert os.path.isfile(out / "manifest.csv")
+
+
+def test_formula_text_from_the_labels_is_defused_in_the_manifest(
+    root: Path, tmp_path: Path
+) -> None:
+    rows = [dict(r) for r in LABELS]
+    rows[0].update(site='=HYPERLINK("http://evil","x")', seconds="-35")
+    rows[1].update(seconds="@SUM(A1:A9)", patient_id="P1")
+    rows[3].update(site="+cmd|' /C calc'!A0")
+    out = tmp_path / "cache"
+    prepare(root, write_labels(tmp_path / "l.csv", rows), out, spec=SPEC, progress=False)
+    with open(out / "manifest.csv", newline="") as f:
+        man = {r["series_id"]: r for r in csv.DictReader(f)}
+    art = man[make_series_id(uid("P1"), "1")]
+    assert art["site"] == '\'=HYPERLINK("http://evil","x")'
+    assert art["seconds"] == "-35"  # a number stays a number
+    assert man[make_series_id(uid("P1"), "2")]["seconds"] == "'@SUM(A1:A9)"
+    assert man[make_series_id(uid("P2b"))]["site"] == "'+cmd|' /C calc'!A0"
+    assert art["z_lo"] == "0" and art["spacing_z"] == "5.0"  # computed columns untouched
+
+
+def _real_eap(real_data: Path) -> Path:
+    return next((real_data / "HCC_015").glob("*/4.000000-*"))
+
+
+@pytest.mark.real
+def test_real_truncated_volume_in_the_cache_is_prepared_again(
+    real_data: Path, tmp_path: Path
+) -> None:
+    src = _real_eap(real_data)
+    r = tmp_path / "root"
+    (r / "eap").mkdir(parents=True)
+    for f in sorted(src.glob("*.dcm")):
+        (r / "eap" / f.name).symlink_to(f)
+    labels = write_labels(tmp_path / "l.csv", [{"path": "eap", "phase": "EAP"}])
+    out = tmp_path / "cache"
+    first = prepare(r, labels, out, spec=SPEC, progress=False)
+    assert (first.prepared, first.reused) == (1, 0)
+    (npy,) = (out / "volumes").glob("*.npy")
+    whole = npy.read_bytes()
+    npy.write_bytes(whole[: len(whole) // 2])  # disk full / interrupted copy
+    again = prepare(r, labels, out, spec=SPEC, progress=False)
+    assert (again.prepared, again.reused) == (1, 0)
+    assert npy.read_bytes() == whole
+    assert prepare(r, labels, out, spec=SPEC, progress=False).reused == 1
+
+
+@pytest.mark.real
+def test_real_series_in_a_non_utf8_folder_is_written_to_the_manifest(
+    real_data: Path, tmp_path: Path
+) -> None:
+    src = _real_eap(real_data)
+    r = tmp_path / "root"
+    folder = os.fsencode(r) + b"/caf\xe9"  # Latin-1 name: not UTF-8
+    os.makedirs(folder)
+    for f in sorted(src.glob("*.dcm")):
+        os.symlink(f, folder + b"/" + os.fsencode(f.name))
+    uid_ = "1.3.6.1.4.1.14519.5.2.1.1706.8374.335941118357087445834573906472"
+    labels = write_labels(tmp_path / "l.csv", [{"series_uid": uid_, "phase": "EAP"}])
+    out = tmp_path / "cache"
+    rep = prepare(r, labels, out, spec=SPEC, progress=False)
+    assert rep.ok and rep.prepared == 1
+    text = (out / "manifest.csv").read_text(encoding="utf-8")  # strict: valid UTF-8
+    (row,) = read_manifest(out)
+    assert row["source"] == "caf\\xe9" and "caf\\xe9" in text

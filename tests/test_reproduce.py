@@ -67,3 +67,14 @@ def test_report_states_mcnemar_counts(reproduced):
     text = render_report(summary)
     comp = summary["comparison"]["test"]
     assert f"b={comp['b']}, c={comp['c']}" in text
+
+
+def test_figures_command_redraws_every_figure_of_the_reproduce_directory(reproduced, tmp_path):
+    # README: "`phasejax figures runs/quick` redraws every figure from the results files".
+    from phasejax.cli import main
+
+    out, _ = reproduced
+    assert main(["figures", str(out), "--out", str(tmp_path / "figs")]) == 0
+    drawn = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert drawn == sorted(p.name for p in (out / "figures").iterdir())
+    assert "saliency_B_two_step_overlays.png" in drawn

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from phasejax.ablate.runner import GROUPS_FILE, REAL_FILE, RESULTS_FILE, read_plan
+from phasejax.safe_text import csv_cell
 
 # "real": a labelled real set evaluated after training (`phasejax ablate --real`), read from
 # each run's real.json; a series is right when the prediction is among its accepted phases.
@@ -439,7 +440,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if _is_nan(r.get(k)) else r.get(k, "")) for k in cols})
+            w.writerow({k: ("" if _is_nan(r.get(k)) else csv_cell(r.get(k, ""))) for k in cols})
     return path
 
 

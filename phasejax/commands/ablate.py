@@ -182,6 +182,12 @@ def _run(args: argparse.Namespace) -> int:
         all_suites=list(suites.values()),
         only=_split(args.only),
     )
+    from phasejax.config_check import choice_problems
+
+    for r in plan.runs:
+        problems = choice_problems(r.config)
+        if problems:
+            raise SuiteError(f"run {r.run_id}: {'; '.join(problems)}")
     rows = runner.plan_rows(plan, args.out)
     counts = {k: sum(r["status"] == k for r in rows) for k in ("done", "partial", "todo")}
     conflicts = sum(r["status"] == "conflict" for r in rows)

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(error)
 
     from phasejax import parallel
+    from phasejax.data.cache import CacheError
     from phasejax.predict import (
         STATUS_OK,
         PredictOptions,
@@ -119,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
         classified_ids,
         format_summary,
         format_table,
+        model_grid,
         predict_paths,
         read_report,
         report_columns,
         sort_key,
     )
+    from phasejax.safe_text import path_text
     from phasejax.train.restore import ModelDirError, load_run
 
     parallel.enable_compilation_cache()  # the eval step's compilation, paid once per machine
@@ -132,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     except ModelDirError as e:
         return _usage_error(str(e))
     cfg = run_.cfg
+    try:
+        model_grid(cfg)  # the training cache's cache.json, read now rather than mid-run
+    except CacheError as e:
+        return _usage_error(f"--model {args.model}: the grid the model was trained on: {e}")
     columns = report_columns(_classes(cfg))
     json_stdout = args.json and not args.out
     log = sys.stderr if json_stdout else sys.stdout
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"input grid: {report.grid} ({report.grid_source})", file=sys.stderr)
     print(format_summary(report), file=log)
     if args.out:
-        print(f"report: {args.out}", file=log)
+        print(f"report: {path_text(args.out)}", file=log)
     if args.qc:
         from phasejax.qc import check_rows, format_findings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from phasejax.reproduce import reproduce
+    from phasejax.config_check import choice_problems
+    from phasejax.reproduce import STRATEGIES, reproduce, reproduce_config
 
+    try:
+        cfg = reproduce_config(args.preset, args.overrides)
+    except (FileNotFoundError, ValueError) as e:
+        return _usage_error(str(e))
+    # Both strategies are trained: each of their configs must be valid, not only the preset's.
+    problems = [
+        p
+        for strategy in STRATEGIES.values()
+        for p in choice_problems(cfg.override({"model.strategy": strategy}))
+    ]
+    if problems:
+        return _usage_error("; ".join(dict.fromkeys(problems)))
     summary = reproduce(
         args.out,
         preset=args.preset,
@@ -46,3 +60,8 @@ def run(args: argparse.Namespace) -> int:
                       f"({acc['k']}/{acc['n']})")  # fmt: skip
     print(f"report: {args.out}/report.md")
     return 0
+
+
+def _usage_error(msg: str) -> int:
+    print(f"phasejax reproduce: {msg}", file=sys.stderr)
+    return 2

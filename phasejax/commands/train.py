@@ -42,11 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from phasejax.config import load_config
+    from phasejax.config_check import choice_problems
 
     try:
         cfg = load_config(args.config, args.overrides)
     except (FileNotFoundError, ValueError) as e:
         print(f"phasejax train: {e}", file=sys.stderr)
+        return 2
+    problems = choice_problems(cfg)
+    if problems:
+        print(f"phasejax train: {'; '.join(problems)}", file=sys.stderr)
         return 2
 
     from phasejax import parallel
@@ -56,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
     parallel.enable_compilation_cache()
     parallel.maybe_initialize_distributed()
 
+    from phasejax.train.checkpoint import CheckpointError
     from phasejax.train.loop import train
     from phasejax.train.workdir import WorkdirError
 
     try:
         results = train(cfg, args.workdir, cache_dir=args.cache, stop_at=args.stop_at)
-    except (WorkdirError, FileNotFoundError) as e:
+    except (WorkdirError, FileNotFoundError, CheckpointError) as e:
         print(f"phasejax train: {e}", file=sys.stderr)
         return 1
     if not parallel.is_main_process():

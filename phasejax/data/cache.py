@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from phasejax.safe_text import csv_cell
+
 REQUIRED_COLUMNS = (
     "series_id",
     "patient_id",
@@ -183,7 +185,7 @@ def init_cache(cache_dir: str | Path, spec: CacheSpec, **info: Any) -> Path:
     meta_path = root / "cache.json"
     meta = {"version": 1, **asdict(spec), **info}
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+        old = _read_meta(meta_path)
         if (old.get("spacing_z"), old.get("size")) != (spec.spacing_z, spec.size):
             raise CacheError(
                 f"{root} holds a cache on another grid (spacing_z={old.get('spacing_z')}, "
@@ -194,16 +196,65 @@ def init_cache(cache_dir: str | Path, spec: CacheSpec, **info: Any) -> Path:
     return root
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """cache.json as a dict; CacheError (one line naming the file) when it cannot be."""
+    try:
+        meta = json.loads(path.read_text())
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read ({type(e).__name__}: {e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CacheError(f"{path}: expected a JSON object")
+    return meta
+
+
 def read_spec(cache_dir: str | Path) -> CacheSpec:
-    meta = json.loads((Path(cache_dir) / "cache.json").read_text())
-    return CacheSpec(spacing_z=float(meta["spacing_z"]), size=int(meta["size"]))
+    """The grid recorded in a cache's cache.json (CacheError when it cannot be read)."""
+    path = Path(cache_dir) / "cache.json"
+    meta = _read_meta(path)
+    try:
+        return CacheSpec(spacing_z=float(meta["spacing_z"]), size=int(meta["size"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CacheError(f"{path}: no usable grid (spacing_z, size): {e!r}") from None
+
+
+# Bookkeeping kept in an entry's JSON but not a manifest column: the .npy's size, so that
+# a volume cut short (disk full, a copy interrupted) is not taken for a finished entry.
+ENTRY_KEYS = ("npy_bytes",)
+
+
+def _npy_consistent(path: Path) -> bool:
+    """Whether an .npy file is as long as its own header says (entries written before
+    npy_bytes was recorded are checked this way)."""
+    try:
+        with open(path, "rb") as f, _NPY_LOCK:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (OSError, ValueError):
+        return False
+    return path.stat().st_size == offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def has_entry(cache_dir: str | Path, series_id: str) -> bool:
+    """Whether a series is in the cache in full: its row is written and its volume has the
+    size recorded with it (a truncated or missing .npy is not an entry: it is redone)."""
     root = Path(cache_dir)
-    return (root / "volumes" / f"{series_id}.json").exists() and (
-        root / "volumes" / f"{series_id}.npy"
-    ).exists()
+    meta, npy = root / "volumes" / f"{series_id}.json", root / "volumes" / f"{series_id}.npy"
+    if not (meta.exists() and npy.exists()):
+        return False
+    try:
+        row = json.loads(meta.read_text())
+        size = npy.stat().st_size
+    except (OSError, ValueError):
+        return False
+    expected = row.get("npy_bytes") if isinstance(row, dict) else None
+    if expected is None:
+        return _npy_consistent(npy)
+    return size == int(expected)
 
 
 def write_entry(
@@ -224,7 +275,9 @@ def write_entry(
         if mask.shape != volume.shape:
             raise CacheError(f"mask shape {mask.shape} != volume shape {volume.shape}")
         _atomic_save_npy(root / "masks" / f"{sid}.npy", mask.astype(np.uint8))
-    _atomic_save_npy(root / "volumes" / f"{sid}.npy", volume)
+    npy = root / "volumes" / f"{sid}.npy"
+    _atomic_save_npy(npy, volume)
+    row = {**row, "npy_bytes": npy.stat().st_size}
     _atomic_write_text(root / "volumes" / f"{sid}.json", json.dumps(row, sort_keys=True))
 
 
@@ -232,6 +285,7 @@ def finalize(cache_dir: str | Path) -> Path:
     """Assemble manifest.csv from the per-series rows (sorted by series_id)."""
     root = Path(cache_dir)
     rows = [json.loads(p.read_text()) for p in sorted((root / "volumes").glob("*.json"))]
+    rows = [{k: v for k, v in r.items() if k not in ENTRY_KEYS} for r in rows]
     return write_manifest(root, rows)
 
 
@@ -244,7 +298,7 @@ def write_manifest(cache_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Pat
         w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, *extra])
         w.writeheader()
         for r in rows:
-            w.writerow({k: r.get(k, "") for k in w.fieldnames})
+            w.writerow({k: csv_cell(r.get(k, "")) for k in w.fieldnames})
     os.replace(tmp, path)
     return path
 

@@ -39,11 +39,25 @@ SpacingBetweenSlices used), `no_orientation`, `missing_rescale` (no
 RescaleSlope/Intercept: identity assumed), `no_pixel_spacing` (1 mm assumed),
 `unreadable_slices:N` (files that failed
 to decode; they are also listed as skipped), `no_air_voxels` (no voxel below -500
-HU: a CT in HU always holds air, so the rescale is suspect).
+HU: a CT in HU always holds air, so the rescale is suspect), `minority_orientation:N`
+(N stray images of another orientation were dropped, see below).
+
+Stray orientations. Real exports file a coronal/sagittal reformat or a localizer
+under the axial series' SeriesInstanceUID. When the images of other orientations are
+few (<= 10% of the UID's images and <= 5) or all derived (ImageType DERIVED,
+SECONDARY, REFORMATTED, LOCALIZER or MPR while the main stack is not), the main stack
+is kept and every dropped file is skipped as `minority_orientation`. Two stacks that
+compete (neither rule holds) are refused as `mixed_orientation`.
 
 What cannot be a correct volume is skipped, with a reason from `SKIP_REASONS`:
-`mixed_orientation`, `mixed_pixel_spacing`, `mixed_matrix`, `repeated_positions`,
-`non_axial`, `localizer`, `no_slice_order`.
+`mixed_orientation`, `mixed_pixel_spacing`, `mixed_matrix`, `invalid_pixel_spacing`,
+`repeated_positions`, `non_axial`, `localizer`, `no_slice_order`. Files are skipped at
+the header stage, before any decode, when their pixel description is impossible
+(`bad_pixel_header`), when their rescale is impossible for CT (`bad_rescale`: a slope
+<= 0 or above 1000, an intercept beyond +/-1e5), or, for uncompressed transfer
+syntaxes, when the PixelData length differs from Rows x Columns x BitsAllocated/8 x
+SamplesPerPixel x NumberOfFrames (one pad byte allowed; `pixel_length_mismatch`):
+such headers decode into garbage or infinite HU without any error.
 
 Hounsfield units: stored value * RescaleSlope + RescaleIntercept (or the Modality
 LUT Sequence when present; per-frame Pixel Value Transformation for Enhanced CT),
@@ -71,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from phasejax.data.series import PHASE_HEADER_FIELDS, Series, make_series_id
+from phasejax.safe_text import clean_text
 
 AIR_HU = -1024.0
 
@@ -82,6 +97,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 
 SKIP_REASONS: dict[str, str] = {
     "not_found": "path does not exist",
+    "unreadable_dir": "a folder that could not be listed (permissions, I/O error)",
+    "unreadable_file": "a file that could not be opened (permissions, I/O error)",
     "not_dicom": "not a DICOM file",
     "corrupt": "the header could not be read",
     "truncated": "the file ends before its pixel data does",
@@ -96,13 +113,19 @@ SKIP_REASONS: dict[str, str] = {
     "secondary_capture": "secondary capture image",
     "unsupported_sop_class": "a SOP class that is not a CT image",
     "no_pixel_data": "no PixelData element",
+    "bad_pixel_header": "Rows, Columns, BitsAllocated or SamplesPerPixel missing or impossible",
+    "pixel_length_mismatch": "uncompressed PixelData length disagrees with the image header",
+    "bad_rescale": "RescaleSlope <= 0 or far outside CT values, or a huge RescaleIntercept",
     "no_series_uid": "no SeriesInstanceUID",
     "duplicate_instance": "same SOPInstanceUID already read from another file",
     "multiframe_without_geometry": "multi-frame object without per-frame positions",
     "non_axial": "reformatted plane that is not axial (coronal/sagittal)",
     "mixed_orientation": "slices of one acquisition have different orientations",
+    "minority_orientation": "a stray image (reformat, localizer) of another orientation than "
+    "the series' stack; the stack is kept without it",
     "mixed_pixel_spacing": "slices of one acquisition have different pixel spacings",
     "mixed_matrix": "slices of one acquisition have different rows/columns",
+    "invalid_pixel_spacing": "PixelSpacing is zero or negative",
     "repeated_positions": "repeated slice positions that no acquisition tag tells apart",
     "no_slice_order": "no position, SliceLocation or InstanceNumber to order the slices",
     "nifti_error": "NIfTI file could not be read",
@@ -139,7 +162,8 @@ class Skipped:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        text = f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        return clean_text(text)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +191,7 @@ class SliceInfo:
     rescale: tuple[float, float] | None = None  # (slope, intercept); per frame for Enhanced CT
     padding: tuple[int, int] | None = None  # stored-value range of PixelPaddingValue(/RangeLimit)
     modality_lut: bool = False  # a Modality LUT Sequence replaces slope/intercept
+    image_type: str = ""  # ImageType values joined by "\\", upper case
     header: tuple[tuple[str, str], ...] = ()  # PHASE_HEADER_FIELDS as strings
 
     @property
@@ -336,6 +361,8 @@ def _read_slices(path: str) -> list[SliceInfo] | Skipped:
             ds = pydicom.dcmread(path, defer_size=4096, force=True)
             if "SOPClassUID" not in ds and "Modality" not in ds:
                 return Skipped(path, "not_dicom", "no DICM preamble")
+    except (PermissionError, IsADirectoryError) as e:
+        return Skipped(path, "unreadable_file", f"{type(e).__name__}: {e.strerror}")
     except Exception as e:  # noqa: BLE001 - any parse failure is a report, not a crash
         return Skipped(path, "corrupt", f"{type(e).__name__}: {e}")
     try:
@@ -357,6 +384,58 @@ def _overrun(ds: Any, path: str) -> str | None:
     size = os.path.getsize(path)
     if tell + length > size:
         return f"element {last.tag} needs {length} bytes, file has {max(size - tell, 0)}"
+    return None
+
+
+# Transfer syntaxes whose PixelData is the native bytes, so its length is known from the
+# header. Deflated is listed because pydicom inflates the whole dataset before parsing.
+_NATIVE_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",  # Implicit VR Little Endian
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    }
+)
+_MAX_MATRIX = 16384  # no CT reconstruction is wider; a larger value is a broken header
+
+
+def _pixel_header_problem(ds: Any, pixel_elem: Any) -> tuple[str, str] | None:
+    """(reason, detail) when the pixel description cannot describe the stored bytes.
+
+    Checked before any decode: a header that says 8 bits over 16-bit bytes decodes
+    without error into garbage that would then be classified as if it were an image.
+    """
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    bits = _int(ds.get("BitsAllocated"))
+    spp = _int(ds.get("SamplesPerPixel", 1))
+    frames = _int(ds.get("NumberOfFrames", 1) or 1)
+    fields = {"Rows": rows, "Columns": cols, "BitsAllocated": bits, "SamplesPerPixel": spp}
+    wrong = [k for k, v in fields.items() if v is None or v < 1]
+    if (rows and rows > _MAX_MATRIX) or (cols and cols > _MAX_MATRIX):
+        wrong.append(f"matrix {rows}x{cols} > {_MAX_MATRIX}")
+    if bits is not None and bits not in (1, 8, 16, 32, 64):
+        wrong.append(f"BitsAllocated {bits}")
+    if frames is None or frames < 1:
+        wrong.append("NumberOfFrames")
+    if wrong:
+        return "bad_pixel_header", ", ".join(wrong)
+    meta = getattr(ds, "file_meta", None)
+    syntax = _str(meta.get("TransferSyntaxUID")) if meta is not None else ""
+    length = getattr(pixel_elem, "length", None)
+    if syntax and syntax not in _NATIVE_SYNTAXES:
+        return None  # compressed: only the decoder can tell
+    if length is None or length == 0xFFFFFFFF:
+        if syntax:
+            return "pixel_length_mismatch", f"encapsulated PixelData under native syntax {syntax}"
+        return None
+    n_pixels = rows * cols * spp * frames  # type: ignore[operator]
+    expected = (n_pixels + 7) // 8 if bits == 1 else n_pixels * bits // 8  # type: ignore[operator]
+    if length not in (expected, expected + 1):  # +1: the pad byte of an odd length
+        return "pixel_length_mismatch", (
+            f"PixelData has {length} bytes, the header ({rows}x{cols}, {bits} bits, "
+            f"{spp} sample(s), {frames} frame(s)) needs {expected}"
+        )
     return None
 
 
@@ -386,8 +465,12 @@ def _slices_from_dataset(ds: Any, path: str) -> list[SliceInfo] | Skipped:
     if _is_dose_screen(ds, image_type):
         return Skipped(path, "dose_report", _str(ds.get("SeriesDescription")))
 
-    if ds.get_item(0x7FE00010, keep_deferred=True) is None:
+    pixel_elem = ds.get_item(0x7FE00010, keep_deferred=True)
+    if pixel_elem is None:
         return Skipped(path, "no_pixel_data")
+    bad = _pixel_header_problem(ds, pixel_elem)
+    if bad is not None:
+        return Skipped(path, *bad)
     series_uid = _str(ds.get("SeriesInstanceUID"))
     if not series_uid:
         return Skipped(path, "no_series_uid")
@@ -400,11 +483,37 @@ def _slices_from_dataset(ds: Any, path: str) -> list[SliceInfo] | Skipped:
         series_uid=series_uid,
         study_uid=_str(ds.get("StudyInstanceUID")),
         patient_id=_str(ds.get("PatientID")),
+        image_type=image_type,
         header=_phase_header(ds),
     )
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     if "PerFrameFunctionalGroupsSequence" in ds or n_frames > 1:
-        return _enhanced_slices(ds, path, n_frames, common)
+        return _checked_rescale(_enhanced_slices(ds, path, n_frames, common))
+    return _checked_rescale(_single_frame(ds, common))
+
+
+# A CT's rescale maps 12-16 bit stored values to about -1024..3071 HU: slopes near 1 and
+# intercepts of a few thousand. Far outside that (or a slope <= 0, which would invert
+# the image) the header is broken, and the HU would be nonsense or overflow float32.
+_MAX_SLOPE = 1e3
+_MAX_INTERCEPT = 1e5
+
+
+def _checked_rescale(out: list[SliceInfo] | Skipped) -> list[SliceInfo] | Skipped:
+    if isinstance(out, Skipped):
+        return out
+    for s in out:
+        if s.rescale is None:
+            continue
+        slope, intercept = s.rescale
+        if not (0 < slope <= _MAX_SLOPE) or abs(intercept) > _MAX_INTERCEPT:
+            return Skipped(
+                s.path, "bad_rescale", f"RescaleSlope {slope:g}, RescaleIntercept {intercept:g}"
+            )
+    return out
+
+
+def _single_frame(ds: Any, common: dict[str, Any]) -> list[SliceInfo]:
     pos = _floats(ds.get("ImagePositionPatient"), 3)
     orient = _floats(ds.get("ImageOrientationPatient"), 6)
     slope, intercept = _float(ds.get("RescaleSlope")), _float(ds.get("RescaleIntercept"))
@@ -611,6 +720,11 @@ def build_plan(
     spacings = [s.pixel_spacing for s in slices if s.pixel_spacing is not None]
     if spacings:
         p = np.asarray(spacings)
+        if np.any(p <= 0):
+            # Resampling with a zero or negative pixel size would flip or collapse the
+            # image; no value to assume is safer than refusing.
+            bad = p[np.any(p <= 0, axis=1)][0]
+            return skip("invalid_pixel_spacing", f"PixelSpacing {bad[0]:g}\\{bad[1]:g} mm")
         if np.max(np.abs(p - p[0])) > 1e-3 * max(float(p[0].max()), 1e-6):
             uniq = sorted({tuple(np.round(r, 4)) for r in p})
             return skip("mixed_pixel_spacing", f"{uniq[:4]}")
@@ -649,7 +763,9 @@ def build_plan(
 
     # Slice spacing: from positions (the true spacing), never from SliceThickness.
     head = ordered[0]
-    thickness = head.spacing_between_slices or head.slice_thickness
+    thickness = next(
+        (t for t in (head.spacing_between_slices, head.slice_thickness) if t and t > 0), None
+    )
     if len(ordered) == 1:
         dz = float(thickness or 1.0)
         problems.append("single_slice")
@@ -719,6 +835,82 @@ def _tilt_degrees(ordered: Sequence[SliceInfo]) -> float:
     return math.degrees(math.acos(cos))
 
 
+# A stack of another orientation inside a series is dropped as strays (a reformat or a
+# localizer filed under the series' UID) when it is this small; larger ones compete with
+# the main stack and the series is refused.
+STRAY_MAX_FRACTION = 0.10
+STRAY_MAX_IMAGES = 5
+# ImageType values that mark an image as made from others (or a scout), never a primary
+# axial acquisition: such strays are dropped whatever their number.
+DERIVED_IMAGE_TYPES = frozenset({"DERIVED", "SECONDARY", "REFORMATTED", "LOCALIZER", "MPR"})
+
+
+def _orientation_groups(slices: Sequence[SliceInfo]) -> list[list[SliceInfo]]:
+    """Slices grouped by orientation (within _ORIENT_TOL), largest group first; slices
+    without an orientation join the largest group (they cannot contradict it)."""
+    groups: list[tuple[np.ndarray, list[SliceInfo]]] = []
+    loose: list[SliceInfo] = []
+    for s in slices:
+        if s.orientation is None:
+            loose.append(s)
+            continue
+        o = np.asarray(s.orientation, dtype=np.float64)
+        for ref, members in groups:
+            if np.max(np.abs(o - ref)) <= _ORIENT_TOL:
+                members.append(s)
+                break
+        else:
+            groups.append((o, [s]))
+    out = sorted((m for _, m in groups), key=len, reverse=True)
+    if not out:
+        return [loose]
+    out[0].extend(loose)
+    return out
+
+
+def _is_derived(s: SliceInfo) -> bool:
+    return any(v.strip() in DERIVED_IMAGE_TYPES for v in s.image_type.split("\\"))
+
+
+def drop_stray_orientations(
+    series_uid: str, slices: Sequence[SliceInfo]
+) -> tuple[list[SliceInfo], list[Skipped], str | None]:
+    """Keep the majority-orientation stack of one SeriesInstanceUID when the other
+    orientations are strays; (kept slices, skipped strays, problem or None).
+
+    Strays are few (<= STRAY_MAX_FRACTION of the images and <= STRAY_MAX_IMAGES) or all
+    derived (ImageType in DERIVED_IMAGE_TYPES) while the main stack is not. Otherwise
+    nothing is dropped and build_plan refuses the series as `mixed_orientation`.
+    """
+    groups = _orientation_groups(slices)
+    if len(groups) < 2:
+        return list(slices), [], None
+    main, rest = groups[0], [s for g in groups[1:] for s in g]
+    few = len(rest) <= STRAY_MAX_IMAGES and len(rest) <= STRAY_MAX_FRACTION * len(slices)
+    derived = all(_is_derived(s) for s in rest) and not all(_is_derived(s) for s in main)
+    if len(rest) >= len(main) or not (few or derived):
+        return list(slices), [], None
+    why = "few" if few else "derived"
+    main_paths = {s.path for s in main}
+    skipped = []
+    for path in dict.fromkeys(s.path for s in rest):
+        if path in main_paths:
+            # A multi-frame file with frames of both orientations: its other frames
+            # are dropped, the file itself stays in the series.
+            continue
+        o = next(s.orientation for s in rest if s.path == path)
+        n = slice_normal(o)  # type: ignore[arg-type]
+        skipped.append(
+            Skipped(
+                path,
+                "minority_orientation",
+                f"series {series_uid}: normal {np.round(n, 2).tolist()}, "
+                f"{len(rest)} of {len(slices)} images ({why}); the other stack is kept",
+            )
+        )
+    return main, skipped, f"minority_orientation:{len(rest)}"
+
+
 def group_series(slices: Iterable[SliceInfo]) -> tuple[list[SeriesPlan], list[Skipped]]:
     """Group headers into series plans (one per SeriesInstanceUID and acquisition)."""
     by_uid: dict[str, list[SliceInfo]] = defaultdict(list)
@@ -734,7 +926,9 @@ def group_series(slices: Iterable[SliceInfo]) -> tuple[list[SeriesPlan], list[Sk
         by_uid[s.series_uid].append(s)
     plans: list[SeriesPlan] = []
     for uid in sorted(by_uid):
-        group = by_uid[uid]
+        group, strays, stray_problem = drop_stray_orientations(uid, by_uid[uid])
+        skipped.extend(strays)
+        extra = (stray_problem,) if stray_problem else ()
         parts = split_acquisitions(group)
         if isinstance(parts, str):
             z = _z_keys(group)
@@ -749,7 +943,7 @@ def group_series(slices: Iterable[SliceInfo]) -> tuple[list[SeriesPlan], list[Sk
             )
             continue
         for acq, part in parts:
-            plan = build_plan(uid, acq, part)
+            plan = build_plan(uid, acq, part, extra_problems=extra)
             (plans if isinstance(plan, SeriesPlan) else skipped).append(plan)  # type: ignore[arg-type]
     return plans, skipped
 
@@ -829,6 +1023,11 @@ def _decode_quiet(path: str, needs_dataset: bool) -> tuple[np.ndarray, Any]:
     return (arr[None] if arr.ndim == 2 else arr), ds
 
 
+# Problems found before build_plan (so not re-derived when it runs again without the
+# files that failed to decode).
+_CARRIED_PROBLEMS = ("minority_orientation",)
+
+
 def load_series(plan: SeriesPlan) -> tuple[Series | None, list[Skipped]]:
     """Decode a planned series to HU. Files that fail to decode are dropped and reported,
     the geometry is re-checked without them (so their gap shows as missing slices)."""
@@ -868,8 +1067,12 @@ def load_series(plan: SeriesPlan) -> tuple[Series | None, list[Skipped]]:
     if failed:
         keep = [s for s in plan.slices if ok[index[s.key]]]
         n_bad = len(plan.slices) - len(keep)
+        carried = tuple(p for p in plan.problems if p.split(":")[0] in _CARRIED_PROBLEMS)
         new = build_plan(
-            plan.series_uid, plan.acquisition, keep, extra_problems=(f"unreadable_slices:{n_bad}",)
+            plan.series_uid,
+            plan.acquisition,
+            keep,
+            extra_problems=(*carried, f"unreadable_slices:{n_bad}"),
         )
         if isinstance(new, Skipped):
             return None, [*failed, new]

@@ -36,6 +36,7 @@ from phasejax.data.dicom import (
 from phasejax.data.header import header_phase_hint
 from phasejax.data.nifti import NiftiError, is_nifti, load_nifti, nifti_series_uid
 from phasejax.data.series import Series, make_series_id
+from phasejax.safe_text import clean_json
 
 T = TypeVar("T")
 _PARALLEL_HEADER_MIN_FILES = 256
@@ -69,15 +70,26 @@ class Discovery:
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Skipped]]:
-    """Every file under the given files/folders (sorted, symlinked folders not followed)."""
+    """Every file under the given files/folders (sorted, symlinked folders not followed).
+
+    Folders that cannot be listed come back as `unreadable_dir` skips: os.walk would
+    otherwise drop them, and every study below them, without a word.
+    """
     files: list[str] = []
     missing: list[Skipped] = []
+
+    def unreadable(err: OSError) -> None:
+        where = err.filename if err.filename is not None else "?"
+        missing.append(
+            Skipped(os.fsdecode(where), "unreadable_dir", f"{type(err).__name__}: {err.strerror}")
+        )
+
     for p in paths:
-        p = str(p)
+        p = os.fsdecode(p)
         if os.path.isfile(p):
             files.append(p)
         elif os.path.isdir(p):
-            for dirpath, dirnames, filenames in os.walk(p):
+            for dirpath, dirnames, filenames in os.walk(p, onerror=unreadable):
                 dirnames.sort()
                 files.extend(os.path.join(dirpath, f) for f in sorted(filenames))
         else:
@@ -340,9 +352,9 @@ def inspect_paths(
                 rows.append(row)
     rows.sort(key=lambda r: (r["patient_id"], r["source"], r["series_id"]))
     skipped.sort(key=lambda s: (s.path, s.reason))
-    return {
+    doc = {
         "phasejax_version": __version__,
-        "paths": [str(p) for p in paths],
+        "paths": [os.fsdecode(p) for p in paths],
         "series": rows,
         "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in skipped],
         "counts": {
@@ -352,3 +364,4 @@ def inspect_paths(
             "skipped_by_reason": dict(sorted(Counter(s.reason for s in skipped).items())),
         },
     }
+    return clean_json(doc)  # paths with undecodable bytes would break every writer

@@ -293,11 +293,26 @@ def liver_kidney_slab(
     `posterior_down`: row index grows towards the patient's back. See the module
     docstring for the heuristic.
     """
+    lo, hi, method, _ = slab_and_clipping(
+        volume, spacing_z, superior_last=superior_last, posterior_down=posterior_down
+    )
+    return lo, hi, method
+
+
+def slab_and_clipping(
+    volume: np.ndarray,
+    spacing_z: float,
+    *,
+    superior_last: bool = True,
+    posterior_down: bool = True,
+) -> tuple[int, int, str, float]:
+    """`liver_kidney_slab`, plus how many mm of the slab the scan range cut off (0.0 when
+    the whole dome-to-poles slab lies inside the scan, and always for "central")."""
     from scipy import ndimage
 
     n = int(volume.shape[0])
     if n == 0:
-        return 0, 0, "central"
+        return 0, 0, "central", 0.0
     vol = volume if superior_last else volume[::-1]
     lung = np.zeros(n, dtype=bool)
     for k in range(n):
@@ -330,15 +345,18 @@ def liver_kidney_slab(
         while base > 0 and lung[base - 1]:
             base -= 1
         dome = base + DOME_ABOVE_LUNG_BASE_MM / spacing_z
-        lo = max(0, int(math.floor(dome - SLAB_BELOW_DOME_MM / spacing_z)))
-        hi = min(n, int(math.ceil(dome)) + 1)
+        lo_full = int(math.floor(dome - SLAB_BELOW_DOME_MM / spacing_z))
+        hi_full = int(math.ceil(dome)) + 1
+        lo, hi = max(0, lo_full), min(n, hi_full)
+        clipped = ((lo - lo_full) + (hi_full - hi)) * float(spacing_z)
     else:
+        clipped = 0.0
         lo = int(math.floor(n * (1 - CENTRAL_FRACTION) / 2))
         hi = max(lo + 1, int(math.ceil(n * (1 + CENTRAL_FRACTION) / 2)))
         hi = min(hi, n)
     if not superior_last:
         lo, hi = n - hi, n - lo
-    return lo, hi, method
+    return lo, hi, method, clipped
 
 
 def _orientation_flags(orientation: Sequence[float]) -> tuple[bool, bool]:
@@ -359,6 +377,7 @@ class CachedVolume:
     z_lo: int
     z_hi: int
     z_method: str  # "lung" | "central"
+    slab_clipped_mm: float = 0.0  # of the dome-to-poles slab, cut off by the scan range
 
 
 def cache_volume(series: Series, spec: CacheSpec) -> CachedVolume:
@@ -367,7 +386,7 @@ def cache_volume(series: Series, spec: CacheSpec) -> CachedVolume:
     vol, pixel_mm = resample_to_cache(series.hu, series.spacing, spec)
     spacing_z = spec.spacing_z if vol.shape[0] > 1 else float(series.spacing[0])
     superior_last, posterior_down = _orientation_flags(series.orientation)
-    z_lo, z_hi, method = liver_kidney_slab(
+    z_lo, z_hi, method, clipped = slab_and_clipping(
         vol, spacing_z, superior_last=superior_last, posterior_down=posterior_down
     )
     return CachedVolume(
@@ -377,6 +396,7 @@ def cache_volume(series: Series, spec: CacheSpec) -> CachedVolume:
         z_lo=int(z_lo),
         z_hi=int(z_hi),
         z_method=method,
+        slab_clipped_mm=float(clipped),
     )
 
 

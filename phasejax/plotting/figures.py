@@ -9,6 +9,7 @@ without retraining. Strategy A (one-step) and B (two-step) keep their colours in
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -473,12 +474,14 @@ FIGURES: dict[str, Callable[[Runs], Figure]] = {
 
 
 def find_runs(path: str | Path) -> dict[str, Path]:
-    """Run directories under `path`: {path.name: path} for a training run (results.json inside),
-    or every immediate subdirectory holding results.json (a reproduce directory with
-    strategy_A/ and strategy_B/), sorted by name."""
+    """Run directories under `path`: {path.name: path} for a training run (results.json inside);
+    for a reproduce directory (its results.json is the A-vs-B summary), its strategy runs
+    labelled as `phasejax reproduce` draws them ("A: one-step", "B: two-step"); otherwise
+    every immediate subdirectory holding results.json, sorted by name."""
     path = Path(path)
     if (path / RESULTS_FILE).is_file():
-        return {path.name: path}
+        runs = _reproduce_runs(path)
+        return runs if runs is not None else {path.name: path}
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such directory")
     found = {p.name: p for p in sorted(path.iterdir()) if (p / RESULTS_FILE).is_file()}
@@ -488,6 +491,30 @@ def find_runs(path: str | Path) -> dict[str, Path]:
             f"(no subdirectory with {RESULTS_FILE})"
         )
     return found
+
+
+def _reproduce_runs(path: Path) -> dict[str, Path] | None:
+    """The strategy runs of a reproduce directory, or None when `path` is a single run.
+
+    A reproduce summary has "strategies" ({"A": {"strategy", "run_dir"}, ...}) and no
+    "splits"; each run is looked for at OUT/strategy_<key> first (the directory may have
+    moved since), then at the run_dir it recorded.
+    """
+    try:
+        doc = json.loads((path / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # load_results reports what is wrong with it
+    strategies = doc.get("strategies") if isinstance(doc, dict) else None
+    if not isinstance(strategies, dict) or "splits" in doc:
+        return None
+    runs: dict[str, Path] = {}
+    for key, entry in sorted(strategies.items()):
+        entry = entry if isinstance(entry, dict) else {}
+        here = path / f"strategy_{key}"
+        recorded = Path(str(entry.get("run_dir") or here))
+        run = here if (here / RESULTS_FILE).is_file() or not recorded.is_dir() else recorded
+        runs[STRATEGY_LABELS.get(str(entry.get("strategy")), f"strategy_{key}")] = run
+    return runs
 
 
 def label_runs(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

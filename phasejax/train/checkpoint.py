@@ -8,6 +8,12 @@ best validation accuracy, accumulated wall time). Two Orbax managers live under
 (the best validation accuracy, one kept), so that a restart resumes from `latest`
 while results are computed from `best`.
 
+A checkpoint that does not restore (a disk that filled up mid-write, a copy cut short)
+does not end the run when an older one does: `restore_newest` falls back to the
+newest step that restores and moves every newer, damaged step out of the manager's
+folder to `<directory>/corrupt/<kind>_<step>` (kept for inspection, never deleted,
+and out of the way of the saves that will write those step numbers again).
+
 Orbax's API moves fast; everything version-specific stays in this file.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +113,8 @@ class Checkpointer:
         under `directory` (a model directory may be shared or on read-only storage)."""
         self.directory = Path(directory).absolute()
         self.read_only = read_only
+        self._keep = {"latest": max_to_keep, "best": 1}
+        self._async = async_save
         self._latest = self._manager(self.directory / "latest", max_to_keep, async_save, read_only)
         self._best = self._manager(self.directory / "best", 1, async_save, read_only)
 
@@ -197,6 +206,61 @@ class Checkpointer:
             meta=dict(got["meta"] or {}),
         )
 
+    def restore_newest(
+        self, model_template: Any, opt_template: Any | None = None, *, which: str = "latest"
+    ) -> tuple[Restored, list[tuple[int, str, Path]]]:
+        """`restore` from the newest step that restores, and [(step, error, kept at)] for
+        each newer step that did not (moved aside, see the module docstring).
+
+        Raises CheckpointError naming every step tried when none restores.
+        """
+        mgr = self._mgr(which)
+        mgr.wait_until_finished()
+        steps = sorted(mgr.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"no checkpoint under {self.directory / which}")
+        failed: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                restored = self.restore(model_template, opt_template, step=step, which=which)
+            except CheckpointError as e:
+                failed.append((step, str(e)))
+                continue
+            return restored, self._set_aside(which, failed)
+        tried = ", ".join(str(s) for s in steps)
+        raise CheckpointError(
+            f"no checkpoint under {self.directory / which} restores (steps {tried}); "
+            f"newest: {failed[0][1]}"
+        )
+
+    def _set_aside(self, which: str, failed: list[tuple[int, str]]) -> list[tuple[int, str, Path]]:
+        """Move damaged steps out of the manager's folder and reopen the manager, so that
+        saving those step numbers again neither collides with them nor deletes them."""
+        if not failed or self.read_only:
+            return [(step, err, self.directory / which / str(step)) for step, err in failed]
+        out = []
+        for step, err in failed:
+            dest = self.directory / "corrupt" / f"{which}_{step}"
+            k = 1
+            while dest.exists():
+                k += 1
+                dest = self.directory / "corrupt" / f"{which}_{step}.{k}"
+            if jax.process_index() == 0:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(self.directory / which / str(step)), str(dest))
+            out.append((step, err, dest))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"phasejax_ckpt_set_aside_{which}")
+        self._mgr(which).close()
+        mgr = self._manager(self.directory / which, self._keep[which], self._async)
+        if which == "latest":
+            self._latest = mgr
+        else:
+            self._best = mgr
+        return out
+
     def restore_model(
         self, model_template: Any, *, which: str = "best", step: int | None = None
     ) -> tuple[int, Any, dict[str, Any]]:
@@ -225,8 +289,11 @@ class Checkpointer:
         try:
             got = mgr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # orbax raises several types; name the checkpoint
+            # First line only: orbax/tensorstore messages run to many lines of context,
+            # and this one is printed as the single line a failed command ends with.
+            first = (str(e).strip().splitlines() or [""])[0][:300]
             raise CheckpointError(
-                f"cannot restore {self.directory / which} step {step}: {type(e).__name__}: {e}"
+                f"cannot restore {self.directory / which} step {step}: {type(e).__name__}: {first}"
             ) from e
         return int(step), got
 

@@ -270,7 +270,22 @@ def train(
     start, best_acc, best_step, wall, train_time, timed_images = 0, -1.0, -1, 0.0, 0.0, 0
     latest = ckpt.latest_step()
     if latest is not None:
-        r = ckpt.restore(trainer.model_state, trainer.opt_state)
+        try:
+            r, damaged = ckpt.restore_newest(trainer.model_state, trainer.opt_state)
+        except Exception:
+            # Their threads would otherwise outlive the failed run.
+            ckpt.close()
+            if hasattr(it, "close"):
+                it.close()
+            raise
+        for bad_step, why, kept in damaged:
+            if main:
+                print(
+                    f"checkpoint step {bad_step} does not restore ({why}); resuming from "
+                    f"step {r.step}; the damaged one is kept in {kept}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         trainer.model_state, trainer.opt_state = r.model_state, r.opt_state
         if r.data_state is not None:
             it.set_state(r.data_state)
