@@ -245,13 +245,14 @@ def _torso(n: int, lung_from: int, gas_slices: tuple[int, ...] = ()) -> np.ndarr
 
 def test_slab_starts_at_the_lung_bases_and_ignores_anterior_bowel_gas() -> None:
     vol = _torso(60, lung_from=50, gas_slices=(20, 21, 22, 30))
-    # Lung bases at slice 50, dome 30 mm (6 slices) above, 200 mm (40 slices) below it.
-    assert liver_kidney_slab(vol, 5.0) == (16, 57, "lung")
+    # Lung bases at slice 50; no lung lateral to them to place the dome by, so it is
+    # assumed 30 mm (6 slices) above them, and the slab 180 mm (36 slices) below it.
+    assert liver_kidney_slab(vol, 5.0) == (20, 57, "lung")
     # Head-first order: the same slab, mirrored.
-    assert liver_kidney_slab(vol[::-1], 5.0, superior_last=False) == (3, 44, "lung")
+    assert liver_kidney_slab(vol[::-1], 5.0, superior_last=False) == (3, 40, "lung")
     # Rows stored posterior-to-anterior: the bowel gas would now be "posterior" but is
     # not bilateral-lateral lung; the lungs still are found once rows are flipped back.
-    assert liver_kidney_slab(vol[:, ::-1], 5.0, posterior_down=False) == (16, 57, "lung")
+    assert liver_kidney_slab(vol[:, ::-1], 5.0, posterior_down=False) == (20, 57, "lung")
 
 
 def test_slab_falls_back_to_the_central_60_percent() -> None:
@@ -275,14 +276,16 @@ def test_real_data_prepare(real_data: Path, tmp_path: Path) -> None:
     man = {r["phase"]: r for r in read_manifest(out)}
     assert sorted(man) == ["EAP", "NC", "PVP"]
     assert man["EAP"]["split"] == man["PVP"]["split"]  # one patient, one split
-    # 61 slices at 2.5 mm = 150 mm -> 31 slices at 5 mm; the scan starts at the lung
-    # bases (liver protocol), so the slab runs from the first slice to the top.
-    assert (man["EAP"]["num_slices"], man["EAP"]["z_method"]) == ("31", "lung")
-    assert int(man["EAP"]["z_lo"]) == 0 and int(man["EAP"]["z_hi"]) >= 30
-    # Abdomen-pelvis NIfTI: lung bases at the top, the slab stops above the pelvis.
+    # 61 slices at 2.5 mm = 150 mm -> 31 slices at 5 mm; the liver-protocol scan runs from
+    # just above the dome (last liver on cached slice 28, read by eye) down to the renal
+    # hila, so the slab runs from the first slice to the dome.
+    assert (man["EAP"]["num_slices"], man["EAP"]["z_method"]) == ("31", "lung+kidney")
+    assert int(man["EAP"]["z_lo"]) == 0 and 27 <= int(man["EAP"]["z_hi"]) <= 30
+    # Abdomen-pelvis NIfTI: lung bases at the top; the slab stops at the kidneys' lower
+    # poles (cached slice 41, read by eye), above the pelvis.
     nc = man["NC"]
-    assert nc["z_method"] == "lung" and nc["num_slices"] == "67"
-    assert 25 <= int(nc["z_lo"]) <= 35 and int(nc["z_hi"]) == 67
+    assert nc["z_method"] == "lung+kidney" and nc["num_slices"] == "67"
+    assert 40 <= int(nc["z_lo"]) <= 42 and int(nc["z_hi"]) == 67
     eap = load_volume(out, man["EAP"]["series_id"])
     assert eap.shape == (31, 256, 256) and eap.max() > 300
     assert os.path.isfile(out / "manifest.csv")
