@@ -73,7 +73,7 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
                         AcquisitionTime, else ContentTime, else SeriesTime, DICOM TM)
     num_slices, slice_mm, coverage_mm   the series as acquired
     hu_p1, hu_p50, hu_p99   HU percentiles of the series
-    z_lo, z_hi, z_method    the liver-to-kidney slab on the cache grid (lung | central)
+    z_lo, z_hi, z_method    the liver-to-kidney slab on the cache grid (lung+kidney | lung | kidney | central)
     problems            [loader problems, phasejax.data.dicom]
     reason, detail      why a row is skipped or failed (reason: phasejax.data.dicom.SKIP_REASONS,
                         or prepare_error)
