@@ -29,7 +29,8 @@ def _commands(markdown: Path) -> list[list[str]]:
     lines = [
         line
         for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
-        for line in block.splitlines()
+        # a trailing backslash continues a shell command on the next line
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines()
     ]
     # Inline spans that name a subcommand alone (`phasejax predict`) are mentions.
     lines += [
