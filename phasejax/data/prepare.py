@@ -166,7 +166,9 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelRow]:
         raise LabelsError(f"{path}: cannot open labels CSV ({e.strerror})") from e
 
 
-def _parse_labels(f: Any, path: str) -> list[LabelRow]:
+def labels_reader(f: Any, path: str, id_columns: Sequence[str], id_text: str) -> csv.DictReader:
+    """A DictReader over a labels CSV with stripped header names, checked to have a
+    `phase` column and one of `id_columns` (named `id_text` in the error)."""
     reader = csv.DictReader(f)
     cols = [c.strip() for c in reader.fieldnames or []]
     if not cols:
@@ -174,10 +176,15 @@ def _parse_labels(f: Any, path: str) -> list[LabelRow]:
     reader.fieldnames = cols
     if "phase" not in cols:
         raise LabelsError(f"{path}: no 'phase' column (columns: {cols})")
-    if not any(c in cols for c in ("series_id", "path", "series_uid")):
-        raise LabelsError(
-            f"{path}: needs a 'series_id', 'path' or 'series_uid' column (columns: {cols})"
-        )
+    if not any(c in cols for c in id_columns):
+        raise LabelsError(f"{path}: needs a {id_text} column (columns: {cols})")
+    return reader
+
+
+def _parse_labels(f: Any, path: str) -> list[LabelRow]:
+    reader = labels_reader(
+        f, path, ("series_id", "path", "series_uid"), "'series_id', 'path' or 'series_uid'"
+    )
     rows: list[LabelRow] = []
     for raw in reader:
         i = reader.line_num  # physical line (quoted fields may span lines)

@@ -23,14 +23,13 @@ the per-series rows. No jax here.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from phasejax.data.discover import Plan
-from phasejax.data.prepare import LabelsError, SeriesIndex, ambiguous_match
+from phasejax.data.prepare import LabelsError, SeriesIndex, ambiguous_match, labels_reader
 from phasejax.phases import Phase, UnknownPhaseWord, phase_from_word
 
 ID_COLUMNS = ("series_id", "path", "file", "series_uid", "acquisition")
@@ -117,18 +116,12 @@ def read_eval_labels(path: str | os.PathLike[str]) -> list[EvalLabel]:
 
 
 def _parse(f: Any, path: str) -> list[EvalLabel]:
-    reader = csv.DictReader(f)
-    cols = [c.strip() for c in reader.fieldnames or []]
-    if not cols:
-        raise LabelsError(f"{path}: empty labels CSV (a header row is required)")
-    reader.fieldnames = cols
-    if "phase" not in cols:
-        raise LabelsError(f"{path}: no 'phase' column (columns: {cols})")
-    if not any(c in cols for c in ("series_id", "path", "file", "series_uid")):
-        raise LabelsError(
-            f"{path}: needs a 'series_id', 'path' (or 'file') or 'series_uid' column "
-            f"(columns: {cols})"
-        )
+    reader = labels_reader(
+        f,
+        path,
+        ("series_id", "path", "file", "series_uid"),
+        "'series_id', 'path' (or 'file') or 'series_uid'",
+    )
     rows: list[EvalLabel] = []
     for raw in reader:
         i = reader.line_num  # physical line (quoted fields may span lines)
