@@ -62,13 +62,13 @@ from phasejax.eval.labels import (
     match_eval_labels,
 )
 from phasejax.eval.stats import DEFAULT_CONFIDENCE, jsonable, wilson_interval
+from phasejax.infer import Classifier
 from phasejax.phases import Phase, label_set
 from phasejax.predict import (
     LIST_SEPARATOR,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
-    BatchClassifier,
     PredictOptions,
     PredictReport,
     PreparedSeries,
@@ -155,7 +155,7 @@ def evaluate_paths(
     *,
     folders: Sequence[str] | None = None,
     options: PredictOptions | None = None,
-    classifier: BatchClassifier | None = None,
+    classifier: Classifier | None = None,
 ) -> Evaluation:
     """Classify the labelled series under `paths` and score them (see module docstring).
 

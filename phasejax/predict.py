@@ -16,8 +16,8 @@ What happens to each input, in order:
    the liver-to-kidney slab of `phasejax prepare` (`liver_kidney_slab`) and the one
    `preprocess` function of the input pipeline (slice selection, resize, window),
    all read from the run's config. This runs in worker processes (no JAX there).
-3. Series are batched through the jit-compiled eval step (`phasejax.train.step.eval_step`,
-   BatchNorm in inference mode). The last batch is padded to the full batch size so
+3. Series are batched through the jit-compiled eval step by `phasejax.infer.Classifier`
+   (BatchNorm in inference mode). The last batch is padded to the full batch size so
    every batch has one shape: one compilation per process.
 4. One row per series: the predicted phase and the probability of every phase of the
    label set (for a two-step model p(EAP) = p1(AP) * p2(EAP | AP), as trained), a
@@ -119,6 +119,7 @@ from phasejax.data.header import header_phase_hint
 # series is found exactly as it was for the prepared training cache.
 from phasejax.data.prepare import cache_volume
 from phasejax.data.series import Series
+from phasejax.infer import Classifier
 from phasejax.phases import ARTERIAL, label_set
 from phasejax.safe_text import clean_json, csv_cell
 
@@ -465,59 +466,6 @@ def sort_key(row: dict[str, Any]) -> tuple:
     )
 
 
-# --------------------------------------------------------------------------- model side
-
-
-class BatchClassifier:
-    """A trained model behind fixed-shape batches on this process's devices.
-
-    The model state is placed on a mesh over the local devices once; every call pads
-    its images to `batch_size` rows (a multiple of the device count), so the jitted
-    eval step is compiled once, whatever the number of series.
-    """
-
-    def __init__(self, model: Any, *, batch_size: int = 16, mesh: Any = None) -> None:
-        import jax
-        from flax import nnx
-
-        from phasejax import parallel
-
-        self.mesh = mesh if mesh is not None else parallel.make_mesh(jax.local_devices())
-        n_dev = int(self.mesh.devices.size)
-        self.batch_size = max(n_dev, math.ceil(max(1, batch_size) / n_dev) * n_dev)
-        self.model = model
-        # Replicate once: eval_step's device_put is then a no-op for every batch.
-        nnx.update(model, jax.device_put(nnx.state(model), parallel.replicated(self.mesh)))
-        self.seconds = 0.0
-        self.batches = 0
-
-    def log_probs(self, images: np.ndarray) -> np.ndarray:
-        """log-probabilities [N, K] (float64) of images [N <= batch_size, S, H, W, C]."""
-        from phasejax import parallel
-        from phasejax.train.step import eval_step
-
-        n = int(images.shape[0])
-        if not 0 < n <= self.batch_size:
-            raise ValueError(f"{n} images for a batch of {self.batch_size}")
-        batch = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
-        batch[:n] = images
-        t0 = time.perf_counter()
-        lp = parallel.to_host(eval_step(self.model, {"image": batch}, mesh=self.mesh))
-        self.seconds += time.perf_counter() - t0
-        self.batches += 1
-        return np.asarray(lp[:n], dtype=np.float64)
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities [N, K], each row summing to 1 (float64)."""
-        return probabilities_from_log(self.log_probs(images))
-
-
-def probabilities_from_log(log_probs: np.ndarray) -> np.ndarray:
-    # exp(log_softmax) sums to 1 only up to float32 rounding: renormalise in float64.
-    p = np.exp(np.asarray(log_probs, dtype=np.float64))
-    return p / p.sum(axis=-1, keepdims=True)
-
-
 # --------------------------------------------------------------------------- driver
 
 
@@ -577,7 +525,7 @@ def predict_paths(
     model: Any,
     *,
     options: PredictOptions | None = None,
-    classifier: BatchClassifier | None = None,
+    classifier: Classifier | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_series: Callable[[PreparedSeries, dict[str, Any]], None] | None = None,
     discovery: Discovery | None = None,
@@ -611,7 +559,9 @@ def predict_paths(
         jobs = [_Job(plan=p, data_cfg=cfg.data, spec=spec) for p in plans]
         # A folder of 3 series needs no batch of 16: the batch is fixed once per run (one
         # compilation) at the smaller of the two.
-        clf = classifier or BatchClassifier(model, batch_size=min(opts.batch_size, len(jobs) or 1))
+        clf = classifier or Classifier.for_model(
+            model, batch_size=min(opts.batch_size, len(jobs) or 1)
+        )
         bar = tqdm(
             total=len(jobs),
             desc="predict",
@@ -620,32 +570,13 @@ def predict_paths(
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        pending: list[tuple[PreparedSeries, list[str]]] = []
         prepare_s = 0.0
 
-        def flush() -> None:
-            if not pending:
-                return
-            probs = clf.probabilities(np.stack([p.image for p, _ in pending]))
-            for (prep, checks), pr in zip(pending, probs):
-                row = emit(
-                    series_row(
-                        prep,
-                        pr,
-                        classes,
-                        min_confidence=opts.min_confidence,
-                        out_of_range=checks,
-                    )
-                )
-                if on_series is not None:
-                    on_series(prep, row)
-            bar.update(len(pending))
-            bar.set_postfix(failed=emit.failed, low=emit.low)
-            pending.clear()
-
-        try:
-            results = map_plans(_prepare_job, jobs, workers=opts.workers, pool=pool)
-            for job, res in results:
+        def prepared() -> Iterable[tuple[PreparedSeries, list[str]]]:
+            """Series ready for the model; failures become rows as they are met (drawn by
+            the classifier between its batches, so rows stream in input order)."""
+            nonlocal prepare_s
+            for job, res in map_plans(_prepare_job, jobs, workers=opts.workers, pool=pool):
                 if isinstance(res, BaseException):
                     emit(failed_row(job.plan, "prepare_error", f"{type(res).__name__}: {res}"))
                     bar.update(1)
@@ -661,10 +592,23 @@ def predict_paths(
                     emit(failed_row(job.plan, reason, detail or "no slice could be decoded"))
                     bar.update(1)
                     continue
-                pending.append((prep, input_checks(prep, cfg.data, spec)))
-                if len(pending) == clf.batch_size:
-                    flush()
-            flush()
+                yield prep, input_checks(prep, cfg.data, spec)
+
+        try:
+            for (prep, checks), probs in clf.classify(prepared(), lambda item: item[0].image):
+                row = emit(
+                    series_row(
+                        prep,
+                        probs,
+                        classes,
+                        min_confidence=opts.min_confidence,
+                        out_of_range=checks,
+                    )
+                )
+                if on_series is not None:
+                    on_series(prep, row)
+                bar.update(1)
+                bar.set_postfix(failed=emit.failed, low=emit.low)
         finally:
             bar.close()
     report.seconds.update(total=time.perf_counter() - t_start, prepare=prepare_s, model=clf.seconds)

@@ -295,28 +295,20 @@ def _live_probs(model: Any, cache_dir: Path, rows: list[dict], data_cfg: Any) ->
     from tqdm.auto import tqdm
 
     from phasejax.data.pipeline import load_cached, preprocess
-    from phasejax.models.gradcam import predict_log_probs
+    from phasejax.infer import Classifier
 
-    bs = 8
+    clf = Classifier.for_model(model, batch_size=8)
+
+    def network_input(r: dict) -> np.ndarray:
+        return preprocess(load_cached(cache_dir, r["series_id"]), int(r["z_lo"]), int(r["z_hi"]),
+                          data_cfg)  # fmt: skip
+
     out = []
     with tqdm(total=len(rows), desc="saliency: classify split", unit="series") as bar:
-        for start in range(0, len(rows), bs):
-            chunk = rows[start : start + bs]
-            x = np.stack(
-                [
-                    preprocess(
-                        load_cached(cache_dir, r["series_id"]), int(r["z_lo"]), int(r["z_hi"]),
-                        data_cfg,
-                    )
-                    for r in chunk
-                ]
-            )  # fmt: skip
-            n = len(chunk)
-            if n < bs:  # fixed batch shape: one compilation
-                x = np.concatenate([x, np.zeros((bs - n, *x.shape[1:]), x.dtype)])
-            out.append(np.exp(predict_log_probs(model, x)[:n].astype(np.float64)))
-            bar.update(n)
-    return np.concatenate(out)
+        for _, p in clf.classify(rows, network_input):
+            out.append(p)
+            bar.update(1)
+    return np.stack(out)
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:

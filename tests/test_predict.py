@@ -28,11 +28,11 @@ from phasejax.config import load_config
 from phasejax.data.cache import CacheSpec, load_volume
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.prepare import cache_volume
+from phasejax.infer import Classifier
 from phasejax.predict import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
-    BatchClassifier,
     PredictOptions,
     PreparedSeries,
     header_agreement,
@@ -91,7 +91,7 @@ def run_dir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(run_dir: Path):
     run = load_run(run_dir)
-    return run.cfg, run.model, BatchClassifier(run.model, batch_size=16)
+    return run.cfg, run.model, Classifier.for_model(run.model, batch_size=16)
 
 
 @pytest.fixture(autouse=True)

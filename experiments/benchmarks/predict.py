@@ -174,7 +174,8 @@ def main() -> int:
             result["cold_cached_s"] = round(timed_command(one, run_dir, root / "b.csv", cache), 3)
 
         from phasejax.data.pipeline import input_shape
-        from phasejax.predict import BatchClassifier, PredictOptions, predict_paths
+        from phasejax.infer import Classifier
+        from phasejax.predict import PredictOptions, predict_paths
         from phasejax.train.restore import load_run
 
         run = load_run(run_dir)
@@ -189,7 +190,7 @@ def main() -> int:
         result["predicted"] = rep.rows[0]["predicted"]
 
         # The folder: the batch the command would use for it, compiled before timing.
-        clf = BatchClassifier(run.model, batch_size=min(args.batch_size, args.series))
+        clf = Classifier.for_model(run.model, batch_size=min(args.batch_size, args.series))
         clf.log_probs(np.zeros((1, *input_shape(run.cfg.data)), np.float32))
         result["batch_size"] = clf.batch_size
         result["throughput"] = []

@@ -532,47 +532,34 @@ def evaluate_perturbed(
     """
     import jax
 
-    from phasejax import parallel
     from phasejax.data import pipeline
     from phasejax.eval.results import load_results, make_results, predictions_from_rows
     from phasejax.eval.results import split_results as make_split
+    from phasejax.infer import load_classifier
     from phasejax.phases import label_set
-    from phasejax.train.checkpoint import Checkpointer
-    from phasejax.train.loop import build_model_and_optimizer, resolve_cache
-    from phasejax.train.step import Trainer
+    from phasejax.train.loop import resolve_cache
 
     if jax.process_count() > 1:
         raise AblationError("perturbed evaluation runs in one process")
     cache = resolve_cache(cfg, cache_dir)
-    mesh = parallel.make_mesh()
-    model, optimizer = build_model_and_optimizer(cfg)
-    trainer = Trainer(model, optimizer, mesh)
-    with Checkpointer(Path(model_dir) / "checkpoints", async_save=False) as ckpt:
-        trainer.model_state = ckpt.restore(trainer.model_state, which="best").model_state
+    _, clf = load_classifier(model_dir, "best", batch_size=cfg.train.eval_batch_size)
     classes = label_set(cfg.data.label_set).codes
-    n_dev = mesh.devices.size
-    gbs = max(n_dev, -(-cfg.train.eval_batch_size // n_dev) * n_dev)
-    shape = pipeline.input_shape(cfg.data)
+
+    def perturbed_input(row: dict[str, str]) -> np.ndarray:
+        hu = perturb_volume(
+            pipeline.load_cached(cache, row["series_id"]),
+            row["series_id"],
+            perturbation,
+            kvp=number_or_none(row.get("kvp")),
+        )
+        return pipeline.preprocess(hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data)
+
     splits = {}
     for split in EVAL_SPLITS:
         rows = pipeline.split_rows(cache, split, cfg, include_unlabelled=True)
         if not rows:
             continue
-        probs = np.zeros((len(rows), len(classes)), np.float64)
-        for start in range(0, len(rows), gbs):
-            chunk = rows[start : start + gbs]
-            images = np.zeros((gbs, *shape), np.float32)
-            for i, row in enumerate(chunk):
-                hu = perturb_volume(
-                    pipeline.load_cached(cache, row["series_id"]),
-                    row["series_id"],
-                    perturbation,
-                    kvp=number_or_none(row.get("kvp")),
-                )
-                images[i] = pipeline.preprocess(hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data)
-            lp = parallel.to_host(trainer.predict(images))[: len(chunk)].astype(np.float64)
-            p = np.exp(lp)
-            probs[start : start + len(chunk)] = p / p.sum(1, keepdims=True)
+        probs = clf.classify_all(rows, perturbed_input)
         splits[split] = make_split(predictions_from_rows(rows, probs, classes), classes)
     source = load_results(model_dir)
     return make_results(

@@ -66,12 +66,6 @@ def resolve_cache(cfg: Config, cache_dir: str | Path | None = None) -> Path:
     return path
 
 
-def _eval_global_batch(cfg: Config, mesh: Mesh) -> int:
-    """train.eval_batch_size rounded up to a multiple of the device count."""
-    n = mesh.devices.size
-    return max(n, math.ceil(cfg.train.eval_batch_size / n) * n)
-
-
 @dataclass
 class SplitPredictions:
     rows: list[dict[str, str]]
@@ -94,6 +88,7 @@ def predict_split(
     full result (an all-gather when multi-host).
     """
     from phasejax.data import pipeline
+    from phasejax.infer import Classifier
 
     rows = pipeline.split_rows(cache_dir, split, cfg, include_unlabelled=include_unlabelled)
     n, k = len(rows), label_set(cfg.data.label_set).num_classes
@@ -102,12 +97,17 @@ def predict_split(
     seen = np.zeros(n, np.int64)
     if n == 0:
         return SplitPredictions(rows, labels, out)
-    gbs = _eval_global_batch(cfg, trainer.mesh)
+    clf = Classifier(
+        trainer.model_def,
+        trainer.model_state,
+        trainer.mesh,
+        batch_size=cfg.train.eval_batch_size,
+    )
     batches = pipeline.eval_batches(
         cache_dir,
         split,
         cfg,
-        batch_size=gbs,
+        batch_size=clf.batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         include_unlabelled=include_unlabelled,
@@ -126,7 +126,7 @@ def predict_split(
             {"index": batch["index"], "label": batch["label"], "weight": batch["weight"]},
             trainer.mesh,
         )
-        lp = parallel.to_host(trainer.predict(batch["image"]))
+        lp = clf.log_probs_all(batch["image"])
         idx = parallel.to_host(g["index"])
         w = parallel.to_host(g["weight"])
         lab = parallel.to_host(g["label"])
@@ -163,9 +163,9 @@ def split_accuracy(pred: SplitPredictions) -> dict[str, float]:
 
 def _split_results(pred: SplitPredictions, classes: tuple[str, ...]) -> dict[str, Any]:
     from phasejax.eval.results import predictions_from_rows, split_results
+    from phasejax.infer import probabilities_from_log
 
-    probs = np.exp(pred.log_probs.astype(np.float64))
-    probs /= probs.sum(1, keepdims=True)  # exp(log_softmax) sums to 1 only up to rounding
+    probs = probabilities_from_log(pred.log_probs)
     return split_results(predictions_from_rows(pred.rows, probs, classes), classes)
 
 

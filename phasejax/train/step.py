@@ -8,7 +8,8 @@ and the BatchNorm statistics reduction itself (what pmap code did with lax.pmean
 
 `Trainer` is what the loop uses (state kept on the mesh, buffers donated);
 `train_step(model, optimizer, batch)` and `eval_step(model, batch)` are the same
-compiled programs for callers that hold NNX objects (tests, predict, notebooks).
+compiled programs for callers that hold NNX objects (tests, notebooks); inference over
+many series goes through `phasejax.infer.Classifier`, which runs `compiled_eval`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def _compiled_train(model_def: nnx.GraphDef, opt_def: nnx.GraphDef, mesh: Mesh, 
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(model_def: nnx.GraphDef, mesh: Mesh):
+def compiled_eval(model_def: nnx.GraphDef, mesh: Mesh):
+    """The eval step of `model_def` on `mesh`: (replicated state, batch sharded on 'data')
+    -> log-probabilities sharded like the batch; one compilation per (graphdef, mesh)."""
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     return jax.jit(
         functools.partial(_eval_fn, model_def), in_shardings=(repl, data), out_shardings=data
@@ -108,7 +111,7 @@ class Trainer:
         self.model_state = jax.device_put(model_state, repl, may_alias=False)
         self.opt_state = jax.device_put(opt_state, repl, may_alias=False)
         self._train = _compiled_train(self.model_def, self.opt_def, mesh, True)
-        self._eval = _compiled_eval(self.model_def, mesh)
+        self._eval = compiled_eval(self.model_def, mesh)
 
     def step(self, batch: Batch) -> dict[str, jax.Array]:
         """One optimisation step on a global batch; metrics stay on device (no host sync)."""
@@ -164,6 +167,6 @@ def eval_step(model: nnx.Module, batch: Batch, *, mesh: Mesh | None = None) -> j
     """log-probabilities [B, K] over the label set, BatchNorm in inference mode."""
     mesh = _default_mesh(mesh)
     model_def, model_state = nnx.split(model)
-    fn = _compiled_eval(model_def, mesh)
+    fn = compiled_eval(model_def, mesh)
     image = _as_global(batch, mesh, ("image",))["image"]
     return fn(jax.device_put(model_state, parallel.replicated(mesh)), image)
