@@ -47,7 +47,8 @@ def reproduce(
     figures: bool = True,
 ) -> dict[str, Any]:
     """Train A and B, compare them, write OUT/results.json, OUT/report.md and OUT/figures/."""
-    from phasejax.train.loop import resolve_cache, train
+    from phasejax.cohort import resolve_cache
+    from phasejax.train.loop import train
 
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)

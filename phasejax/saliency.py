@@ -604,7 +604,7 @@ def compute_saliency(
     run_dir = Path(run_dir)
     if not force and (done := _existing(run_dir, split, per_phase, str(layer))) is not None:
         return done
-    from phasejax.train.loop import resolve_cache
+    from phasejax.cohort import resolve_cache
     from phasejax.train.restore import load_trained
 
     cfg, model = load_trained(run_dir, which=which)

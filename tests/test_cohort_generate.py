@@ -29,7 +29,7 @@ from phasejax.cohort.kinetics import phase_of
 from phasejax.cohort.sites import EXTERNAL_SITES, SITES
 from phasejax.cohort.structures import Label
 from phasejax.cohort.validate import structure_medians
-from phasejax.config import CohortConfig
+from phasejax.config import CohortConfig, Config, DataConfig
 from phasejax.data import cache as cache_mod
 from phasejax.data.cache import CacheSpec
 from phasejax.data.series import make_series_id
@@ -401,6 +401,16 @@ def test_ensure_cohort_cache_generates_once_then_reuses(
 
     monkeypatch.setattr(G, "generate", boom)
     assert ensure_cohort_cache(cfg, spec) == path
+    # resolve_cache: where training data comes from. No cache given: the cohort's, on the
+    # config's grid; a given cache wins over data.cache_dir; a folder without a manifest
+    # is refused by name.
+    from phasejax.cohort import resolve_cache
+
+    run_cfg = Config(cohort=cfg, data=DataConfig(cache_size=32))
+    assert resolve_cache(run_cfg) == path
+    assert resolve_cache(run_cfg.override({"data.cache_dir": str(tmp_path)}), path) == path
+    with pytest.raises(FileNotFoundError, match="is not a prepared cache"):
+        resolve_cache(run_cfg, tmp_path)
 
     # A generator change (version bump) must not reuse the old cohort: new folder, and the
     # old one no longer counts as complete.

@@ -466,7 +466,7 @@ def write_groups(
     from phasejax.data.cache import read_manifest
 
     if cache_dir is None:
-        from phasejax.train.loop import resolve_cache
+        from phasejax.cohort import resolve_cache
 
         cache_dir = resolve_cache(plan.baseline)
     rows = [r for r in read_manifest(cache_dir) if r["split"] in EVAL_SPLITS]
@@ -532,12 +532,12 @@ def evaluate_perturbed(
     """
     import jax
 
+    from phasejax.cohort import resolve_cache
     from phasejax.data import pipeline
     from phasejax.eval.results import load_results, make_results, predictions_from_rows
     from phasejax.eval.results import split_results as make_split
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
-    from phasejax.train.loop import resolve_cache
 
     if jax.process_count() > 1:
         raise AblationError("perturbed evaluation runs in one process")

@@ -16,7 +16,6 @@ _EXPORTS = {
     "train": "phasejax.train.loop",
     "predict_split": "phasejax.train.loop",
     "build_model_and_optimizer": "phasejax.train.loop",
-    "resolve_cache": "phasejax.train.loop",
     "Trainer": "phasejax.train.step",
     "train_step": "phasejax.train.step",
     "eval_step": "phasejax.train.step",

@@ -15,7 +15,6 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from phasejax import parallel
+from phasejax.cohort import resolve_cache
 from phasejax.config import Config
 from phasejax.phases import label_set
 from phasejax.train import optim
@@ -37,33 +37,6 @@ RESULT_SPLITS = ("val", "test", "external")
 
 
 # --------------------------------------------------------------------------- data
-
-
-def resolve_cache(cfg: Config, cache_dir: str | Path | None = None) -> Path:
-    """The prepared cache: the argument, else cfg.data.cache_dir, else the built-in cohort
-    (generated on first use by phasejax.cohort, then reused)."""
-    if cache_dir is not None and str(cache_dir):
-        path = Path(cache_dir)
-    elif cfg.data.cache_dir:
-        path = Path(cfg.data.cache_dir)
-    else:
-        from phasejax.data.cache import CacheSpec
-
-        try:
-            from phasejax.cohort import ensure_cohort_cache
-        except ImportError as e:
-            raise RuntimeError(
-                "data.cache_dir is empty and the built-in cohort generator "
-                f"(phasejax.cohort.ensure_cohort_cache) is not available: {e}"
-            ) from e
-        spec = CacheSpec(spacing_z=cfg.data.cache_spacing_z, size=cfg.data.cache_size)
-        path = Path(ensure_cohort_cache(cfg.cohort, spec))
-    if not (path / "manifest.csv").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a prepared cache (no manifest.csv); run `phasejax prepare` or "
-            f"`phasejax cohort generate --format cache`, or leave data.cache_dir empty"
-        )
-    return path
 
 
 @dataclass
@@ -222,7 +195,7 @@ def train(
     if parallel.broadcast_from_main(int(done is not None and "splits" in done)):
         return done if done is not None else (wd.read_results(workdir) or {})
 
-    cache = resolve_cache(cfg, cache_dir)
+    cache = resolve_cache(cfg, cache_dir)  # the prepared cache, or the built-in cohort's
     mesh = parallel.make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     if cfg.train.batch_size % n_dev:
@@ -430,8 +403,3 @@ def train(
     ckpt.close()
     parallel.sync("phasejax_train_done")
     return results
-
-
-def iter_log(workdir: str | Path) -> Iterable[dict[str, Any]]:
-    """metrics.jsonl records of a run (for plots and summaries)."""
-    return wd.MetricsLog(Path(workdir) / wd.METRICS_FILE).read()
