@@ -175,7 +175,3 @@ def phase_from_word(word: str) -> Phase:
             f"unknown phase word {word!r}; use one of {sorted(set(_VOCAB))} "
             f"or a code {[p.value for p in Phase]}"
         ) from None
-
-
-def known_phase_words() -> dict[str, Phase]:
-    return dict(_VOCAB)

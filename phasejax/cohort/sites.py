@@ -368,10 +368,3 @@ _add(
 
 INTERNAL_SITE = "INT"
 EXTERNAL_SITES: tuple[str, ...] = tuple(n for n, s in SITES.items() if not s.internal)
-
-
-def get_site(name: str) -> Site:
-    try:
-        return SITES[name]
-    except KeyError:
-        raise ValueError(f"unknown site {name!r}; known: {sorted(SITES)}") from None

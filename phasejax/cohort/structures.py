@@ -119,8 +119,3 @@ REFERENCE_STRUCTURES: tuple[Label, ...] = (
     Label.KIDNEY_MEDULLA,
     Label.KIDNEY_COLLECTING,
 )
-
-
-def label_table() -> dict[int, str]:
-    """{id: name} for writing beside organ label volumes."""
-    return {int(lab): info.name for lab, info in STRUCTURES.items()}

@@ -16,7 +16,6 @@ import numpy as np
 
 from phasejax.plotting.style import (
     DOUBLE_COLUMN_IN,
-    FALLBACK_COLORS,
     new_figure,
     phase_color,
     save_figure,
@@ -138,7 +137,3 @@ def plot_montage(
     if title:
         fig.suptitle(title, fontsize=8.5)
     return save_figure(fig, out_stem, dpi=150)
-
-
-def site_color(index: int) -> str:
-    return FALLBACK_COLORS[index % len(FALLBACK_COLORS)]
