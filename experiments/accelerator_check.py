@@ -617,6 +617,8 @@ class Check:
         self.report["elapsed_s"] = round(time.monotonic() - self.t0, 2)
         self.report["summary"] = summarize(self.report)
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        # Not phasejax.atomic: this parent process writes its report even when phasejax
+        # itself does not import (that is one of the things the env stage checks).
         tmp = self.out_path.with_name(f".{self.out_path.name}.tmp")
         tmp.write_text(json.dumps(self.report, indent=2, default=str) + "\n")
         os.replace(tmp, self.out_path)

@@ -100,6 +100,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from phasejax import atomic
 from phasejax.config import Config, DataConfig
 from phasejax.data.cache import CacheSpec, read_spec
 from phasejax.data.dicom import Skipped, slice_normal
@@ -686,9 +687,7 @@ def write_report(
 ) -> Path:
     """Write a whole report atomically (CSV or JSON lines)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w", newline="") as f:
+    with atomic.open_atomic(path, "w", newline="") as f:
         if fmt == "csv":
             w = csv.writer(f)
             w.writerow(list(columns))
@@ -697,7 +696,6 @@ def write_report(
         else:
             for r in rows:
                 f.write(json.dumps({c: r.get(c) for c in columns}) + "\n")
-    os.replace(tmp, path)
     return path
 
 

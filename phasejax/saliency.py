@@ -35,13 +35,13 @@ functions that run the model.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from phasejax import atomic
 from phasejax.cohort.structures import STRUCTURES, Label
 
 SALIENCY_NPZ = "saliency.npz"
@@ -311,20 +311,6 @@ def _live_probs(model: Any, cache_dir: Path, rows: list[dict], data_cfg: Any) ->
     return np.stack(out)
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    from phasejax.eval.stats import jsonable
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def saliency_for_model(
     model: Any,
     cfg: Any,
@@ -441,7 +427,7 @@ def saliency_for_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     npz_path = out_dir / SALIENCY_NPZ
     rows_p = [rows[i] for i in picked]
-    _atomic_savez(
+    atomic.savez_compressed(
         npz_path,
         classes=np.asarray(classes),
         series_id=np.asarray([r["series_id"] for r in rows_p]),
@@ -470,7 +456,9 @@ def saliency_for_model(
     summary = summarize_saliency(npz_path)
     summary["groups"] = group_label_names(groups)
     summary["meta"] = meta
-    _atomic_write_json(out_dir / SALIENCY_JSON, summary)
+    from phasejax.eval.stats import jsonable
+
+    atomic.write_json(out_dir / SALIENCY_JSON, jsonable(summary))  # NaN shares: null
     return npz_path
 
 

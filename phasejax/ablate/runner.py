@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from phasejax import atomic
 from phasejax.ablate.suites import BASELINE_DIR, Plan, Run, config_diff, number_or_none
 from phasejax.cohort.kinetics import convert_kvp
 from phasejax.config import RESUMABLE_CHANGES, Config, config_differences
@@ -59,10 +59,7 @@ class AblationError(RuntimeError):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=1)
 
 
 def _read_json(path: Path) -> Any:

@@ -24,6 +24,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_ROOT_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from phasejax import atomic
+
 UID_NAMESPACE = "phasejax-synthetic-cohort"
 # A fixed implementation UID/version so that file meta never carries the pydicom
 # version (which would change bytes between environments).
@@ -277,9 +279,8 @@ def write_series(
             .tobytes()
         )
         path = out / f"IM{instance:05d}.dcm"
-        tmp = out / f".IM{instance:05d}.dcm.tmp"
-        ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
+        with atomic.replacing(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     return paths
 

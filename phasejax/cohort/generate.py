@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from phasejax import atomic
 from phasejax.cohort.exam import ExamPlan, SeriesPlan, plan_exam, rng_for
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES, Site
 from phasejax.data import cache as cache_mod
@@ -325,10 +326,7 @@ def write_organ_npz(path: Path, labels: np.ndarray, grid: Any) -> None:
             "positions": slice_positions(grid),
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
 
 
 def _series_meta(plan: ExamPlan, s: SeriesPlan, grid: Any, instance_start: int) -> Any:
@@ -553,9 +551,7 @@ def _run_exam(job: _Job) -> list[dict]:
             crow = _cache_row(row, cvol.shape[0], z_range, pixel_mm, spec)
             cache_mod.write_entry(out / "cache", crow, cvol, cmask)
         marker = out / ".progress" / f"{s.series_id}.json"
-        tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(row, sort_keys=True))
-        os.replace(tmp, marker)
+        atomic.write_text(marker, json.dumps(row, sort_keys=True))
         rows.append(row)
     return rows
 
@@ -612,13 +608,11 @@ def _write_labels_csv(out: Path) -> tuple[Path, list[dict]]:
     rows = [json.loads(p.read_text()) for p in sorted((out / ".progress").glob("*.json"))]
     rows.sort(key=lambda r: r["series_id"])
     path = out / "labels.csv"
-    tmp = path.with_name(".labels.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.open_atomic(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(LABEL_COLUMNS), lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in LABEL_COLUMNS})
-    os.replace(tmp, path)
     return path, rows
 
 

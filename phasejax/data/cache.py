@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from phasejax import atomic
 from phasejax.safe_text import csv_cell
 
 REQUIRED_COLUMNS = (
@@ -164,19 +164,6 @@ def _resample_inplane(vol: np.ndarray, sy: float, sx: float, size: int) -> tuple
 # --------------------------------------------------------------------------- entries
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def init_cache(cache_dir: str | Path, spec: CacheSpec, **info: Any) -> Path:
     """Create (or reopen) a cache directory; refuses a different grid than the existing one."""
     root = Path(cache_dir)
@@ -192,7 +179,7 @@ def init_cache(cache_dir: str | Path, spec: CacheSpec, **info: Any) -> Path:
                 f"size={old.get('size')}); use a new directory"
             )
         meta = {**old, **meta}
-    _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+    atomic.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
     return root
 
 
@@ -274,11 +261,10 @@ def write_entry(
     if mask is not None:
         if mask.shape != volume.shape:
             raise CacheError(f"mask shape {mask.shape} != volume shape {volume.shape}")
-        _atomic_save_npy(root / "masks" / f"{sid}.npy", mask.astype(np.uint8))
-    npy = root / "volumes" / f"{sid}.npy"
-    _atomic_save_npy(npy, volume)
+        atomic.save_npy(root / "masks" / f"{sid}.npy", mask.astype(np.uint8))
+    npy = atomic.save_npy(root / "volumes" / f"{sid}.npy", volume)
     row = {**row, "npy_bytes": npy.stat().st_size}
-    _atomic_write_text(root / "volumes" / f"{sid}.json", json.dumps(row, sort_keys=True))
+    atomic.write_text(root / "volumes" / f"{sid}.json", json.dumps(row, sort_keys=True))
 
 
 def finalize(cache_dir: str | Path) -> Path:
@@ -293,13 +279,11 @@ def write_manifest(cache_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Pat
     rows = sorted(rows, key=lambda r: str(r["series_id"]))
     extra = sorted({k for r in rows for k in r} - set(REQUIRED_COLUMNS))
     path = Path(cache_dir) / "manifest.csv"
-    tmp = path.with_name(".manifest.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.open_atomic(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, *extra])
         w.writeheader()
         for r in rows:
             w.writerow({k: csv_cell(r.get(k, "")) for k in w.fieldnames})
-    os.replace(tmp, path)
     return path
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from phasejax import atomic
 from phasejax.eval.metrics import per_site_accuracy, summarize
 from phasejax.eval.stats import compare_paired, jsonable
 from phasejax.phases import LABEL_SETS
@@ -248,13 +248,7 @@ def write_results(run_dir_or_file: str | Path, results: Mapping[str, Any]) -> Pa
     path = results_path(run_dir_or_file)
     data = jsonable(dict(results))
     validate_results(data, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(path, data, indent=1)
 
 
 def load_results(run_dir_or_file: str | Path) -> dict:

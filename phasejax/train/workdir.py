@@ -7,7 +7,6 @@ is replaced atomically so an interrupted run never leaves a half-written JSON fi
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from phasejax import atomic
+from phasejax.atomic import write_json  # wd.write_json: the name the loop knows it by
 from phasejax.config import REPO_ROOT, RESUMABLE_CHANGES, Config, config_differences
 
 CONFIG_FILE = "config.json"
@@ -40,15 +41,6 @@ PACKAGES = (
 
 class WorkdirError(RuntimeError):
     pass
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file + rename in the same directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 def check_or_write_config(workdir: Path, cfg: Config, *, write: bool = True) -> None:
@@ -157,9 +149,7 @@ class MetricsLog:
         if not self.path.exists():
             return
         keep = [r for r in self.read() if int(r.get("step", 0)) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        atomic.write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
 def read_results(workdir: Path) -> dict[str, Any] | None:
