@@ -76,6 +76,7 @@ from phasejax.predict import (
     prob_column,
     write_report,
 )
+from phasejax.tables import text_table
 
 SERIES_FILE = "series.csv"
 SUMMARY_FILE = "summary.json"
@@ -469,8 +470,4 @@ def format_series_table(rows: Sequence[dict[str, Any]]) -> str:
         ("conf", lambda r: str(r["confidence"] or "-")),
         ("notes", notes),
     ]
-    cells = [[f(r) for _, f in cols] for r in rows]
-    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, (n, _) in enumerate(cols)]
-    out = ["  ".join(n.ljust(w) for (n, _), w in zip(cols, widths)).rstrip()]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(out)
+    return "\n".join(text_table(cols, rows))

@@ -123,6 +123,7 @@ from phasejax.data.series import Series
 from phasejax.infer import Classifier
 from phasejax.phases import ARTERIAL, label_set
 from phasejax.safe_text import clean_json, csv_cell
+from phasejax.tables import text_table
 
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
 DEFAULT_MIN_CONFIDENCE = 0.6
@@ -797,10 +798,7 @@ def format_table(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
         ("description", lambda r: str(r.get("description") or "-")[:28]),
         ("notes", _notes),
     ]
-    cells = [[f(r) for _, f in cols] for r in series]
-    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, (n, _) in enumerate(cols)]
-    lines = ["  ".join(n.ljust(w) for (n, _), w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = text_table(cols, series)
     skipped = [r for r in rows if r.get("status") == STATUS_SKIPPED]
     if skipped:
         lines.append("skipped:")

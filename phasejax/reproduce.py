@@ -25,6 +25,7 @@ from phasejax.config import Config, load_config
 from phasejax.eval import paper
 from phasejax.eval.results import load_results, paired_comparison
 from phasejax.eval.stats import jsonable
+from phasejax.tables import format_p
 
 PRESETS = ("debug", "quick", "paper")
 STRATEGIES = {"A": "one_step", "B": "two_step"}
@@ -162,12 +163,6 @@ def _pct(d: dict[str, Any] | None, *, ci: bool = True) -> str:
     return s
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def render_report(s: dict[str, Any]) -> str:
     pub = s["published"]
     st = s["strategies"]
@@ -200,7 +195,7 @@ def render_report(s: dict[str, Any]) -> str:
         d = comp["difference"]
         lines.append(
             f"| B vs A, internal (McNemar) | {pub['internal']['p_value_text']} | "
-            f"p {_p(comp['mcnemar_p'])}; b={comp['b']}, c={comp['c']}; "
+            f"p {format_p(comp['mcnemar_p'])}; b={comp['b']}, c={comp['c']}; "
             f"difference {100 * d['value']:+.1f} pts [{100 * d['ci'][0]:+.1f}, "
             f"{100 * d['ci'][1]:+.1f}] |"
         )

@@ -35,6 +35,7 @@ from scipy import stats as sps
 
 from phasejax.ablate.runner import GROUPS_FILE, REAL_FILE, RESULTS_FILE, read_plan
 from phasejax.safe_text import csv_cell
+from phasejax.tables import format_p
 
 # "real": a labelled real set evaluated after training (`phasejax ablate --real`), read from
 # each run's real.json; a series is right when the prediction is among its accepted phases.
@@ -425,12 +426,6 @@ def _fmt(v: Any, pct: bool = False, digits: int = 1) -> str:
     return str(v)
 
 
-def _fmt_p(p: Any) -> str:
-    if p is None or (isinstance(p, float) and not math.isfinite(p)):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
@@ -499,10 +494,10 @@ def markdown(summary: SuiteSummary) -> str:
             value,
             str(r["seeds"]),
             _acc_cell(r, "internal"),
-            _fmt_p(r.get("internal_p")),
+            format_p(r.get("internal_p"), missing=""),
             _acc_cell(r, "external"),
-            _fmt_p(r.get("external_p")),
-            *([_acc_cell(r, "real"), _fmt_p(r.get("real_p"))] if real else []),
+            format_p(r.get("external_p"), missing=""),
+            *([_acc_cell(r, "real"), format_p(r.get("real_p"), missing="")] if real else []),
             *(_fmt(r.get(f"internal_sens_{c}"), True) for c in summary.classes),
             _fmt(r.get("internal_eaplap_acc"), True),
             _fmt(r.get("external_eaplap_acc"), True),

@@ -50,6 +50,8 @@ import os
 import sys
 from typing import Any
 
+from phasejax.tables import text_table
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -105,10 +107,7 @@ def format_table(doc: dict[str, Any], max_skipped: int = 50) -> str:
         ("order", lambda r: r["ordering"]),
         ("problems", lambda r: ",".join(r["problems"]) or "-"),
     ]
-    cells = [[f(r) for _, f in cols] for r in doc["series"]]
-    widths = [max([len(name)] + [len(c[i]) for c in cells]) for i, (name, _) in enumerate(cols)]
-    lines = ["  ".join(name.ljust(w) for (name, _), w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = text_table(cols, doc["series"])
     counts = doc["counts"]
     lines.append("")
     lines.append(
