@@ -120,6 +120,7 @@ from phasejax.data.header import header_phase_hint
 # series is found exactly as it was for the prepared training cache.
 from phasejax.data.prepare import cache_volume
 from phasejax.data.series import Series
+from phasejax.hu import AIR_THRESHOLD_HU
 from phasejax.infer import Classifier
 from phasejax.phases import ARTERIAL, label_set
 from phasejax.safe_text import clean_json, csv_cell
@@ -134,7 +135,7 @@ DEFAULT_MIN_CONFIDENCE = 0.6
 MIN_COVERAGE_MM = 100.0  # assumption: half the ~200 mm liver-dome-to-lower-pole slab
 MAX_OBLIQUE_DEG = 10.0  # assumption: beyond this the anatomy is visibly sheared/oblique
 THICK_SLICE_FACTOR = 2.0  # assumption: slices > 2x the cache spacing are coarser than trained
-AIR_P1_MAX_HU = -500.0  # a CT in HU always holds air (-1000) around and inside the body
+AIR_P1_MAX_HU = AIR_THRESHOLD_HU  # a CT in HU always holds air around and inside the body
 DENSE_P99_MIN_HU = 100.0  # bone (> 300 HU) and any contrast lie above this in every abdomen CT
 P99_MAX_HU = 2500.0  # 1% of voxels above this is metal-only or a wrong rescale slope
 # The 200 mm dome-to-lower-pole slab is itself an assumption good to about +/-20 mm

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from phasejax.data.cache import CacheSpec, finalize, init_cache, write_entry
+from phasejax.hu import AIR_HU
 
 PAPER4 = ("EAP", "LAP", "PVP", "DP")
 
@@ -43,7 +44,7 @@ PHASE_HU: dict[str, dict[str, float]] = {
     "DP": {"aorta": 120, "portal": 115, "liver": 100, "spleen": 100, "cortex": 130,
            "medulla": 130, "pelvis": 400},
 }  # fmt: skip
-FAT_HU, MUSCLE_HU, BONE_HU, AIR_HU = -100.0, 45.0, 500.0, -1000.0
+FAT_HU, MUSCLE_HU, BONE_HU = -100.0, 45.0, 500.0
 
 
 def _disc(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:

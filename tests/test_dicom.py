@@ -21,7 +21,6 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from phasejax.data.dicom import (
-    AIR_HU,
     SKIP_REASONS,
     Skipped,
     decode_stored,
@@ -29,6 +28,7 @@ from phasejax.data.dicom import (
     read_slices,
 )
 from phasejax.data.series import make_series_id
+from phasejax.hu import HU_MIN
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -269,7 +269,7 @@ def test_pixel_padding_value_becomes_air_not_a_huge_value(tmp_path: Path) -> Non
     ds = ct_dataset(img, series_uid=uid("pad"), bits_stored=16, padding_value=65535)
     save(ds, tmp_path / "a.dcm")
     (series,), _ = load_dicom_folder(tmp_path)
-    assert series.hu[0, 0, 0] == AIR_HU
+    assert series.hu[0, 0, 0] == HU_MIN
     assert series.hu[0, 0, 5] == 40.0
     assert series.hu.max() == 40.0
 
@@ -290,7 +290,7 @@ def test_padding_range_limit_and_signed_padding_written_as_us(tmp_path: Path) ->
     )
     save(ds, tmp_path / "a.dcm")
     (series,), _ = load_dicom_folder(tmp_path)
-    np.testing.assert_array_equal(series.hu[0, 0, :4], [AIR_HU, AIR_HU, AIR_HU, -989.0])
+    np.testing.assert_array_equal(series.hu[0, 0, :4], [HU_MIN, HU_MIN, HU_MIN, -989.0])
     assert series.hu[0, 5, 5] == 1040.0
 
 
@@ -301,7 +301,7 @@ def test_values_below_air_are_floored_at_air(tmp_path: Path) -> None:
     ds = ct_dataset(img, series_uid=uid("fov"), signed=True, bits_stored=16)
     save(ds, tmp_path / "a.dcm")
     (series,), _ = load_dicom_folder(tmp_path)
-    assert series.hu[0, 0, 0] == AIR_HU and series.hu[0, 1, 1] == 40.0
+    assert series.hu[0, 0, 0] == HU_MIN and series.hu[0, 1, 1] == 40.0
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "j2k"])
@@ -345,7 +345,7 @@ def test_bundled_ct_small_hu_matches_pydicom_modality_lut(tmp_path: Path) -> Non
     shutil.copy(src, tmp_path / "ct.dcm")
     (series,), _ = load_dicom_folder(tmp_path)
     ds = pydicom.dcmread(src)
-    expected = np.maximum(apply_modality_lut(ds.pixel_array, ds), AIR_HU)
+    expected = np.maximum(apply_modality_lut(ds.pixel_array, ds), HU_MIN)
     np.testing.assert_array_equal(series.hu[0], expected.astype(np.float32))
     assert series.hu[0, 64, 64] == 1928 - 1024  # stored 1928, intercept -1024
     assert series.problems == ("single_slice",)
@@ -358,7 +358,7 @@ def test_bundled_compressed_ct_hu_matches_pydicom(tmp_path: Path, name: str) -> 
     (series,), skipped = load_dicom_folder(tmp_path)
     assert skipped == []
     ds = pydicom.dcmread(src)
-    expected = np.maximum(apply_modality_lut(ds.pixel_array, ds), AIR_HU)
+    expected = np.maximum(apply_modality_lut(ds.pixel_array, ds), HU_MIN)
     np.testing.assert_allclose(series.hu[0], expected, atol=1e-3)
 
 
@@ -374,7 +374,7 @@ def test_bundled_jpeg_ls_and_rle_relabelled_as_ct_match_uncompressed(tmp_path: P
         ds.save_as(tmp_path / name, enforce_file_format=True)
         (series,), skipped = load_dicom_folder(tmp_path)
         assert skipped == []
-        np.testing.assert_array_equal(series.hu[0], np.maximum(ref - 1024, AIR_HU))
+        np.testing.assert_array_equal(series.hu[0], np.maximum(ref - 1024, HU_MIN))
         (tmp_path / name).unlink()
 
 
@@ -559,7 +559,7 @@ def test_real_hcc_early_arterial_has_bright_aorta_inside_the_body(hcc: dict) -> 
     bright = (mid > 300) & body
     assert bright.sum() > 50
     # Air outside the body, not padding-sized negatives.
-    assert eap.hu.min() == AIR_HU
+    assert eap.hu.min() == HU_MIN
     assert np.median(mid[~ndimage.binary_dilation(body, iterations=20)]) <= -990
 
 

@@ -25,13 +25,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_ROOT_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from phasejax import atomic
+from phasejax.hu import HU_MAX, HU_MIN
 
 UID_NAMESPACE = "phasejax-synthetic-cohort"
 # A fixed implementation UID/version so that file meta never carries the pydicom
 # version (which would change bytes between environments).
 IMPLEMENTATION_UID = generate_uid(PYDICOM_ROOT_UID, [UID_NAMESPACE, "implementation"])
 IMPLEMENTATION_VERSION = "PHASEJAX_0_1"
-HU_MIN, HU_MAX = -1024, 3071  # the 12-bit CT range every vendor can store
 
 
 class DicomWriteError(ValueError):

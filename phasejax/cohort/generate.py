@@ -54,6 +54,7 @@ from phasejax.cohort.exam import ExamPlan, SeriesPlan, plan_exam, rng_for
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES, Site
 from phasejax.data import cache as cache_mod
 from phasejax.data.cache import CacheSpec
+from phasejax.hu import HU_MAX, HU_MIN
 
 FORMATS = ("cache", "dicom", "both")
 LABEL_COLUMNS = (
@@ -542,7 +543,7 @@ def _run_exam(job: _Job) -> list[dict]:
         row = _row(plan, s, job, grid, rel_dir, organ)
         if write_cache:
             assert cmask is not None
-            q = np.clip(np.rint(hu), cache_mod.HU_MIN, cache_mod.HU_MAX)
+            q = np.clip(np.rint(hu), HU_MIN, HU_MAX)
             if write_dicom:
                 # Exactly what a reader of the DICOM gets: stored-integer HU, resampled.
                 cvol, pixel_mm = cache_mod.resample_to_cache(q, grid.spacing, spec)

@@ -30,6 +30,7 @@ import numpy as np
 from phasejax.cohort import anatomy, kinetics
 from phasejax.cohort.patient import Patient
 from phasejax.cohort.structures import NUM_LABELS, Label
+from phasejax.hu import HU_MIN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +58,7 @@ class Scanner:
     noise_sd: float = 12.0  # HU, in a ~24 cm deep (average) abdomen; scaled with patient size
     kernel: str = "standard"  # soft | standard | sharp
     fov_mm: float | None = None  # reconstruction circle diameter; None = no circular cut
-    outside_hu: float = -1024.0  # value outside the reconstruction circle
+    outside_hu: float = float(HU_MIN)  # value outside the reconstruction circle
 
     def __post_init__(self) -> None:
         if self.kernel not in _KERNEL_MM:

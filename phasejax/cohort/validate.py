@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from phasejax.cohort.structures import Label
+from phasejax.hu import AIR_THRESHOLD_HU
 
 PHASES = ("NC", "EAP", "LAP", "PVP", "DP")
 MAX_PER_PHASE = 40  # series measured per phase for the table (deterministic subset)
@@ -435,7 +436,7 @@ def body_box(vols: list[np.ndarray], margin: int = 4) -> tuple[slice, slice]:
     abdomen fills the panel instead of the air around it."""
     body = np.zeros(vols[0].shape[1:], dtype=bool)
     for v in vols:
-        body |= (v > -500).any(axis=0)
+        body |= (v > AIR_THRESHOLD_HU).any(axis=0)
     ys, xs = np.nonzero(body)
     h, w = body.shape
     if ys.size == 0:

@@ -33,8 +33,7 @@ from scipy import ndimage
 
 from phasejax.cohort.structures import Label
 from phasejax.config import DataConfig
-
-AIR_HU = -1000.0  # fill for pixels the transform brings in from outside the FOV
+from phasejax.hu import AIR_HU  # fill for pixels the transform brings in from outside
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from phasejax import atomic
+from phasejax.hu import AIR_HU, HU_MAX, HU_MIN
 from phasejax.safe_text import csv_cell
 
 REQUIRED_COLUMNS = (
@@ -54,8 +55,6 @@ REQUIRED_COLUMNS = (
     "source",
 )
 SPLITS = ("train", "val", "test", "external")
-HU_MIN, HU_MAX = -1024, 3071  # 12-bit CT range; int16 holds it exactly
-AIR_HU = -1000.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,9 +63,9 @@ Hounsfield units: stored value * RescaleSlope + RescaleIntercept (or the Modalit
 LUT Sequence when present; per-frame Pixel Value Transformation for Enhanced CT),
 after pydicom has sign-extended signed data with BitsStored < BitsAllocated.
 Pixels equal to PixelPaddingValue (or within PixelPaddingRangeLimit) become air,
--1024 HU, and so does anything below -1024 HU: scanners mark the area outside the
-reconstruction circle with values such as -2000 or -3024 that are not tissue, and
-no tissue is less dense than air.
+-1024 HU (`phasejax.hu.HU_MIN`), and so does anything below -1024 HU: scanners mark
+the area outside the reconstruction circle with values such as -2000 or -3024 that
+are not tissue, and no tissue is less dense than air.
 
 No patient name or birth date is ever read into these records; identifiers are
 PatientID and UIDs.
@@ -85,9 +85,8 @@ from typing import Any
 import numpy as np
 
 from phasejax.data.series import PHASE_HEADER_FIELDS, Series, make_series_id
+from phasejax.hu import AIR_THRESHOLD_HU, HU_MIN
 from phasejax.safe_text import clean_text
-
-AIR_HU = -1024.0
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -993,8 +992,8 @@ def stored_to_hu(
         out[...] = stored.astype(np.float64) * slope + intercept
     if padding is not None:
         lo, hi = padding
-        out[(stored >= lo) & (stored <= hi)] = AIR_HU
-    np.maximum(out, AIR_HU, out=out)
+        out[(stored >= lo) & (stored <= hi)] = HU_MIN
+    np.maximum(out, HU_MIN, out=out)
     return out
 
 
@@ -1056,7 +1055,7 @@ def load_series(plan: SeriesPlan) -> tuple[Series | None, list[Skipped]]:
                     stored_to_hu(lut, (1.0, 0.0), None, out=hu[i])
                     if s.padding is not None:
                         lo, hi = s.padding
-                        hu[i][(stored[f] >= lo) & (stored[f] <= hi)] = AIR_HU
+                        hu[i][(stored[f] >= lo) & (stored[f] <= hi)] = HU_MIN
                 else:
                     stored_to_hu(stored[f], s.rescale, s.padding, out=hu[i])
                 ok[i] = True
@@ -1079,7 +1078,9 @@ def load_series(plan: SeriesPlan) -> tuple[Series | None, list[Skipped]]:
         hu = hu[[index[s.key] for s in new.slices]]
         plan = replace(new, series_id=plan.series_id)
     problems = list(plan.problems)
-    if hu.size and not np.any(hu[:, :: max(1, rows // 64), :: max(1, cols // 64)] < -500):
+    if hu.size and not np.any(
+        hu[:, :: max(1, rows // 64), :: max(1, cols // 64)] < AIR_THRESHOLD_HU
+    ):
         problems.append("no_air_voxels")
     series = Series(
         series_id=plan.series_id,

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from phasejax.data.series import Series, make_series_id
+from phasejax.hu import AIR_THRESHOLD_HU, HU_MIN
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-AIR_HU = -1024.0
 
 
 class NiftiError(RuntimeError):
@@ -87,14 +87,14 @@ def load_nifti(path: str | os.PathLike[str], series_uid: str | None = None) -> S
     # RAS (i, j, k) -> [k, j, i], then flip j (want anterior -> posterior rows) and
     # i (want right -> left columns).
     vol = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, ::-1], dtype=np.float32)
-    np.maximum(vol, AIR_HU, out=vol)
+    np.maximum(vol, HU_MIN, out=vol)
     nk, nj, ni = vol.shape
     # Voxel [0, 0, 0] of vol is canonical voxel (ni-1, nj-1, 0) (i and j were flipped):
     # its RAS position, then RAS -> LPS (negate x and y).
     ras = canon.affine @ np.array([ni - 1, nj - 1, 0, 1.0])
     origin = (float(-ras[0]), float(-ras[1]), float(ras[2]))
     problems: list[str] = []
-    if vol.size and not np.any(vol[:, ::4, ::4] < -500):
+    if vol.size and not np.any(vol[:, ::4, ::4] < AIR_THRESHOLD_HU):
         problems.append("no_air_voxels")
     if nk == 1:
         problems.append("single_slice")

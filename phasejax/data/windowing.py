@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from phasejax.hu import HU_MAX, HU_MIN
+
 # name -> (width, level) in HU
 WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (400.0, 40.0),
     "liver": (150.0, 80.0),
     "wide": (1500.0, 300.0),
 }
-RAW_RANGE = (-1024.0, 3071.0)  # the cache's int16 12-bit CT range (phasejax.data.cache)
+RAW_RANGE = (float(HU_MIN), float(HU_MAX))  # the cache's int16 12-bit CT range
 MULTI = ("abdomen", "liver", "wide")
 PRESETS = ("raw", *WINDOWS, "multi")
 
