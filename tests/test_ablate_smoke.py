@@ -1,9 +1,9 @@
 """The smoke preset end to end with the REAL trainer (phasejax.train.loop.train).
 
 On the small fake cache of tests/fake_cache.py (no cohort generation), 8 fake CPU devices.
-Both tests run in CI: the strategy + robustness test (baseline, one-step variant, one noise
-evaluation, interrupted and resumed) and every suite of the smoke preset (about 3-4 minutes
-on 2 cores, in parallel with the rest of the suite under pytest-xdist).
+The default run has the strategy + robustness smoke run (baseline, one-step variant, one
+noise evaluation, interrupted and resumed, then summarised by the command); every suite
+of the smoke preset (about 3-4 minutes on 2 cores) is marked slow (`pytest -m slow`).
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def test_smoke_interrupted_runs_resume_and_finish(tmp_path, cache, capsys):
     assert "| **two_step** (baseline) | 1 |" in (summary / "strategy.md").read_text()
 
 
+@pytest.mark.slow
 def test_smoke_preset_every_suite(tmp_path, cache, capsys):
     out = tmp_path / "abl"
     argv = ["ablate", "--suite", "all", "--preset", "smoke", "--out", str(out),

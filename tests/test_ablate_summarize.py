@@ -237,18 +237,6 @@ def test_seed_stats_edge_cases():
     assert seed_stats([0.9, 1.0])["hi"] == 1.0
 
 
-def test_summaries_and_figures_need_no_jax():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, phasejax.ablate.summarize, phasejax.plotting.ablation, "
-        "phasejax.commands.ablate; print('jax' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def _real(guesses: list[str]) -> dict:
     """real.json of a run: 6 real series with accepted sets (NC, EAP|LAP, PVP|DP, PVP, DP, NC);
     the model is 4-class, so the NC references are always wrong."""

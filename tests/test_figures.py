@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ from phasejax.plotting.figures import (
 )
 
 CLASSES = ["EAP", "LAP", "PVP", "DP"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _split(site_names: list[str], n_pat: int, wrong: set[int], tag: str) -> dict:
@@ -114,17 +111,6 @@ def test_figure_content_comes_from_the_results(reproduce_dir):
     # site accuracy: one x tick per site plus "All", n from the predictions
     ticks = [t.get_text() for t in plot_site_accuracy(runs).axes[0].get_xticklabels()]
     assert ticks == ["Site A\nn=9", "Site B\nn=9", "All\nn=18"]
-
-
-def test_plotting_and_eval_do_not_import_jax():
-    code = (
-        "import sys; import phasejax.plotting.figures, phasejax.eval, phasejax.commands.figures; "
-        "bad = [m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'flax', 'optax'))]; "
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_figures_command_redraws_a_reproduce_directory(reproduce_dir, tmp_path, capsys):

@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +9,6 @@ from phasejax.config import Config, DataConfig
 from phasejax.data import augment, pipeline
 from phasejax.data.cache import CacheError, finalize, load_volume, read_manifest, write_entry
 from phasejax.phases import label_set
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +31,6 @@ def _assert_batches_equal(a, b):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-# --------------------------------------------------------------------------- import hygiene
-
-
-def test_data_modules_import_without_jax_or_grain():
-    code = (
-        "import sys\n"
-        "import phasejax.data.pipeline, phasejax.data.grain_io, phasejax.data.augment\n"
-        "import phasejax.data.windowing, phasejax.data.cache, phasejax.data.series\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'grain', 'flax'))\n"
-        "assert not bad, bad\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- slice selection

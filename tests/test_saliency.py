@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -461,13 +459,3 @@ def test_without_masks_only_the_overlays_are_drawn(tmp_path):
     assert "no organ masks" in summary["per_phase"]["EAP"]["note"]
     with pytest.raises(FileNotFoundError, match="no saliency file"):
         load_saliency(tmp_path / "nowhere")
-
-
-def test_saliency_share_code_and_its_figures_do_not_import_jax():
-    code = (
-        "import sys, phasejax.plotting.saliency, phasejax.saliency; "
-        "bad = [m for m in ('jax', 'flax') if m in sys.modules]; "
-        "assert not bad, bad"
-    )
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
