@@ -3,8 +3,8 @@
 The workers start jax.distributed through `parallel.maybe_initialize_distributed`
 from the environment a launcher would set (JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID), each feeds its half of the global batch with
-`to_global`, and process 0 writes the loss, the updated parameters, the BatchNorm
-statistics and the gathered eval log-probabilities.
+`to_global`, and each process writes the loss, the updated parameters, the BatchNorm
+statistics and the gathered eval log-probabilities (Trainer.predict and phasejax.infer).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from flax import nnx
 
 from phasejax import parallel
 from phasejax.config import Config, DataConfig, ModelConfig, TrainConfig
+from phasejax.infer import Classifier
 from phasejax.models import build_classifier
 from phasejax.train import optim
 from phasejax.train.step import Trainer
@@ -45,8 +46,7 @@ WORKER = textwrap.dedent(
     batch = global_batch()
     local = {k: v[p * len(v) // n : (p + 1) * len(v) // n] for k, v in batch.items()}
     out = one_step(local)
-    if p == 0:
-        np.savez(sys.argv[1], **out)
+    np.savez(sys.argv[1] + f".{p}.npz", **out)
     """
 )
 
@@ -74,6 +74,11 @@ def one_step(local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     metrics = trainer.step(local_batch)
     out = {"loss": parallel.to_host(metrics["loss"])}
     out["log_probs"] = parallel.to_host(trainer.predict(local_batch["image"]))
+    # phasejax.infer over the same mesh: each process gives its share and gets every row;
+    # a short share is padded per process, and log_probs returns this process's own rows.
+    clf = Classifier(trainer.model_def, trainer.model_state, trainer.mesh, batch_size=B)
+    out["classifier_all"] = clf.log_probs_all(local_batch["image"])
+    out["classifier_first3"] = clf.log_probs(local_batch["image"][:3])
     for i, leaf in enumerate(jax.tree.leaves(nnx.state(trainer.model_state, nnx.Param))):
         out[f"param_{i}"] = parallel.to_host(leaf)
     for i, leaf in enumerate(jax.tree.leaves(nnx.state(trainer.model_state, nnx.BatchStat))):
@@ -90,7 +95,7 @@ def _free_port() -> int:
 def test_two_processes_equal_one_8_device_process(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    result = tmp_path / "mp.npz"
+    result = tmp_path / "mp"
     port = _free_port()
     procs = []
     for pid in range(2):
@@ -126,12 +131,16 @@ def test_two_processes_equal_one_8_device_process(tmp_path: Path) -> None:
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
 
-    got = dict(np.load(result))
+    got, got1 = (dict(np.load(f"{result}.{p}.npz")) for p in (0, 1))
     want = one_step(global_batch())  # this process: 8 devices (conftest)
     assert set(got) == set(want)
     assert sum(k.startswith("stat_") for k in want) >= 4
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
     # Row order survives the per-process assembly and the all-gather.
     np.testing.assert_allclose(got["log_probs"], want["log_probs"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["classifier_all"], want["log_probs"], rtol=1e-4, atol=1e-5)
+    # process 1's own first rows are the global rows after process 0's share (8 rows)
+    lp = want["log_probs"]
+    np.testing.assert_allclose(got1["classifier_first3"], lp[8:11], rtol=1e-4, atol=1e-5)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
