@@ -28,7 +28,7 @@ from phasejax.config import load_config
 from phasejax.data.cache import CacheSpec, load_volume
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.prepare import cache_volume
-from phasejax.infer import Classifier
+from phasejax.infer import Classifier, load_classifier
 from phasejax.predict import (
     STATUS_FAILED,
     STATUS_OK,
@@ -178,7 +178,7 @@ def jax_softmax(x):
 
 
 def test_padding_and_batch_composition_do_not_change_probabilities(
-    cohort: Path, labels: dict, trained
+    cohort: Path, labels: dict, trained, run_dir: Path
 ) -> None:
     cfg, _, clf = trained
     plans = discover(_series_dirs(cohort, labels, "s7a04951c904c", "sc0bf95f4997d")).plans
@@ -189,6 +189,10 @@ def test_padding_and_batch_composition_do_not_change_probabilities(
     assert clf.batch_size == 16
     with pytest.raises(ValueError, match="17 images for a batch of 16"):
         clf.log_probs(np.zeros((17, *images.shape[1:]), np.float32))
+    # infer.load_classifier: the run's best checkpoint behind the same batches
+    run, loaded = load_classifier(run_dir, batch_size=16)
+    assert (run.which, loaded.batch_size) == ("best", 16)
+    np.testing.assert_array_equal(loaded.probabilities(images), together)
 
 
 # --------------------------------------------------------------------------- bad inputs
