@@ -2,7 +2,8 @@
 
 Every run writes its resolved Config to config.json; `Config.from_dict` reads it
 back, so a run directory is enough to rebuild the model and its preprocessing.
-Named configs live in `experiments/configs/NAME.py` as `get_config() -> Config`.
+Named configs are the modules `phasejax/configs/NAME.py`, each with `get_config() -> Config`;
+they are package data, found with importlib.resources so that a wheel install sees them too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (meaningless in a wheel install)
+CONFIG_PACKAGE = "phasejax.configs"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,24 +219,29 @@ def config_differences(
 
 
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    names = (p.name for p in resources.files(CONFIG_PACKAGE).iterdir())
+    return sorted(n[:-3] for n in names if n.endswith(".py") and not n.startswith("_"))
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load `experiments/configs/NAME.py` (or a .py / config.json path) and apply overrides."""
+    """Load a named config (phasejax/configs/NAME.py), a .py file of your own or a run's
+    config.json, and apply overrides."""
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         cfg = Config.from_json_file(path)
-    else:
-        if path.suffix != ".py":
-            path = CONFIG_DIR / f"{name_or_path}.py"
+    elif path.suffix == ".py":
         if not path.is_file():
-            raise FileNotFoundError(
-                f"config {name_or_path!r} not found; available: {available_configs()}"
-            )
+            raise FileNotFoundError(f"config file {name_or_path} not found")
         spec = importlib.util.spec_from_file_location(f"phasejax_config_{path.stem}", path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         cfg = module.get_config()
+    else:
+        if name_or_path not in available_configs():
+            raise FileNotFoundError(
+                f"config {name_or_path!r} not found; available: {available_configs()} "
+                "or a path to a .py / config.json file"
+            )
+        cfg = importlib.import_module(f"{CONFIG_PACKAGE}.{name_or_path}").get_config()
     return cfg.override(list(overrides))

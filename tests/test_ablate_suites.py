@@ -411,3 +411,32 @@ def test_real_set_scores_every_trained_run_once_finished_ones_too(tmp_path, monk
     assert all((tmp_path / r / runner.REAL_FILE).is_file() for r in scored)
     again = runner.execute(plan, tmp_path, train_fn=fake, real=real, progress=False)
     assert len(scored) == 3 and len(again.skipped) == 3
+
+
+def test_suites_dir_of_your_own_with_a_relative_config_file(tmp_path, capsys):
+    mine = tmp_path / "my_suites"
+    mine.mkdir()
+    (mine / "width.toml").write_text(
+        'name = "width"\nquestion = "How wide?"\naxis = "model.width"\nvalues = [8, 16]\n'
+        "baseline = 8\n"
+    )
+    (mine / "base.py").write_text(
+        "from phasejax.config import Config, ModelConfig\n"
+        "def get_config():\n"
+        "    return Config(name='base', model=ModelConfig(depth='tiny', width=8))\n"
+    )
+    (mine / "presets.toml").write_text('[tiny]\nconfig = "base.py"\nseeds = 1\n')
+    assert list(load_suites(mine)) == ["width"]
+    assert load_presets(mine)["tiny"].base_config().name == "base"
+    out = tmp_path / "abl"
+    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--preset", "tiny",
+               "--out", str(out), "--dry-run"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "width/16/seed0" in text and "2 runs:" in text
+    # without a presets.toml of its own, the shipped presets apply
+    (mine / "presets.toml").unlink()
+    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--preset", "smoke",
+               "--out", str(out), "--dry-run"])  # fmt: skip
+    assert rc == 0 and "(config smoke)" in capsys.readouterr().out
+    assert main(["ablate", "--suites-dir", str(tmp_path / "nope"), "list"]) == 2
+    assert "suites directory not found" in capsys.readouterr().err

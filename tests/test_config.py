@@ -87,3 +87,17 @@ def test_ablate_refuses_a_suite_value_outside_the_choices(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "run win/hepatic/seed0: data.window='hepatic' is not one of raw, abdomen" in err
+
+
+def test_named_configs_come_from_the_package_and_paths_from_anywhere(tmp_path):
+    from phasejax.config import available_configs
+
+    assert available_configs() == ["debug", "paper", "quick", "smoke"]
+    assert load_config("smoke", ["train.steps=2"]).train.steps == 2
+    own = tmp_path / "own.py"
+    own.write_text(
+        "from phasejax.config import Config\ndef get_config():\n    return Config(name='own')\n"
+    )
+    assert load_config(str(own)).name == "own"
+    with pytest.raises(FileNotFoundError, match=r"config file .*missing\.py not found"):
+        load_config(str(tmp_path / "missing.py"))

@@ -1,4 +1,4 @@
-"""Ablation suites: declared as data in ablations/*.toml, run over seeds, summarised.
+"""Ablation suites: declared as data in phasejax/ablations/*.toml, run over seeds, summarised.
 
 - phasejax.ablate.suites: load and validate suites and presets, expand suites x seeds into
   runs with stable ids (`DIR/<suite>/<value>/seed<k>/`, shared `DIR/_baseline/seed<k>/`).

@@ -1,4 +1,8 @@
-"""Ablation suites declared as data (`ablations/*.toml`) and their expansion into runs.
+"""Ablation suites declared as data (`phasejax/ablations/*.toml`) and their expansion into runs.
+
+The suites and presets that come with phasejax are package data (found with
+importlib.resources, so a wheel install has them); `--suites-dir DIR` reads a folder of your
+own instead.
 
 A suite varies ONE axis of the config away from a shared baseline; see ablations/README.md for
 the file format. Expansion turns suites x seeds into runs with stable ids, relative to the
@@ -24,13 +28,17 @@ import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from phasejax.cohort.kinetics import KVP_RANGE
-from phasejax.config import REPO_ROOT, Config, config_differences, flatten, load_config
+from phasejax.config import Config, config_differences, flatten, load_config
 
-ABLATIONS_DIR = REPO_ROOT / "ablations"
+# The suites shipped with phasejax. A Traversable, not a Path: package data need not be
+# plain files (zip imports); a user's --suites-dir is a Path, which is a Traversable too.
+ABLATIONS_DIR: Traversable = resources.files("phasejax") / "ablations"
 PRESETS_FILE = "presets.toml"
 BASELINE_DIR = "_baseline"
 KINDS = ("train", "evaluate")
@@ -148,7 +156,8 @@ class Suite:
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """A base config (experiments/configs/<config>.py) plus the budget all its runs share."""
+    """A base config (a named config, phasejax/configs/<config>.py, or a .py path) plus the
+    budget all its runs share."""
 
     name: str
     config: str
@@ -333,29 +342,42 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
     return suite
 
 
-def load_suite(path: str | Path) -> Suite:
-    path = Path(path)
+def _as_dir(directory: str | Path | Traversable | None) -> Traversable:
+    if directory is None:
+        return ABLATIONS_DIR
+    return Path(directory) if isinstance(directory, str) else directory
+
+
+def load_suite(path: str | Path | Traversable) -> Suite:
+    path = Path(path) if isinstance(path, str) else path
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(f"{path}: not valid TOML: {e}") from None
     suite = parse_suite(data, str(path))
-    if suite.name != path.stem:
+    if suite.name != path.name.removesuffix(".toml"):
         raise SuiteError(f"{path}: suite name {suite.name!r} must match the file name")
     return suite
 
 
-def load_suites(directory: str | Path = ABLATIONS_DIR) -> dict[str, Suite]:
-    """Every suite file (*.toml except presets.toml) of a directory, by name, in name order."""
-    directory = Path(directory)
-    files = sorted(p for p in directory.glob("*.toml") if p.name != PRESETS_FILE)
+def load_suites(directory: str | Path | Traversable | None = None) -> dict[str, Suite]:
+    """Every suite file (*.toml except presets.toml) of a directory (default: the suites
+    shipped with phasejax), by name, in name order."""
+    directory = _as_dir(directory)
+    if not directory.is_dir():
+        raise SuiteError(f"{directory}: suites directory not found")
+    files = sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".toml") and p.name != PRESETS_FILE),
+        key=lambda p: p.name,
+    )
     if not files:
         raise SuiteError(f"{directory}: no suite files (*.toml)")
     return {s.name: s for s in map(load_suite, files)}
 
 
-def load_presets(directory: str | Path = ABLATIONS_DIR) -> dict[str, Preset]:
-    path = Path(directory) / PRESETS_FILE
+def load_presets(directory: str | Path | Traversable | None = None) -> dict[str, Preset]:
+    directory = _as_dir(directory)
+    path = directory / PRESETS_FILE
     if not path.is_file():
         raise SuiteError(f"{path}: presets file not found")
     try:
@@ -378,9 +400,13 @@ def load_presets(directory: str | Path = ABLATIONS_DIR) -> dict[str, Preset]:
             Config().override(dict(overrides))
         except ValueError as e:
             raise SuiteError(f"{where}: {e}") from None
+        config = str(section["config"])
+        if config.endswith(".py") and isinstance(directory, Path):
+            # A config file of a user's suites folder, named relative to that folder.
+            config = str(directory / config)
         presets[name] = Preset(
             name=name,
-            config=str(section["config"]),
+            config=config,
             seeds=seeds,
             overrides=overrides,
             description=" ".join(str(section.get("description", "")).split()),

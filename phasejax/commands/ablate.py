@@ -1,4 +1,4 @@
-"""`phasejax ablate`: run ablation suites (ablations/*.toml) and summarise them.
+"""`phasejax ablate`: run ablation suites (phasejax/ablations/*.toml) and summarise them.
 
 phasejax ablate --suite NAME|all [--preset smoke|quick|paper] [--seeds N] --out DIR
                 [--dry-run] [--only VALUE]
@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Expand suites x seeds into training runs with stable ids DIR/<suite>/<value>/seed<k>/ "
             "(the shared baseline lives once in DIR/_baseline/seed<k>/), skip finished runs, resume "
             "interrupted ones from their checkpoints, then write tables and figures to "
-            "DIR/summary/. Suites are TOML files in ablations/ (see ablations/README.md)."
+            "DIR/summary/. Suites are TOML files shipped in phasejax/ablations/ or a --suites-dir "
+            "of your own (see ablations/README.md)."
         ),
     )
     p.add_argument(
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="quick",
-        help="smoke | quick | paper (ablations/presets.toml): base config and budget "
+        help="smoke | quick | paper (presets.toml of the suites): base config and budget "
         "(default: quick)",
     )
     p.add_argument(
@@ -72,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-summary", action="store_true", help="do not summarise at the end")
     p.add_argument(
-        "--suites-dir", type=Path, default=None, help="suite files (default: ablations/)"
+        "--suites-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder of suite files (*.toml) of your own, instead of the shipped ones; its "
+        "presets.toml is used when it has one, else the shipped presets",
     )
     sub = p.add_subparsers(
         dest="ablate_action",
@@ -118,10 +124,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _dirs(args: argparse.Namespace) -> Path:
-    from phasejax.ablate.suites import ABLATIONS_DIR
+def _dirs(args: argparse.Namespace) -> Path | None:
+    """The suites folder (None: the suites shipped with phasejax)."""
+    return args.suites_dir
 
-    return args.suites_dir or ABLATIONS_DIR
+
+def _presets_dir(args: argparse.Namespace) -> Path | None:
+    from phasejax.ablate.suites import PRESETS_FILE
+
+    if args.suites_dir is not None and (args.suites_dir / PRESETS_FILE).is_file():
+        return args.suites_dir
+    return None
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -132,7 +145,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"    values: {', '.join(s.labels)}")
         print(f"    {s.question}")
     print()
-    for name, p in load_presets(_dirs(args)).items():
+    for name, p in load_presets(_presets_dir(args)).items():
         print(f"preset {name}: config {p.config}, {p.seeds} seed(s). {p.description}")
     return 0
 
@@ -167,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise SuiteError(f"--real / --real-labels: {path} does not exist")
         read_eval_labels(args.real_labels)  # a bad CSV fails now, not after the first run
         real = runner.RealSet(paths=tuple(args.real), labels=str(args.real_labels))
-    presets = load_presets(_dirs(args))
+    presets = load_presets(_presets_dir(args))
     if args.preset not in presets:
         raise SuiteError(f"unknown preset {args.preset!r}; known: {sorted(presets)}")
     preset = presets[args.preset]

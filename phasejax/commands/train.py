@@ -19,9 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--config", required=True, help="name in experiments/configs/, a .py or config.json"
+        "--config",
+        required=True,
+        help="a named config (phasejax/configs/NAME.py: debug, smoke, quick, paper), a .py file "
+        "with get_config() or a run's config.json",
     )
-    p.add_argument("--workdir", required=True, help="run directory (created; resumed if present)")
+    p.add_argument(
+        "--workdir", default=None, help="run directory (created; resumed if present); required"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -36,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="leave after this step with a checkpoint (time-sliced jobs); rerun to continue",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (after --set) as JSON and exit without training",
     )
     p.set_defaults(func=run)
 
@@ -52,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     problems = choice_problems(cfg)
     if problems:
         print(f"phasejax train: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    if args.workdir is None:
+        print("phasejax train: --workdir DIR is required", file=sys.stderr)
         return 2
 
     from phasejax import parallel
