@@ -5,7 +5,7 @@ Everything phasejax writes that something else later trusts (results.json, the c
 volumes and manifest, cohort progress markers, reports, saliency files) goes through
 here. The data go to a temporary file beside the target, which then replaces it with
 `os.replace`: a rename is atomic only within one file system, hence the same folder.
-The temporary name holds the process id, so processes writing the same file (test
+The temporary name holds the host, the process id and a random part, so processes writing the same file (test
 workers, hosts sharing a disk) never write into each other's temporary file, and it
 starts with a dot, so folder listings and globs such as "*.npy" pass over it. A write
 that fails removes its temporary file and leaves the target as it was.
@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+# Host and process: shards of one sweep on a shared file system may have equal pids.
+_UNIQUE = f"{socket.gethostname()}.{os.getpid()}"
 
 
 @contextmanager
@@ -32,7 +37,7 @@ def replacing(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = path.with_name(f".{path.name}.{_UNIQUE}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

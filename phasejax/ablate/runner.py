@@ -26,6 +26,7 @@ import hashlib
 import json
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +165,10 @@ def write_plan(plan: Plan, out: str | Path) -> Path:
     """Write (or merge into) DIR/plan.json; refuses a directory made with another baseline.
 
     Merging keeps suites planned by earlier commands and, per value, the union of seeds, so
-    `--suite depth` then `--suite strategy` into one DIR summarise together.
+    `--suite depth` then `--suite strategy` into one DIR summarise together. The merge is
+    idempotent and depends only on the plan's suites and cells, never on which runs a shard
+    executes: concurrent shards write byte-identical files (each write is an atomic replace),
+    and a file that already says the same is left alone.
     """
     out = Path(out)
     path = out / PLAN_FILE
@@ -192,6 +196,8 @@ def write_plan(plan: Plan, out: str | Path) -> Path:
                 merged = {**old_runs.get(v["label"], {}), **v["runs"]}
                 v["runs"] = {k: merged[k] for k in sorted(merged, key=int)}
         doc["suites"] = {k: doc["suites"][k] for k in sorted(doc["suites"])}
+        if doc == old:
+            return path
     _write_json(path, doc)
     return path
 
@@ -318,6 +324,9 @@ class ExecuteReport:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # Evaluate runs whose model is another process's to train and not finished yet: neither
+    # run nor failed; a later pass (the same command again) runs them.
+    waiting: dict[str, str] = field(default_factory=dict)
 
 
 def _default_train_fn() -> TrainFn:
@@ -342,6 +351,10 @@ def execute(
     A failing run is reported and the others go on (one diverging ResNet-50 should not cost
     a night of other runs); Ctrl-C stops at once, and the next call resumes. With `real`,
     every trained run without a real.json is scored on that set (finished runs too).
+
+    `plan` may hold a shard of the runs (phasejax.ablate.shard.shard_plan): only its runs are
+    checked and run, and an evaluate run whose source model is not among them and not
+    finished is left waiting (report.waiting), not failed.
     """
     from tqdm.auto import tqdm
 
@@ -367,16 +380,23 @@ def execute(
             and not (out / run.run_id / REAL_FILE).is_file()
         )
 
+    mine = {r.run_id for r in plan.runs}
     for run in plan.runs:
         if (out / run.run_id / RESULTS_FILE).is_file() and not real_missing(run):
             report.skipped.append(run.run_id)
+        elif (
+            run.kind == "evaluate"
+            and run.source not in mine
+            and not (out / run.source / RESULTS_FILE).is_file()
+        ):
+            report.waiting[run.run_id] = f"its model {run.source} is not finished (another shard)"
         else:
             todo.append(run)
     stream = stream or sys.stderr
     # Bar over runs (done / total); tqdm's ETA uses the runs finished in this session only,
     # since skipped runs cost nothing now.
     bar = tqdm(
-        total=len(plan.runs),
+        total=len(plan.runs) - len(report.waiting),
         initial=len(report.skipped),
         desc="ablate",
         unit="run",

@@ -1,7 +1,7 @@
 """`phasejax ablate`: run ablation suites (phasejax/ablations/*.toml) and summarise them.
 
 phasejax ablate --suite NAME|all [--preset smoke|quick|paper] [--seeds N] --out DIR
-                [--dry-run] [--only VALUE]
+                [--dry-run] [--only VALUE] [--shard K/N] [--parallel P]
 phasejax ablate summarize DIR
 phasejax ablate list
 """
@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from phasejax.ablate.shard import Shard, Slot
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +77,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-summary", action="store_true", help="do not summarise at the end")
     p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only share K (0..N-1) of N of the plan, into the shared --out: the i-th "
+        "training run goes to shard i %% N, an evaluate run with its model. Default: from a "
+        "SLURM job array (SLURM_ARRAY_TASK_ID / _COUNT) or a Kubernetes Indexed Job "
+        "(JOB_COMPLETION_INDEX with PHASEJAX_SHARD_COUNT), else the whole plan",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="P",
+        help="run P plan entries at once on this host: P child processes, each a shard pinned "
+        "to its own GPU(s) / TPU chip / CPU cores; logs in DIR/_logs/",
+    )
+    p.add_argument(
         "--suites-dir",
         type=Path,
         default=None,
@@ -110,6 +131,7 @@ def _split(values: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from phasejax.ablate.runner import AblationError
+    from phasejax.ablate.shard import ShardError
     from phasejax.ablate.suites import SuiteError
     from phasejax.data.prepare import LabelsError
 
@@ -119,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ablate_action == "list":
             return _list(args)
         return _run(args)
-    except (SuiteError, AblationError, LabelsError, FileNotFoundError) as e:
+    except (SuiteError, AblationError, ShardError, LabelsError, FileNotFoundError) as e:
         print(f"phasejax ablate: {e}", file=sys.stderr)
         return 2
 
@@ -201,13 +223,26 @@ def _run(args: argparse.Namespace) -> int:
         problems = choice_problems(r.config)
         if problems:
             raise SuiteError(f"run {r.run_id}: {'; '.join(problems)}")
-    rows = runner.plan_rows(plan, args.out)
+    from phasejax.ablate.shard import assign, device_slots, resolve_shard, shard_plan
+
+    shard = resolve_shard(args.shard)
+    if args.parallel < 1:
+        raise SuiteError(f"--parallel must be >= 1, got {args.parallel}")
+    mine = shard_plan(plan, shard)
+    rows = runner.plan_rows(mine, args.out)
+    if args.parallel > 1:
+        # The dry-run table shows which child would run what (as a shard of the whole plan).
+        owner = assign(plan.runs, shard.count * args.parallel)
+        for r in rows:
+            r["shard"] = f"{owner[r['run']]}/{shard.count * args.parallel}"
     counts = {k: sum(r["status"] == k for r in rows) for k in ("done", "partial", "todo")}
     conflicts = sum(r["status"] == "conflict" for r in rows)
     print(
         f"ablate: preset {preset.name} (config {preset.config}), suites "
         f"{', '.join(s.name for s in selected)}, seeds {list(seeds)}, out {args.out}"
-    )
+        + ("" if shard.is_whole else f"; shard {shard} ({shard.origin}), {len(rows)} of "
+           f"{len(plan.runs)} runs")
+    )  # fmt: skip
     print(runner.format_table(rows))
     print(
         f"{len(rows)} runs: {counts['done']} done, {counts['partial']} partial (resumed), "
@@ -215,17 +250,66 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         return 1 if conflicts else 0
+    if args.parallel > 1:
+        slots = device_slots(args.parallel)
+        return _run_parallel(args, shard, slots)
 
     from phasejax import parallel
 
     parallel.maybe_initialize_distributed()
-    report = runner.execute(plan, args.out, cache_dir=args.cache, real=real)
+    report = runner.execute(mine, args.out, cache_dir=args.cache, real=real)
     print(
         f"ablate: {len(report.ran)} run(s) done now, {len(report.skipped)} already done, "
         f"{len(report.failed)} failed"
+        + (f", {len(report.waiting)} waiting for another shard" if report.waiting else "")
     )
     for rid, why in report.failed.items():
         print(f"  FAILED {rid}: {why}", file=sys.stderr)
+    for rid, why in report.waiting.items():
+        print(f"  waiting {rid}: {why}; run this command again once it is", file=sys.stderr)
     if not args.no_summary:
-        _summarize(args.out)
+        if shard.is_whole:
+            _summarize(args.out)
+        else:
+            # Other shards are still writing: a summary now would be partial, and several
+            # shards summarising at once would overwrite each other's files.
+            print(f"shard {shard} done; when every shard is: phasejax ablate summarize {args.out}")
     return 1 if report.failed else 0
+
+
+def _child_argv(args: argparse.Namespace, shard: str) -> list[str]:
+    """The command line of one `--parallel` child: this command for one shard, no summary."""
+    argv = [sys.executable, "-m", "phasejax.cli", "ablate", "--suite", ",".join(args.suite)]
+    argv += ["--preset", args.preset, "--out", str(args.out), "--shard", shard, "--no-summary"]
+    if args.seeds is not None:
+        argv += ["--seeds", str(args.seeds)]
+    for value in args.only:
+        argv += ["--only", value]
+    if args.cache is not None:
+        argv += ["--cache", str(args.cache)]
+    for path in args.real:
+        argv += ["--real", str(path)]
+    if args.real_labels is not None:
+        argv += ["--real-labels", str(args.real_labels)]
+    if args.suites_dir is not None:
+        argv += ["--suites-dir", str(args.suites_dir)]
+    return argv
+
+
+def _run_parallel(args: argparse.Namespace, shard: Shard, slots: list[Slot]) -> int:
+    from phasejax.ablate.shard import LOG_DIR, launch
+
+    shards = [shard.split(len(slots), k) for k in range(len(slots))]
+    commands = [_child_argv(args, str(s)) for s in shards]
+    children = launch(commands, shards, slots, Path(args.out) / LOG_DIR)
+    failed = [c for c in children if c.returncode != 0]
+    print(
+        f"ablate --parallel {len(slots)}: {len(children) - len(failed)} of {len(children)} "
+        "shard(s) finished cleanly" + (f"; see {failed[0].log}" if failed else "")
+    )
+    if not args.no_summary:
+        if shard.is_whole:
+            _summarize(args.out)
+        else:
+            print(f"shard {shard} done; when every shard is: phasejax ablate summarize {args.out}")
+    return 1 if failed else 0
