@@ -88,16 +88,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not parallel.is_main_process():
         return 0
-    t = results.get("train", {})
     if "splits" not in results:
-        print(f"stopped at step {t.get('steps')}; run the same command to continue")
+        steps = results.get("train", {}).get("steps")
+        print(f"stopped at step {steps}; run the same command to continue")
         return 0
-    parts = [f"{t.get('steps')} steps", f"{t.get('images_per_s', 0):.1f} images/s"]
-    if t.get("best_val_accuracy") is not None:
-        parts.append(f"best val accuracy {t['best_val_accuracy']:.4f} at step {t['best_step']}")
-    for split, entry in results["splits"].items():
-        acc = entry.get("metrics", {}).get("accuracy", {})
-        if isinstance(acc, dict) and acc.get("value") is not None:
-            parts.append(f"{split} {acc['value']:.4f} ({acc.get('k')}/{acc.get('n')})")
-    print(f"{args.workdir}: " + "; ".join(parts))
+    from phasejax.train.loop import iter_log
+    from phasejax.train.summary import run_summary
+
+    print(run_summary(args.workdir, results, iter_log(args.workdir)))
     return 0

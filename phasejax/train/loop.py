@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterable
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,12 +216,6 @@ def train(
             "cache_grid": {"spacing_z": grid.spacing_z, "size": grid.size},
         }
         wd.write_json(workdir / wd.ENV_FILE, env)
-    if cfg.train.tensorboard:
-        warnings.warn(
-            "train.tensorboard: TensorBoard logging is not built in; metrics.jsonl holds the "
-            "same train/val curves",
-            stacklevel=2,
-        )
     labels = label_set(cfg.data.label_set)
     classes = labels.codes
 
@@ -272,6 +267,18 @@ def train(
             log.truncate_after(start)
     steps = int(cfg.train.steps)
     end = steps if stop_at is None else min(steps, int(stop_at))
+    tb = None
+    if main and cfg.train.tensorboard:
+        from phasejax.train import tensorboard
+
+        # A resumed run purges what the interrupted one logged after its last checkpoint,
+        # as metrics.jsonl's truncate_after(start) does (TensorBoard drops steps >= purge).
+        tb = tensorboard.open_writer(workdir, purge_step=start + 1 if start else None)
+
+    def record(rec: dict[str, Any]) -> None:
+        log.append(rec)
+        if tb is not None:
+            tb.add_record(rec)
 
     def meta() -> dict[str, Any]:
         return {
@@ -326,7 +333,7 @@ def train(
                     "images_per_s": rate,
                 }
                 if main:
-                    log.append(rec)
+                    record(rec)
                     bar.set_postfix(
                         loss=f"{means['loss']:.3f}",
                         acc=f"{means['accuracy']:.3f}",
@@ -342,7 +349,7 @@ def train(
                 t_eval = time.perf_counter()
                 val = split_accuracy(predict_split(trainer, cache, "val", cfg))
                 if main:
-                    log.append(
+                    record(
                         {"step": step, "split": "val", **{k: _finite(v) for k, v in val.items()}}
                     )
                     bar.write(f"step {step}: val accuracy {val['accuracy']:.4f} (n={val['count']})")
@@ -360,11 +367,15 @@ def train(
     finally:
         bar.close()
         ckpt.wait()
+        if tb is not None:
+            tb.flush()
         if hasattr(it, "close"):
             it.close()
 
     if end < steps:
         ckpt.close()
+        if tb is not None:
+            tb.close()
         return {"train": {"steps": end, "stopped_at": end, "finished": False}}
 
     # ---- results from the best checkpoint (the last one when there is no val split)
@@ -400,6 +411,9 @@ def train(
     )
     if main:
         write_results(workdir, results)
+    if tb is not None:
+        tb.add_results(results, steps)
+        tb.close()
     ckpt.close()
     parallel.sync("phasejax_train_done")
     return results
