@@ -160,7 +160,6 @@ def test_installed_cohort_generate_writes_a_cache(installed: Installed, tmp_path
     assert (out / "cache" / "manifest.csv").is_file()
 
 
-@pytest.mark.slow
 def test_installed_train_smoke_runs_to_results(installed: Installed, tmp_path: Path) -> None:
     from fake_cache import make_fake_cache
 

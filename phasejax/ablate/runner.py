@@ -26,7 +26,6 @@ import hashlib
 import json
 import sys
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

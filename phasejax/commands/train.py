@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         steps = results.get("train", {}).get("steps")
         print(f"stopped at step {steps}; run the same command to continue")
         return 0
-    from phasejax.train.loop import iter_log
+    from phasejax.train import workdir as wd
     from phasejax.train.summary import run_summary
 
-    print(run_summary(args.workdir, results, iter_log(args.workdir)))
+    log = wd.MetricsLog(Path(args.workdir) / wd.METRICS_FILE).read()
+    print(run_summary(args.workdir, results, log))
     return 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
