@@ -4,30 +4,94 @@ Every run writes its resolved Config to config.json; `Config.from_dict` reads it
 back, so a run directory is enough to rebuild the model and its preprocessing.
 Named configs are the modules `phasejax/configs/NAME.py`, each with `get_config() -> Config`;
 they are package data, found with importlib.resources so that a wheel install sees them too.
+
+Settings that take one of a fixed set of names (data.window, model.depth, train.optimizer,
+...) are typed `Literal[...]`: the Literal is the one place their allowed values are
+written down. Every section checks them when it is built (`__post_init__`), so a Config
+with a bad name cannot exist: not from a named config, a config.json, `Config.override`
+nor `--set`. The modules that interpret a setting read its values from the Literal
+(`typing.get_args`); `choices()` lists them all by dotted key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (meaningless in a wheel install)
 CONFIG_PACKAGE = "phasejax.configs"
 
+# The enumerated settings. Their order is the order error messages list them in.
+# Synthetic cohort sizes (phasejax.cohort.generate.PRESETS has one entry per name).
+CohortSize = Literal["tiny", "quick", "medium", "paper"]
+# Label sets (phasejax.phases.LABEL_SETS has one entry per name).
+LabelSetName = Literal["paper4", "full5"]
+# HU windows of the input channels (phasejax.data.windowing): one window per channel, or
+# "multi" = abdomen + liver + wide as three channels.
+Window = Literal["raw", "abdomen", "liver", "wide", "multi"]
+SliceMode = Literal["channels", "per_slice"]
+SliceSelection = Literal["central", "even"]
+# ResNet depths (phasejax.models.resnet.STAGES has one entry per name).
+Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
+Strategy = Literal["one_step", "two_step"]
+Aggregation = Literal["mean_logprob", "majority"]
+Dtype = Literal["float32", "bfloat16"]
+Optimizer = Literal["adamw", "sgd"]
+Schedule = Literal["cosine", "constant"]
+
+
+class ConfigError(ValueError):
+    """Settings a Config cannot take; `problems` holds one message per setting."""
+
+    def __init__(self, problems: Iterable[str] | str):
+        # A str is one message (also how a pickled ConfigError is rebuilt from its args).
+        self.problems = (problems,) if isinstance(problems, str) else tuple(dict.fromkeys(problems))
+        super().__init__("; ".join(self.problems))
+
+
+@functools.cache
+def _literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """{field name: allowed values} of the Literal-typed fields of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is Literal
+    }
+
+
+class _Section:
+    """Base of the config sections: checks every Literal-typed field when one is built."""
+
+    SECTION: ClassVar[str]  # the section's key in Config ("data", "model", ...)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, allowed in _literal_fields(type(self)).items():
+            value = getattr(self, name)
+            if value not in allowed:
+                problems.append(
+                    f"{self.SECTION}.{name}={value!r} is not one of " + ", ".join(map(str, allowed))
+                )
+        if problems:
+            raise ConfigError(problems)
+
 
 @dataclass(frozen=True, kw_only=True)
-class CohortConfig:
+class CohortConfig(_Section):
     """The built-in synthetic cohort used when `data.cache_dir` is empty."""
 
-    preset: str = "tiny"  # tiny | quick | paper
+    SECTION: ClassVar[str] = "cohort"
+    preset: CohortSize = "tiny"  # the cohort's size (`phasejax cohort generate --preset`)
     seed: int = 0
     # Reader-disagreement label noise: share of series whose label is replaced by a
     # neighbouring phase (EAP<->LAP, PVP<->DP), as two readers would disagree.
@@ -35,16 +99,18 @@ class CohortConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataConfig:
+class DataConfig(_Section):
+    SECTION: ClassVar[str] = "data"
     cache_dir: str = ""  # prepared cache (phasejax prepare / cohort generate); "" = built-in cohort
-    label_set: str = "paper4"  # paper4 | full5
+    label_set: LabelSetName = "paper4"
     image_size: int = 128  # model input, pixels per side
     num_slices: int = 3
     # channels (2.5D) | per_slice (classify each slice, aggregate per series)
-    slice_mode: str = "channels"
-    slice_selection: str = "even"  # central | even (evenly spaced over the liver-to-kidney range)
+    slice_mode: SliceMode = "channels"
+    # central | even (evenly spaced over the liver-to-kidney range)
+    slice_selection: SliceSelection = "even"
     slice_jitter: int = 1  # training only: +/- slices of random shift per selected slice
-    window: str = "abdomen"  # raw | abdomen | liver | wide | multi
+    window: Window = "abdomen"
     augment: bool = True
     rotation_deg: float = 7.0
     scale: float = 0.08
@@ -65,23 +131,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    depth: str = "18"  # tiny | tiny-bottleneck | 10 | 18 | 34 | 50 | 101 | 152
+class ModelConfig(_Section):
+    SECTION: ClassVar[str] = "model"
+    depth: Depth = "18"
     width: int = 64  # channels of the first stage (64 = standard ResNet)
-    strategy: str = "two_step"  # one_step (strategy A) | two_step (strategy B)
-    aggregation: str = "mean_logprob"  # per_slice mode: mean_logprob | majority
-    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and BatchNorm stay float32)
+    strategy: Strategy = "two_step"  # one_step (strategy A) | two_step (strategy B)
+    aggregation: Aggregation = "mean_logprob"  # how per_slice mode combines its slices
+    dtype: Dtype = "float32"  # compute dtype (params and BatchNorm stay float32)
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(_Section):
+    SECTION: ClassVar[str] = "train"
     seed: int = 0
     batch_size: int = 32  # global batch (series per step), split over all devices
     steps: int = 1000
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: Optimizer = "adamw"
     learning_rate: float = 1e-3
     warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | constant
+    schedule: Schedule = "cosine"
     weight_decay: float = 1e-4
     momentum: float = 0.9
     grad_clip: float = 0.0  # global-norm clip; 0 = off
@@ -118,17 +186,39 @@ class Config:
         return dataclasses.replace(self, **kw)
 
     def override(self, assignments: list[str] | tuple[str, ...] | dict[str, Any]) -> Config:
-        """Apply `a.b=value` overrides (strings parsed against the field's type)."""
-        items = assignments.items() if isinstance(assignments, dict) else map(_split, assignments)
+        """Apply `a.b=value` overrides (strings parsed against the field's type).
+
+        Raises ConfigError naming every override that cannot apply (an unknown key, a value
+        that does not parse, a name outside a Literal's values), not only the first.
+        """
+        items = assignments.items() if isinstance(assignments, dict) else assignments
         cfg: Any = self
-        for key, value in items:
-            cfg = _set_path(cfg, key.split("."), value, key)
+        problems: list[str] = []
+        for item in items:
+            try:
+                key, value = item if isinstance(item, tuple) else _split(item)
+                cfg = _set_path(cfg, key.split("."), value, key)
+            except ConfigError as e:
+                problems += e.problems
+        if problems:
+            raise ConfigError(problems)
         return cfg
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Every enumerated setting by dotted key, with its allowed values (from its Literal)."""
+    out = {}
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        if dataclasses.is_dataclass(cls):
+            for name, allowed in _literal_fields(cls).items():
+                out[f"{section.name}.{name}"] = allowed
+    return out
 
 
 def _split(assignment: str) -> tuple[str, str]:
     if "=" not in assignment:
-        raise ValueError(f"override {assignment!r} is not of the form a.b=value")
+        raise ConfigError([f"override {assignment!r} is not of the form a.b=value"])
     key, value = assignment.split("=", 1)
     return key.strip(), value.strip()
 
@@ -137,14 +227,16 @@ def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     name = parts[0]
     if name not in fields:
-        raise ValueError(f"unknown config key {full!r}: {type(obj).__name__} has {sorted(fields)}")
+        raise ConfigError(
+            [f"unknown config key {full!r}: {type(obj).__name__} has {sorted(fields)}"]
+        )
     current = getattr(obj, name)
     if len(parts) > 1:
         if not dataclasses.is_dataclass(current):
-            raise ValueError(f"config key {full!r}: {name} is not a section")
+            raise ConfigError([f"config key {full!r}: {name} is not a section"])
         return dataclasses.replace(obj, **{name: _set_path(current, parts[1:], value, full)})
     if dataclasses.is_dataclass(current):
-        raise ValueError(f"config key {full!r} names a section, not a value")
+        raise ConfigError([f"config key {full!r} names a section, not a value"])
     hint = typing.get_type_hints(type(obj))[name]
     return dataclasses.replace(obj, **{name: _coerce(value, hint, full)})
 
@@ -165,22 +257,30 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if hint is float:
             return float(value)
     except ValueError:
-        raise ValueError(f"config key {key!r}: {value!r} is not a valid {hint.__name__}") from None
+        raise ConfigError(
+            [f"config key {key!r}: {value!r} is not a valid {hint.__name__}"]
+        ) from None
     return value
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
+    problems: list[str] = []  # of every section, not only the first bad one
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
         hint = hints[f.name]
         v = d[f.name]
-        kwargs[f.name] = _from_dict(hint, v) if dataclasses.is_dataclass(hint) else v
+        try:
+            kwargs[f.name] = _from_dict(hint, v) if dataclasses.is_dataclass(hint) else v
+        except ConfigError as e:
+            problems += e.problems
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+        problems.append(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+    if problems:
+        raise ConfigError(problems)
     return cls(**kwargs)
 
 

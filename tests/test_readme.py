@@ -12,7 +12,6 @@ import pytest
 
 from phasejax.cli import build_parser, main
 from phasejax.config import load_config
-from phasejax.config_check import choice_problems
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,9 +55,8 @@ def test_every_documented_command_parses(doc: str) -> None:
     for argv in commands:
         args = parser.parse_args(argv)  # argparse exits (a test failure) on a stale flag
         assert callable(args.func), argv
-        if argv[0] == "train":  # the documented configs and overrides are valid
-            cfg = load_config(args.config, args.overrides)
-            assert choice_problems(cfg) == [], argv
+        if argv[0] == "train":  # the documented configs and overrides are valid (or raise)
+            load_config(args.config, args.overrides)
 
 
 def test_readme_lists_the_commands_it_documents() -> None:

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from phasejax.ablate.runner import AblationError
     from phasejax.ablate.shard import ShardError
     from phasejax.ablate.suites import SuiteError
+    from phasejax.config import ConfigError
     from phasejax.data.prepare import LabelsError
 
     try:
@@ -141,7 +142,14 @@ def run(args: argparse.Namespace) -> int:
         if args.ablate_action == "list":
             return _list(args)
         return _run(args)
-    except (SuiteError, AblationError, ShardError, LabelsError, FileNotFoundError) as e:
+    except (
+        SuiteError,
+        AblationError,
+        ShardError,
+        LabelsError,
+        ConfigError,
+        FileNotFoundError,
+    ) as e:
         print(f"phasejax ablate: {e}", file=sys.stderr)
         return 2
 
@@ -217,12 +225,6 @@ def _run(args: argparse.Namespace) -> int:
         all_suites=list(suites.values()),
         only=_split(args.only),
     )
-    from phasejax.config_check import choice_problems
-
-    for r in plan.runs:
-        problems = choice_problems(r.config)
-        if problems:
-            raise SuiteError(f"run {r.run_id}: {'; '.join(problems)}")
     from phasejax.ablate.shard import assign, device_slots, resolve_shard, shard_plan
 
     shard = resolve_shard(args.shard)

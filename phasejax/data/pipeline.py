@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from phasejax.config import Config, DataConfig
+from phasejax.config import Config, DataConfig, SliceSelection
 from phasejax.data import augment, windowing
 from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
 from phasejax.phases import LabelSet, label_set
 
-SLICE_SELECTIONS = ("central", "even")
+SLICE_SELECTIONS: tuple[str, ...] = typing.get_args(SliceSelection)
 # Separate numpy seed streams per purpose, so adding a random draw to one
 # (e.g. a new augmentation) never changes the draws of another.
 _STREAM_AUGMENT = 1

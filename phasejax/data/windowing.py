@@ -1,8 +1,9 @@
-"""HU windowing presets: Hounsfield units -> network input channels in [0, 1].
+"""HU windows: Hounsfield units -> network input channels in [0, 1].
 
 A window (W, L) maps HU linearly so that L - W/2 -> 0 and L + W/2 -> 1, clipped
-outside, exactly what a reader's display does. The presets are the display
-windows radiologists use for the abdomen:
+outside, exactly what a reader's display does. The windows (data.window, whose values
+are the `phasejax.config.Window` Literal) are the display windows radiologists use for
+the abdomen:
 
 - "abdomen" W400/L40: soft tissue; the window the related phase-classification
   work uses (W400/L40-50, see DESIGN.md §1).
@@ -21,8 +22,11 @@ convolution absorbs the offset, and [0, 1] keeps windows comparable.
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 
+from phasejax.config import Window
 from phasejax.hu import HU_MAX, HU_MIN
 
 # name -> (width, level) in HU
@@ -33,16 +37,16 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 RAW_RANGE = (float(HU_MIN), float(HU_MAX))  # the cache's int16 12-bit CT range
 MULTI = ("abdomen", "liver", "wide")
-PRESETS = ("raw", *WINDOWS, "multi")
+NAMES: tuple[str, ...] = typing.get_args(Window)  # "raw", the WINDOWS, "multi"
 
 
 def window_names(name: str) -> tuple[str, ...]:
-    """The single windows that make up preset `name`, one per output channel."""
+    """The single windows that make up data.window `name`, one per output channel."""
     if name == "multi":
         return MULTI
     if name == "raw" or name in WINDOWS:
         return (name,)
-    raise ValueError(f"unknown window {name!r}; known: {list(PRESETS)}")
+    raise ValueError(f"unknown window {name!r}; known: {list(NAMES)}")
 
 
 def num_channels(name: str) -> int:

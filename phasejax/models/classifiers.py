@@ -25,19 +25,20 @@ under a jit sharded on 'data' the sums run over every device's rows. Labels -1
 
 from __future__ import annotations
 
+import typing
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from phasejax.config import Config
+from phasejax.config import Aggregation, Config, SliceMode, Strategy
 from phasejax.models.resnet import ResNet, resolve_dtype
 from phasejax.phases import LabelSet, label_set
 
-SLICE_MODES = ("channels", "per_slice")
-AGGREGATIONS = ("mean_logprob", "majority")
-STRATEGIES = ("one_step", "two_step")
+SLICE_MODES: tuple[str, ...] = typing.get_args(SliceMode)
+AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
 # Majority vote: the vote shares get an epsilon of probability mass so no phase
 # has log-probability -inf (which would make the loss and log-loss metrics

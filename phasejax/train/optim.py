@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import jax
@@ -9,10 +10,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from phasejax.config import TrainConfig
+from phasejax.config import Optimizer, Schedule, TrainConfig
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
 def make_schedule(train_cfg: TrainConfig) -> optax.Schedule:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phasejax.config import Config
+from phasejax.config import Config, ConfigError
 from phasejax.train import workdir as wd
 
 CHECKPOINT_KINDS = ("best", "latest")
@@ -33,8 +33,7 @@ class ModelDirError(RuntimeError):
 
 
 def read_run_config(run_dir: str | Path) -> Config:
-    """The run's Config from config.json, checked against the known label sets and strategies."""
-    from phasejax.models.classifiers import STRATEGIES
+    """The run's Config from config.json; a setting this version does not know is an error."""
     from phasejax.phases import LABEL_SETS
 
     root = Path(run_dir)
@@ -48,20 +47,26 @@ def read_run_config(run_dir: str | Path) -> Config:
         )
     try:
         raw = json.loads(path.read_text())
-        cfg = Config.from_dict(raw)
-    except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+    except (OSError, json.JSONDecodeError) as e:
         raise ModelDirError(
             f"{path}: cannot read the run's config ({type(e).__name__}: {e})"
         ) from e
-    if cfg.data.label_set not in LABEL_SETS:
+    data = raw.get("data") if isinstance(raw, dict) else None
+    label_set = data.get("label_set") if isinstance(data, dict) else None
+    if label_set is not None and label_set not in LABEL_SETS:
+        # The likeliest mismatch (a model of a newer phasejax), said in the words that matter.
         raise ModelDirError(
-            f"{path}: the model was trained with label set {cfg.data.label_set!r}, which this "
+            f"{path}: the model was trained with label set {label_set!r}, which this "
             f"version of phasejax cannot map to phases (known: {sorted(LABEL_SETS)})"
         )
-    if cfg.model.strategy not in STRATEGIES:
+    try:
+        cfg = Config.from_dict(raw)
+    except ConfigError as e:
+        raise ModelDirError(f"{path}: settings this version of phasejax does not know: {e}") from e
+    except (ValueError, TypeError, AttributeError) as e:
         raise ModelDirError(
-            f"{path}: unknown model.strategy {cfg.model.strategy!r} (known: {list(STRATEGIES)})"
-        )
+            f"{path}: cannot read the run's config ({type(e).__name__}: {e})"
+        ) from e
     return _with_trained_grid(cfg, root)
 
 
