@@ -1,4 +1,5 @@
-"""debug: a tiny ResNet on the tiny synthetic cohort; trains in about a minute on CPU.
+"""debug: the quick config shrunk to a tiny ResNet on the tiny synthetic cohort; trains in
+about a minute on CPU.
 
     phasejax train --config debug --workdir runs/debug
 
@@ -6,33 +7,29 @@ Expected time on a 2-core CPU: about 1 minute of training (200 steps of 16 serie
 64 px, ResNet "tiny" of width 16, both networks of strategy B), plus the one-time
 generation of the tiny cohort on first use. For checking that the whole path works
 (data, sharded step, checkpoints, results.json), not for accuracy numbers.
+
+Derived from `quick`: only what makes it small is set here, so everything else (optimizer,
+schedule, augmentation, label set, ...) follows quick.
 """
 
-from phasejax.config import CohortConfig, Config, DataConfig, ModelConfig, TrainConfig
+from phasejax.config import Config
+from phasejax.configs import quick
 
 
 def get_config() -> Config:
-    return Config(
-        name="debug",
-        cohort=CohortConfig(preset="tiny", seed=0),
-        data=DataConfig(
-            image_size=64,
-            num_slices=3,
-            window="abdomen",
-            cache_size=128,  # the cohort is cached at 128 px: enough for a 64 px input
-        ),
-        model=ModelConfig(depth="tiny", width=16, strategy="two_step"),
-        train=TrainConfig(
-            batch_size=16,
-            steps=200,
-            optimizer="adamw",
-            learning_rate=3e-3,
-            warmup_steps=10,
-            schedule="cosine",
-            weight_decay=1e-4,
-            eval_every=50,
-            checkpoint_every=50,
-            log_every=10,
-            eval_batch_size=32,
-        ),
+    return quick.get_config().override(
+        {
+            "name": "debug",
+            "cohort.preset": "tiny",
+            "data.image_size": 64,
+            "data.num_slices": 3,
+            "data.window": "abdomen",
+            "data.cache_size": 128,  # the cohort is cached at 128 px: enough for a 64 px input
+            "model.depth": "tiny",
+            "train.steps": 200,
+            "train.learning_rate": 3e-3,
+            "train.warmup_steps": 10,
+            "train.eval_every": 50,
+            "train.checkpoint_every": 50,
+        }
     )

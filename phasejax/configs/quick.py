@@ -9,6 +9,10 @@ of the ~320 training series), so that the quick reproduce (cohort + strategy A +
 strategy B + evaluation) fits in about 30 minutes. Measured on the shared 2-core
 development machine, under load: strategy B in 5.5 minutes, per-series accuracy
 val 0.93, test 0.80, external 0.76.
+
+The base of the other named configs: `debug` and `paper` are quick with other sizes and
+budgets, `smoke` is debug made smaller. A change here changes them all, unless they set
+that key themselves.
 """
 
 from phasejax.config import CohortConfig, Config, DataConfig, ModelConfig, TrainConfig
