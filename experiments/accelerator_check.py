@@ -1156,7 +1156,7 @@ def stage_paper(ck: Check, result: dict[str, Any], deadline: float) -> None:
     run_dir = ck.work / "paper_run"
     overrides = [f"train.steps={plan.train_steps}", *plan.train_sets]
     cmd = [sys.executable, "-m", "phasejax.cli", "train", "--config", "paper"]
-    cmd += ["--workdir", str(run_dir), "--cache", str(cohort_dir / "cache")]
+    cmd += ["--out", str(run_dir), "--cache", str(cohort_dir / "cache")]
     for o in overrides:
         cmd += ["--set", o]
     ck.log(f"paper: {plan.train_steps} training steps")

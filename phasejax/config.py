@@ -91,7 +91,7 @@ class CohortConfig(_Section):
     """The built-in synthetic cohort used when `data.cache_dir` is empty."""
 
     SECTION: ClassVar[str] = "cohort"
-    preset: CohortSize = "tiny"  # the cohort's size (`phasejax cohort generate --preset`)
+    preset: CohortSize = "tiny"  # the cohort's size (`phasejax cohort generate --size`)
     seed: int = 0
     # Reader-disagreement label noise: share of series whose label is replaced by a
     # neighbouring phase (EAP<->LAP, PVP<->DP), as two readers would disagree.

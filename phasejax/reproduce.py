@@ -27,16 +27,17 @@ from phasejax.eval.results import load_results, paired_comparison
 from phasejax.eval.stats import jsonable
 from phasejax.tables import format_p
 
-PRESETS = ("debug", "quick", "paper")
+CONFIGS = ("debug", "quick", "paper")  # the named configs `reproduce --config` takes
 STRATEGIES = {"A": "one_step", "B": "two_step"}
 STRATEGY_LABELS = {"A": "A: one-step", "B": "B: two-step"}
 PREDICT_MODEL = "full5"  # OUT/<this>: the model for `phasejax predict`
 
 
-def reproduce_config(preset: str, overrides: Sequence[str] = ()) -> Config:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    return load_config(preset, list(overrides))
+def reproduce_config(name: str, overrides: Sequence[str] = ()) -> Config:
+    """The named config `name` (one of CONFIGS) with the overrides applied."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return load_config(name, list(overrides))
 
 
 def reproduce(
@@ -167,7 +168,7 @@ def render_report(s: dict[str, Any]) -> str:
     pub = s["published"]
     st = s["strategies"]
     lines = [
-        f"# phasejax reproduce: Liu et al. 2025, preset `{s['preset']}`",
+        f"# phasejax reproduce: Liu et al. 2025, config `{s['preset']}`",
         "",
         f"Data: `{s['data']}`. Label set `{s['label_set']}` ({', '.join(s['classes'])}). "
         "All numbers are per series, with 95% Wilson intervals in brackets; paired tests are "

@@ -206,7 +206,7 @@ def test_device_slots_pin_each_child_to_its_own_devices():
 
 def test_cli_shard_and_parallel_dry_run(tmp_path, capsys, monkeypatch):
     out = tmp_path / "abl"
-    base = ["ablate", "--suite", "strategy,depth", "--preset", "smoke", "--seeds", "2",
+    base = ["ablate", "--suite", "strategy,depth", "--budget", "smoke", "--seeds", "2",
             "--out", str(out), "--dry-run"]  # fmt: skip
     assert main([*base, "--shard", "1/2"]) == 0
     text = capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_parallel_two_children_train_the_smoke_plan(tmp_path, capsys):
 
     cache = make_fake_cache(tmp_path / "cache", patients=12, size=64, slices=12)
     out = tmp_path / "abl"
-    rc = main(["ablate", "--suite", "strategy", "--preset", "smoke", "--out", str(out),
+    rc = main(["ablate", "--suite", "strategy", "--budget", "smoke", "--out", str(out),
                "--cache", str(cache), "--parallel", "2", "--no-summary"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0, text

@@ -74,7 +74,7 @@ def test_smoke_interrupted_runs_resume_and_finish(tmp_path, cache, capsys):
 
     # 3) the command: everything done already, so it trains nothing and summarises
     capsys.readouterr()
-    argv = ["ablate", "--suite", "strategy,robustness", "--preset", "smoke", "--out", str(out),
+    argv = ["ablate", "--suite", "strategy,robustness", "--budget", "smoke", "--out", str(out),
             "--cache", str(cache)]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -89,7 +89,7 @@ def test_smoke_interrupted_runs_resume_and_finish(tmp_path, cache, capsys):
 @pytest.mark.slow
 def test_smoke_preset_every_suite(tmp_path, cache, capsys):
     out = tmp_path / "abl"
-    argv = ["ablate", "--suite", "all", "--preset", "smoke", "--out", str(out),
+    argv = ["ablate", "--suite", "all", "--budget", "smoke", "--out", str(out),
             "--cache", str(cache)]  # fmt: skip
     assert main(argv) == 0
     plan = smoke_plan(["all"])

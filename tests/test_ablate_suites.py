@@ -346,13 +346,13 @@ def test_conflicting_run_directory_is_refused(tmp_path):
 def test_plan_json_refuses_another_preset(tmp_path):
     depth = _suite(**DEPTH)
     runner.write_plan(expand([depth], Config(), [0], preset="quick"), tmp_path)
-    with pytest.raises(runner.AblationError, match="holds preset 'quick'"):
+    with pytest.raises(runner.AblationError, match="holds budget 'quick'"):
         runner.write_plan(expand([depth], Config(), [0], preset="paper"), tmp_path)
 
 
 def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
     out = tmp_path / "abl"
-    rc = main(["ablate", "--suite", "strategy,depth", "--preset", "smoke", "--seeds", "2",
+    rc = main(["ablate", "--suite", "strategy,depth", "--budget", "smoke", "--seeds", "2",
                "--out", str(out), "--dry-run"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0
@@ -360,7 +360,7 @@ def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
     assert "model.depth=10" in text
     assert "6 runs: 0 done, 0 partial (resumed), 6 to do" in text
     assert not out.exists()  # a dry run writes nothing
-    assert main(["ablate", "--suite", "nope", "--preset", "smoke", "--out", str(out)]) == 2
+    assert main(["ablate", "--suite", "nope", "--budget", "smoke", "--out", str(out)]) == 2
     assert "unknown suite(s) ['nope']" in capsys.readouterr().err
 
 
@@ -429,13 +429,13 @@ def test_suites_dir_of_your_own_with_a_relative_config_file(tmp_path, capsys):
     assert list(load_suites(mine)) == ["width"]
     assert load_presets(mine)["tiny"].base_config().name == "base"
     out = tmp_path / "abl"
-    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--preset", "tiny",
+    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--budget", "tiny",
                "--out", str(out), "--dry-run"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0 and "width/16/seed0" in text and "2 runs:" in text
     # without a presets.toml of its own, the shipped presets apply
     (mine / "presets.toml").unlink()
-    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--preset", "smoke",
+    rc = main(["ablate", "--suites-dir", str(mine), "--suite", "width", "--budget", "smoke",
                "--out", str(out), "--dry-run"])  # fmt: skip
     assert rc == 0 and "(config smoke)" in capsys.readouterr().out
     assert main(["ablate", "--suites-dir", str(tmp_path / "nope"), "list"]) == 2

@@ -53,7 +53,7 @@ def tiny_both(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort") / "cache"
-    argv = ["cohort", "generate", "--preset", "tiny", "--out", str(out), "--format", "cache"]
+    argv = ["cohort", "generate", "--size", "tiny", "--out", str(out), "--format", "cache"]
     argv += ["--cache-size", "64", "--no-progress"]
     assert cli.main(argv) == 0
     return out
@@ -375,10 +375,13 @@ def test_paper_preset_mirrors_the_paper() -> None:
                                                                    "val": 45}  # fmt: skip
 
 
-def test_cli_offers_every_cohort_preset() -> None:
-    from phasejax.commands.cohort import PRESET_NAMES
+def test_every_cohort_size_of_the_config_is_a_generator_preset() -> None:
+    import typing
 
-    assert set(PRESET_NAMES) == set(G.PRESETS)
+    from phasejax.commands.cohort import SIZES
+    from phasejax.config import CohortSize
+
+    assert SIZES == typing.get_args(CohortSize) == tuple(G.PRESETS)
 
 
 def test_ensure_cohort_cache_generates_once_then_reuses(

@@ -134,9 +134,7 @@ def test_modules_read_the_allowed_values_from_the_config():
 def test_bad_choice_is_a_usage_error_listing_the_allowed_values(command, tmp_path, capsys):
     from phasejax.cli import main
 
-    args = (
-        ["--config", "debug", "--workdir"] if command == "train" else ["--preset", "debug", "--out"]
-    )
+    args = ["--config", "debug", "--out"]
     out = tmp_path / "run"
     rc = main([command, *args, str(out), "--set", "data.window=abdomne",
                "--set", "train.optimizer=lamb"])  # fmt: skip
@@ -179,7 +177,7 @@ def test_ablate_refuses_a_suite_value_outside_the_choices(tmp_path, capsys):
         'name = "win"\nquestion = "q"\naxis = "data.window"\nvalues = ["abdomen", "hepatic"]\n'
         'baseline = "abdomen"\n'
     )
-    argv = ["ablate", "--suite", "win", "--preset", "smoke", "--suites-dir", str(suites),
+    argv = ["ablate", "--suite", "win", "--budget", "smoke", "--suites-dir", str(suites),
             "--out", str(tmp_path / "abl"), "--dry-run"]  # fmt: skip
     assert main(argv) == 2
     # refused when the suite file is read, naming the file and the value

@@ -147,14 +147,14 @@ def test_cli_exit_codes_and_messages(
 ) -> None:
     bad = write_labels(tmp_path / "bad.csv", [{"path": "P2/b", "phase": "venousish"}])
     args = ["prepare", "--root", str(root), "--out", str(tmp_path / "c"), "--quiet"]
-    assert main([*args, "--labels", str(bad), "--size", "32"]) == 2
+    assert main([*args, "--labels", str(bad), "--cache-size", "32"]) == 2
     assert "bad.csv:2" in capsys.readouterr().err
     assert main([*args, "--labels", str(tmp_path / "absent.csv")]) == 2
     assert (
         main([*args, "--labels", str(bad), "--val-fraction", "0.7", "--test-fraction", "0.5"]) == 2
     )
     good = write_labels(tmp_path / "good.csv", LABELS)
-    assert main([*args, "--labels", str(good), "--size", "32"]) == 0
+    assert main([*args, "--labels", str(good), "--cache-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "5 prepared, 0 already cached" in out and "1 series not in the labels" in out
 
@@ -168,7 +168,16 @@ def test_series_that_cannot_be_decoded_fail_the_run_but_not_the_others(
         data = p.read_bytes()
         p.write_bytes(data[:-300] + data[-8:])
     rows = [*LABELS, {"path": "P4", "phase": "PVP", "patient_id": "P4"}]
-    args = ["prepare", "--root", str(root), "--out", str(tmp_path / "c"), "--quiet", "--size", "32"]
+    args = [
+        "prepare",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "c"),
+        "--quiet",
+        "--cache-size",
+        "32",
+    ]
     rc = main([*args, "--labels", str(write_labels(tmp_path / "l.csv", rows))])
     captured = capsys.readouterr()
     assert rc == 1

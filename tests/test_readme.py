@@ -12,6 +12,7 @@ import pytest
 
 from phasejax.cli import build_parser, main
 from phasejax.config import load_config
+from phasejax.reproduce import reproduce_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,15 +49,19 @@ def _commands(markdown: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("doc", ["README.md", "ablations/README.md"])
-def test_every_documented_command_parses(doc: str) -> None:
+def test_every_documented_command_parses(doc: str, capsys: pytest.CaptureFixture[str]) -> None:
     commands = _commands(REPO / doc)
     assert commands, f"no phasejax command found in {doc}"
     parser = build_parser()
     for argv in commands:
         args = parser.parse_args(argv)  # argparse exits (a test failure) on a stale flag
         assert callable(args.func), argv
-        if argv[0] == "train":  # the documented configs and overrides are valid (or raise)
+        assert "deprecated" not in capsys.readouterr().err, argv  # documented: the new names
+        # The documented configs and overrides are valid (a bad one raises ConfigError).
+        if argv[0] == "train":
             load_config(args.config, args.overrides)
+        elif argv[0] == "reproduce":
+            reproduce_config(args.config, args.overrides)
 
 
 def test_readme_lists_the_commands_it_documents() -> None:

@@ -157,7 +157,7 @@ def test_restart_with_other_config_is_refused(
     cfg_json = tmp_path / "cfg.json"
     cfg_json.write_text(cfg.to_json())
     run = tmp_path / "run"
-    argv = ["train", "--config", str(cfg_json), "--workdir", str(run), "--cache", str(cache)]
+    argv = ["train", "--config", str(cfg_json), "--out", str(run), "--cache", str(cache)]
     assert main([*argv, "--stop-at", "1"]) == 0
     assert "stopped at step 1" in capsys.readouterr().out
     assert main([*argv, "--set", "train.learning_rate=0.1"]) == 1
@@ -197,7 +197,7 @@ def _copy_run(stopped: Path, tmp_path: Path, cache: Path) -> tuple[Path, list[st
     shutil.copytree(stopped, tmp_path, dirs_exist_ok=True)
     run = tmp_path / "run"
     cfg_json = tmp_path / "cfg.json"
-    return run, ["train", "--config", str(cfg_json), "--workdir", str(run), "--cache", str(cache)]
+    return run, ["train", "--config", str(cfg_json), "--out", str(run), "--cache", str(cache)]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see below

@@ -31,7 +31,7 @@ def test_train_writes_readable_scalars_and_prints_a_summary(
 ) -> None:
     monkeypatch.setenv("PHASEJAX_COMPILATION_CACHE", "off")
     run = tmp_path / "run"
-    argv = ["train", "--config", "smoke", "--workdir", str(run), "--cache", str(cache),
+    argv = ["train", "--config", "smoke", "--out", str(run), "--cache", str(cache),
             "--set", "train.tensorboard=true", "--set", "train.log_every=1"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ dependencies. The wheel is built without build isolation (the test extra has set
 this runs offline.
 
 Timings on the 2-core VM under load: build + install about 5 s, each fast command 1-2 s,
-`cohort generate --preset tiny --format cache` about 15 s; a real `train --config smoke` takes
+`cohort generate --size tiny --format cache` about 15 s; a real `train --config smoke` takes
 about 40 s more, so it is in the slow test.
 """
 
@@ -122,7 +122,7 @@ def test_installed_cli_finds_configs_and_suites_outside_the_checkout(
     cfg = json.loads(shown.stdout)
     assert cfg["name"] == "smoke" and cfg["model"]["depth"] == "tiny"
 
-    missing = installed.run("train", "--config", "nope", "--workdir", str(tmp_path / "x"))
+    missing = installed.run("train", "--config", "nope", "--out", str(tmp_path / "x"))
     assert missing.returncode == 2
     assert "['debug', 'paper', 'quick', 'smoke']" in missing.stderr
 
@@ -141,11 +141,11 @@ def test_installed_cli_finds_configs_and_suites_outside_the_checkout(
     listed = installed.run("ablate", "list")
     assert listed.returncode == 0, listed.stderr
     assert "strategy (train; axis model.strategy" in listed.stdout
-    assert "preset smoke: config smoke" in listed.stdout
+    assert "budget smoke: config smoke" in listed.stdout
 
     out = tmp_path / "abl"
     dry = installed.run(
-        "ablate", "--suite", "strategy", "--preset", "smoke", "--dry-run", "--out", str(out)
+        "ablate", "--suite", "strategy", "--budget", "smoke", "--dry-run", "--out", str(out)
     )
     assert dry.returncode == 0, dry.stderr
     assert "strategy/one_step/seed0" in dry.stdout
@@ -154,7 +154,7 @@ def test_installed_cli_finds_configs_and_suites_outside_the_checkout(
 
 def test_installed_cohort_generate_writes_a_cache(installed: Installed, tmp_path: Path) -> None:
     out = tmp_path / "cohort"
-    gen = installed.run("cohort", "generate", "--preset", "tiny", "--out", str(out),
+    gen = installed.run("cohort", "generate", "--size", "tiny", "--out", str(out),
                         "--format", "cache")  # fmt: skip
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert (out / "cache" / "manifest.csv").is_file()
@@ -166,7 +166,7 @@ def test_installed_train_smoke_runs_to_results(installed: Installed, tmp_path: P
     cache = make_fake_cache(tmp_path / "cache", patients=12, size=64, slices=12)
     workdir = tmp_path / "run"
     done = installed.run(
-        "train", "--config", "smoke", "--workdir", str(workdir), "--cache", str(cache),
+        "train", "--config", "smoke", "--out", str(workdir), "--cache", str(cache),
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,13 +1,13 @@
 """Wall time of one ablation plan run by P processes on one host (prints one JSON line).
 
     python experiments/benchmarks/ablate_parallel.py [--suite strategy,depth,resolution]
-        [--preset smoke] [--parallel 1 2] [--cache DIR]
+        [--budget smoke] [--parallel 1 2] [--cache DIR]
 
-For each P, `phasejax ablate --suite S --preset PRESET --parallel P --no-summary` runs into a
+For each P, `phasejax ablate --suite S --budget BUDGET --parallel P --no-summary` runs into a
 fresh temporary directory as its own process (P = 1 runs the plan in that process; P > 1
 starts P children pinned to their own devices or cores, phasejax.ablate.shard), and its wall
 time is measured from start to exit. The default suites give 4 training runs on the smoke
-preset, 2 per child at P = 2. The data is the preset's built-in cohort (generated once before
+budget, 2 per child at P = 2. The data is the budget's built-in cohort (generated once before
 timing) unless --cache names a prepared cache. JAX's persistent compilation cache is off, so
 every P pays its compilations as a first sweep would.
 """
@@ -47,7 +47,7 @@ def warm_cohort(preset: str) -> str:
 def run_once(suite: str, preset: str, parallel: int, cache: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="phasejax-ablate-bench-") as tmp:
         out = Path(tmp) / "abl"
-        cmd = [sys.executable, "-m", "phasejax.cli", "ablate", "--suite", suite, "--preset",
+        cmd = [sys.executable, "-m", "phasejax.cli", "ablate", "--suite", suite, "--budget",
                preset, "--out", str(out), "--parallel", str(parallel), "--no-summary"]  # fmt: skip
         if cache:
             cmd += ["--cache", cache]
@@ -65,7 +65,7 @@ def run_once(suite: str, preset: str, parallel: int, cache: str | None) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="strategy,depth,resolution")
-    ap.add_argument("--preset", default="smoke")
+    ap.add_argument("--budget", "--preset", dest="preset", default="smoke")
     ap.add_argument("--parallel", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cache", default=None, help="prepared cache (default: built-in cohort)")
     args = ap.parse_args()

@@ -1,6 +1,6 @@
 """Cohort generation throughput: series per second for DICOM and cache output (prints JSON).
 
-    python experiments/benchmarks/cohort.py [--exams-per-site 1] [--workers 1] [--preset quick]
+    python experiments/benchmarks/cohort.py [--exams-per-site 1] [--workers 1] [--size quick]
 
 Renders the first exams of every site of a preset (real preset settings: 512 matrix DICOM
 at the site's slice thickness; cache format straight onto the 5 mm / 256 px cache grid)
@@ -55,7 +55,7 @@ def bench(fmt: str, preset: str, per_site: int, workers: int, spec: CacheSpec) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--size", "--preset", dest="preset", default="quick", help="cohort size")
     ap.add_argument("--exams-per-site", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--formats", default="cache,dicom")

@@ -176,14 +176,14 @@ def write_plan(plan: Plan, out: str | Path) -> Path:
         old = _read_json(path)
         if old.get("preset") != plan.preset:
             raise AblationError(
-                f"{path}: this directory holds preset {old.get('preset')!r}, not "
+                f"{path}: this directory holds budget {old.get('preset')!r}, not "
                 f"{plan.preset!r}; use another --out"
             )
         keys = _blocking_differences(old.get("baseline_config", {}), doc["baseline_config"])
         if keys:
             raise AblationError(
                 f"{path}: the shared baseline changed since this directory was made (differs in "
-                f"{', '.join(keys)}): suite files or the preset config were edited; use another "
+                f"{', '.join(keys)}): suite files or the budget's config were edited; use another "
                 "--out or revert them"
             )
         for name, suite in old.get("suites", {}).items():

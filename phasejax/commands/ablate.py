@@ -1,6 +1,6 @@
 """`phasejax ablate`: run ablation suites (phasejax/ablations/*.toml) and summarise them.
 
-phasejax ablate --suite NAME|all [--preset smoke|quick|paper] [--seeds N] --out DIR
+phasejax ablate --suite NAME|all [--budget smoke|quick|paper] [--seeds N] --out DIR
                 [--dry-run] [--only VALUE] [--shard K/N] [--parallel P]
 phasejax ablate summarize DIR
 phasejax ablate list
@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from phasejax.commands._aliases import add_alias
 
 if TYPE_CHECKING:
     from phasejax.ablate.shard import Shard, Slot
@@ -37,17 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="suite name, or 'all' (repeatable; comma-separated lists work too)",
     )
     p.add_argument(
-        "--preset",
+        "--budget",
         default="quick",
-        help="smoke | quick | paper (presets.toml of the suites): base config and budget "
-        "(default: quick)",
+        metavar="NAME",
+        help="smoke | quick | paper (the entries of the suites' presets.toml): base config, "
+        "steps and seeds every run shares (default: quick)",
     )
     p.add_argument(
         "--seeds",
         type=int,
         default=None,
         metavar="N",
-        help="seeds 0..N-1 per value (default: the preset's, 3 for quick and paper)",
+        help="seeds 0..N-1 per value (default: the budget's, 3 for quick and paper)",
     )
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="ablation directory")
     p.add_argument(
@@ -60,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="VALUE",
         help="run only these values of the selected suites (repeatable; comma-separated)",
     )
-    p.add_argument("--cache", default=None, help="prepared cache (overrides data.cache_dir)")
+    p.add_argument(
+        "--cache", default=None, metavar="DIR", help="prepared cache (overrides data.cache_dir)"
+    )
     p.add_argument(
         "--real",
         action="append",
@@ -99,8 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="a folder of suite files (*.toml) of your own, instead of the shipped ones; its "
-        "presets.toml is used when it has one, else the shipped presets",
+        "presets.toml (the budgets) is used when it has one, else the shipped one",
     )
+    add_alias(p, "--preset", "--budget")
     sub = p.add_subparsers(
         dest="ablate_action",
         metavar="ACTION",
@@ -121,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1000,
         help="patient bootstrap resamples of the paired accuracy difference (0 = none)",
     )
-    sub.add_parser("list", help="list the suites and presets")
+    sub.add_parser("list", help="list the suites and budgets")
     p.set_defaults(func=run)
 
 
@@ -176,7 +182,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"    {s.question}")
     print()
     for name, p in load_presets(_presets_dir(args)).items():
-        print(f"preset {name}: config {p.config}, {p.seeds} seed(s). {p.description}")
+        print(f"budget {name}: config {p.config}, {p.seeds} seed(s). {p.description}")
     return 0
 
 
@@ -211,9 +217,9 @@ def _run(args: argparse.Namespace) -> int:
         read_eval_labels(args.real_labels)  # a bad CSV fails now, not after the first run
         real = runner.RealSet(paths=tuple(args.real), labels=str(args.real_labels))
     presets = load_presets(_presets_dir(args))
-    if args.preset not in presets:
-        raise SuiteError(f"unknown preset {args.preset!r}; known: {sorted(presets)}")
-    preset = presets[args.preset]
+    if args.budget not in presets:
+        raise SuiteError(f"unknown budget {args.budget!r}; known: {', '.join(sorted(presets))}")
+    preset = presets[args.budget]
     suites = {k: s.for_preset(preset.name) for k, s in load_suites(_dirs(args)).items()}
     selected = select_suites(suites, suites_names)
     seeds = range(args.seeds or preset.seeds)
@@ -240,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     counts = {k: sum(r["status"] == k for r in rows) for k in ("done", "partial", "todo")}
     conflicts = sum(r["status"] == "conflict" for r in rows)
     print(
-        f"ablate: preset {preset.name} (config {preset.config}), suites "
+        f"ablate: budget {preset.name} (config {preset.config}), suites "
         f"{', '.join(s.name for s in selected)}, seeds {list(seeds)}, out {args.out}"
         + ("" if shard.is_whole else f"; shard {shard} ({shard.origin}), {len(rows)} of "
            f"{len(plan.runs)} runs")
@@ -282,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 def _child_argv(args: argparse.Namespace, shard: str) -> list[str]:
     """The command line of one `--parallel` child: this command for one shard, no summary."""
     argv = [sys.executable, "-m", "phasejax.cli", "ablate", "--suite", ",".join(args.suite)]
-    argv += ["--preset", args.preset, "--out", str(args.out), "--shard", shard, "--no-summary"]
+    argv += ["--budget", args.budget, "--out", str(args.out), "--shard", shard, "--no-summary"]
     if args.seeds is not None:
         argv += ["--seeds", str(args.seeds)]
     for value in args.only:

@@ -1,6 +1,6 @@
 """`phasejax cohort`: generate and validate the built-in synthetic multiphase cohort.
 
-phasejax cohort generate --preset {tiny,quick,medium,paper} --out DIR [--seed S]
+phasejax cohort generate --size {tiny,quick,medium,paper} --out DIR [--seed S]
                          [--format dicom|cache|both] [--workers N] [--label-noise R]
 phasejax cohort validate DIR [--out DIR]
 """
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
-PRESET_NAMES = ("tiny", "quick", "medium", "paper")
+from phasejax.commands._aliases import add_alias
+from phasejax.config import CohortSize
+
+# cohort.preset's values (phasejax.cohort.generate.PRESETS has one entry per name), read
+# from the config's Literal: parsing the command line should not import the renderer.
+SIZES: tuple[str, ...] = typing.get_args(CohortSize)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write DICOM series, labels.csv, organ masks and/or the training cache",
         description=(
             "Generate a cohort into DIR (resumable: rerun the same command after an "
-            "interruption). tiny: tests; quick: fits a 2-core CPU pipeline; medium: 3x quick's "
-            "internal exams; paper: 1175 internal exams (96 test) + 215 external exams from "
-            "5 sites."
+            "interruption). Sizes: tiny: tests; quick: fits a 2-core CPU pipeline; medium: 3x "
+            "quick's internal exams; paper: 1175 internal exams (96 test) + 215 external exams "
+            "from 5 sites."
         ),
     )
-    # Literal (kept equal to phasejax.cohort.generate.PRESETS by a test): parsing the
-    # command line should not import the renderer.
-    g.add_argument("--preset", choices=PRESET_NAMES, default="tiny")
+    g.add_argument(
+        "--size",
+        choices=SIZES,
+        default="tiny",
+        help="cohort size, as the config's cohort.preset (default: tiny)",
+    )
+    add_alias(g, "--preset", "--size")
     g.add_argument("--out", type=Path, required=True, metavar="DIR")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
@@ -81,7 +91,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         out = generate(
-            args.preset,
+            args.size,
             args.out,
             seed=args.seed,
             fmt=args.fmt,

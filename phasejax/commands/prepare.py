@@ -1,7 +1,8 @@
 """`phasejax prepare --root DIR --labels CSV --out CACHE`: real CT -> prepared cache.
 
 Decodes every labelled series (DICOM or NIfTI) under --root once, resamples it to
-the cache grid (--spacing-z mm between slices, --size pixels in plane), and writes
+the cache grid (--cache-spacing-z mm between slices, --cache-size pixels in plane,
+as `phasejax cohort generate` names them), and writes
 the cache and its manifest with patient-level train/val/test splits (seeded by
 --split-seed; a `split` column in the CSV fixes a patient's split, e.g.
 "external"). Reruns skip finished series, so an interrupted run resumes. The
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from phasejax.commands._aliases import add_alias
 from phasejax.config import DataConfig
 
 
@@ -30,8 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="folder with DICOM series and/or NIfTI files")
     p.add_argument("--labels", default=None, help="labels CSV (series_id/path/series_uid, phase)")
     p.add_argument("--out", required=True, help="cache directory (created or resumed)")
-    p.add_argument("--spacing-z", type=float, default=d.cache_spacing_z, help="mm between slices")
-    p.add_argument("--size", type=int, default=d.cache_size, help="in-plane pixels per side")
+    p.add_argument(
+        "--cache-spacing-z", type=float, default=d.cache_spacing_z, help="mm between slices"
+    )
+    p.add_argument("--cache-size", type=int, default=d.cache_size, help="in-plane pixels per side")
+    add_alias(p, "--spacing-z", "--cache-spacing-z")
+    add_alias(p, "--size", "--cache-size")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level split")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -54,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from phasejax.data.cache import CacheError, CacheSpec
     from phasejax.data.prepare import LabelsError, prepare
 
-    if args.spacing_z <= 0 or args.size < 8:
-        return _err("--spacing-z must be > 0 and --size >= 8")
+    if args.cache_spacing_z <= 0 or args.cache_size < 8:
+        return _err("--cache-spacing-z must be > 0 and --cache-size >= 8")
     if args.workers < 1:
         return _err("--workers must be >= 1")
     if not (0 <= args.val_fraction < 1 and 0 <= args.test_fraction < 1) or (
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             args.root,
             args.labels,
             args.out,
-            spec=CacheSpec(spacing_z=args.spacing_z, size=args.size),
+            spec=CacheSpec(spacing_z=args.cache_spacing_z, size=args.cache_size),
             workers=args.workers,
             split_seed=args.split_seed,
             val_fraction=args.val_fraction,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from phasejax.commands._aliases import add_alias
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,14 +19,24 @@ def register(sub: argparse._SubParsersAction) -> None:
             "rerun the same command after an interruption."
         ),
     )
-    p.add_argument("--preset", default="quick", choices=["debug", "quick", "paper"])
     p.add_argument(
-        "--data", default=None, help="a prepared cache (phasejax prepare) instead of the cohort"
+        "--config",
+        default="quick",
+        choices=["debug", "quick", "paper"],  # phasejax.reproduce.CONFIGS, without importing it
+        help="the named config both strategies train with (default: quick)",
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="a prepared cache (phasejax prepare) instead of the config's synthetic cohort",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. train.steps=100 (repeatable)")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    add_alias(p, "--preset", "--config")
+    add_alias(p, "--data", "--cache")
     p.set_defaults(func=run)
 
 
@@ -34,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Every enumerated setting is checked here (phasejax.config's Literals); the
         # strategies then only change model.strategy, to another allowed value.
-        reproduce_config(args.preset, args.overrides)
+        reproduce_config(args.config, args.overrides)
     except (FileNotFoundError, ValueError) as e:
         return _usage_error(str(e))
     summary = reproduce(
         args.out,
-        preset=args.preset,
-        data=args.data,
+        preset=args.config,
+        data=args.cache,
         overrides=args.overrides,
         figures=not args.no_figures,
     )

@@ -1,4 +1,4 @@
-"""`phasejax train --config NAME --workdir DIR [--set a.b=value ...]`."""
+"""`phasejax train --config NAME --out DIR [--set a.b=value ...]`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from phasejax.commands._aliases import add_alias
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a classifier (resumable; multi-host aware)",
         description=(
-            "Train the classifier a config describes. The workdir gets config.json, env.json, "
+            "Train the classifier a config describes. The run directory (--out) gets "
+            "config.json, env.json, "
             "metrics.jsonl, checkpoints/ and results.json; running the same command again "
             "resumes from the latest checkpoint, or returns at once when the run is finished. "
             "On several hosts, start the same command on each (JAX_COORDINATOR_ADDRESS, "
@@ -26,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with get_config() or a run's config.json",
     )
     p.add_argument(
-        "--workdir", default=None, help="run directory (created; resumed if present); required"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run directory (created; resumed if present); required",
     )
+    add_alias(p, "--workdir", "--out")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -36,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="config override, e.g. --set train.steps=200 (repeatable)",
     )
-    p.add_argument("--cache", default=None, help="prepared cache (overrides data.cache_dir)")
+    p.add_argument(
+        "--cache", default=None, metavar="DIR", help="prepared cache (overrides data.cache_dir)"
+    )
     p.add_argument(
         "--stop-at",
         type=int,
@@ -63,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_json())
         return 0
-    if args.workdir is None:
-        print("phasejax train: --workdir DIR is required", file=sys.stderr)
+    if args.out is None:
+        print("phasejax train: --out DIR is required", file=sys.stderr)
         return 2
 
     from phasejax import parallel
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from phasejax.train.workdir import WorkdirError
 
     try:
-        results = train(cfg, args.workdir, cache_dir=args.cache, stop_at=args.stop_at)
+        results = train(cfg, args.out, cache_dir=args.cache, stop_at=args.stop_at)
     except (WorkdirError, FileNotFoundError, CheckpointError) as e:
         print(f"phasejax train: {e}", file=sys.stderr)
         return 1
@@ -92,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
     from phasejax.train import workdir as wd
     from phasejax.train.summary import run_summary
 
-    log = wd.MetricsLog(Path(args.workdir) / wd.METRICS_FILE).read()
-    print(run_summary(args.workdir, results, log))
+    log = wd.MetricsLog(Path(args.out) / wd.METRICS_FILE).read()
+    print(run_summary(args.out, results, log))
     return 0

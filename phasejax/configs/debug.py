@@ -1,7 +1,7 @@
 """debug: the quick config shrunk to a tiny ResNet on the tiny synthetic cohort; trains in
 about a minute on CPU.
 
-    phasejax train --config debug --workdir runs/debug
+    phasejax train --config debug --out runs/debug
 
 Expected time on a 2-core CPU: about 1 minute of training (200 steps of 16 series at
 64 px, ResNet "tiny" of width 16, both networks of strategy B), plus the one-time

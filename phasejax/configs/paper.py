@@ -1,9 +1,9 @@
 """paper: the quick config at the paper's scale: ResNet-18 at 224 px on the paper-sized
 synthetic cohort, for one GPU.
 
-    phasejax train --config paper --workdir runs/paper_B
-    phasejax train --config paper --workdir runs/paper_A --set model.strategy=one_step
-    phasejax train --config paper --workdir runs/paper_B34 --set model.depth=34
+    phasejax train --config paper --out runs/paper_B
+    phasejax train --config paper --out runs/paper_A --set model.strategy=one_step
+    phasejax train --config paper --out runs/paper_B34 --set model.depth=34
 
 Expected time on one H100/H200-class GPU (an estimate, not yet measured): about
 10-20 minutes per strategy for 4000 steps of 64 series (~90 epochs of the ~2,900

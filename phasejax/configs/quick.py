@@ -1,7 +1,7 @@
 """quick: a narrow ResNet-18 on the quick synthetic cohort, sized for a CPU.
 
-    phasejax train --config quick --workdir runs/quick_B
-    phasejax train --config quick --workdir runs/quick_A --set model.strategy=one_step
+    phasejax train --config quick --out runs/quick_B
+    phasejax train --config quick --out runs/quick_A --set model.strategy=one_step
 
 Expected time on a 2-core CPU: about 5-8 minutes per strategy (ResNet-18 of width
 16 at 96 px, 5 slices x 3 windows as channels, 1500 steps of 16 series, ~75 epochs

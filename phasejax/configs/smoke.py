@@ -1,6 +1,6 @@
-"""smoke: the smallest config that runs the whole training path; base of `ablate --preset smoke`.
+"""smoke: the smallest config that runs the whole training path; base of `ablate --budget smoke`.
 
-    phasejax ablate --suite all --preset smoke --workdir runs/ablate_smoke
+    phasejax ablate --suite all --budget smoke --out runs/ablate_smoke
 
 A "tiny" ResNet (two stages) of width 8 at 32 px on the tiny synthetic cohort, 6 steps of
 8 series (8 = the fake device count of the tests, so the batch splits evenly there too),

@@ -43,7 +43,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise ModelDirError(
             f"{root} is not a training run directory: no {wd.CONFIG_FILE} "
-            "(give the --workdir of `phasejax train`, or OUT/strategy_A|B of `phasejax reproduce`)"
+            "(give the --out of `phasejax train`, or OUT/strategy_A|B of `phasejax reproduce`)"
         )
     try:
         raw = json.loads(path.read_text())

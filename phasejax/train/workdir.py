@@ -56,16 +56,14 @@ def check_or_write_config(workdir: Path, cfg: Config, *, write: bool = True) -> 
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise WorkdirError(
-                f"{path}: not valid JSON ({e}); remove it or use a new workdir"
-            ) from e
+            raise WorkdirError(f"{path}: not valid JSON ({e}); remove it or use a new --out") from e
         diff = config_differences(old, new)
         blocking = {k: v for k, v in diff.items() if k not in RESUMABLE_CHANGES}
         if blocking:
             lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in blocking.items())
             raise WorkdirError(
                 f"{path} belongs to a run with another config ({lines}); "
-                f"use a new --workdir or the same settings"
+                f"use a new --out or the same settings"
             )
         if not diff:
             return
