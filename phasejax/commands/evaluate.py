@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         format_evaluation,
         write_evaluation,
     )
-    from phasejax.predict import PredictOptions
+    from phasejax.predict.driver import PredictOptions
     from phasejax.train.restore import ModelDirError, load_run
 
     parallel.enable_compilation_cache()

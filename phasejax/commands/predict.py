@@ -9,7 +9,7 @@ Discovers series like `phasejax inspect` (acquisitions sharing a SeriesInstanceU
 separate series), prepares each exactly as the model was trained (grid, slab, slices,
 window and size from the run's config.json), classifies them in fixed-size batches and
 writes one row per series (and per skipped file) with the columns of
-`phasejax.predict.report_columns`: predicted phase, the probability of every phase, a
+`phasejax.predict.schema.report_columns`: predicted phase, the probability of every phase, a
 confidence flag with its reasons, the header's phase hint with its evidence, whether they
 agree, and the loader's problems.
 
@@ -112,20 +112,11 @@ def run(args: argparse.Namespace) -> int:
 
     from phasejax import parallel
     from phasejax.data.cache import CacheError
-    from phasejax.predict import (
-        STATUS_OK,
-        PredictOptions,
-        ReportError,
-        ReportWriter,
-        classified_ids,
-        format_summary,
-        format_table,
-        model_grid,
-        predict_paths,
-        read_report,
-        report_columns,
-        sort_key,
-    )
+    from phasejax.predict.driver import PredictOptions, predict_paths
+    from phasejax.predict.inputs import model_grid
+    from phasejax.predict.report_io import ReportError, ReportWriter, classified_ids, read_report
+    from phasejax.predict.schema import STATUS_OK, report_columns, sort_key
+    from phasejax.predict.text import format_summary, format_table
     from phasejax.safe_text import path_text
     from phasejax.train.restore import ModelDirError, load_run
 
