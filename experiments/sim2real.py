@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from phasejax.eval.labels import read_eval_labels
     from phasejax.eval.stats import jsonable, wilson_interval
     from phasejax.evaluate import evaluate_paths, evaluation_summary, write_evaluation
-    from phasejax.predict import PredictOptions
+    from phasejax.predict.driver import PredictOptions
     from phasejax.train.restore import load_run
 
     run = load_run(args.run_dir)

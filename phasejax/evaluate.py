@@ -6,7 +6,7 @@
     summary = evaluation_summary(ev)
     write_evaluation(ev, summary, "eval_out")
 
-Every series under the paths is found and classified by `phasejax.predict.predict_paths`
+Every series under the paths is found and classified by `phasejax.predict.driver.predict_paths`
 itself (same discovery, preprocessing, batching and rows as `phasejax predict`); the
 labels CSV (`phasejax.eval.labels`) says which predicted phases count as right for each
 series. Series under the paths that the CSV does not name are listed as unlabelled and
@@ -64,17 +64,15 @@ from phasejax.eval.labels import (
 from phasejax.eval.stats import DEFAULT_CONFIDENCE, jsonable, wilson_interval
 from phasejax.infer import Classifier
 from phasejax.phases import Phase, label_set
-from phasejax.predict import (
+from phasejax.predict.driver import PredictOptions, PredictReport, predict_paths
+from phasejax.predict.inputs import PreparedSeries
+from phasejax.predict.report_io import write_report
+from phasejax.predict.schema import (
     LIST_SEPARATOR,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
-    PredictOptions,
-    PredictReport,
-    PreparedSeries,
-    predict_paths,
     prob_column,
-    write_report,
 )
 from phasejax.tables import text_table
 

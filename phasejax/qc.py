@@ -38,7 +38,7 @@ from typing import Any
 
 from phasejax.data.header import parse_tm
 from phasejax.phases import ARTERIAL, Phase
-from phasejax.predict import STATUS_OK
+from phasejax.predict.schema import STATUS_OK
 
 PHASE_ORDER = {Phase.NC.value: 0, Phase.EAP.value: 1, Phase.LAP.value: 2, Phase.PVP.value: 3,
                Phase.DP.value: 4}  # fmt: skip

@@ -193,7 +193,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _first_pass_predictions(run_dir: Path, data: Path, tmp_path: Path):
     from phasejax.evaluate import evaluate_paths
-    from phasejax.predict import PredictOptions
+    from phasejax.predict.driver import PredictOptions
     from phasejax.train.restore import load_run
 
     run = load_run(run_dir)
@@ -217,7 +217,7 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     run_dir: Path, data: Path, tmp_path: Path
 ) -> None:
     from phasejax.evaluate import evaluation_summary
-    from phasejax.predict import model_grid, prepare_series
+    from phasejax.predict.inputs import model_grid, prepare_series
 
     run, ev = _first_pass_predictions(run_dir, data, tmp_path)
     names = [r["name"] for r in ev.rows]

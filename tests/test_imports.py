@@ -25,7 +25,10 @@ GROUPS = {
     "data pipeline": ["phasejax.data.pipeline", "phasejax.data.grain_io", "phasejax.data.augment",
                       "phasejax.data.windowing", "phasejax.data.cache", "phasejax.data.series"],
     "saliency shares": ["phasejax.plotting.saliency", "phasejax.saliency"],
-    "predict workers": ["phasejax.predict", "phasejax.infer", "phasejax.cohort"],
+    "predict workers": ["phasejax.predict.inputs", "phasejax.predict.confidence",
+                        "phasejax.predict.schema", "phasejax.predict.driver",
+                        "phasejax.predict.report_io", "phasejax.predict.text", "phasejax.qc",
+                        "phasejax.infer", "phasejax.cohort", "phasejax.commands.predict"],
 }  # fmt: skip
 
 

@@ -29,18 +29,15 @@ from phasejax.data.cache import CacheSpec, load_volume
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.prepare import cache_volume
 from phasejax.infer import Classifier, load_classifier
-from phasejax.predict import (
+from phasejax.predict.confidence import input_checks
+from phasejax.predict.driver import PredictOptions, predict_paths
+from phasejax.predict.inputs import PreparedSeries, model_grid, prepare_series
+from phasejax.predict.report_io import read_report
+from phasejax.predict.schema import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
-    PredictOptions,
-    PreparedSeries,
     header_agreement,
-    input_checks,
-    model_grid,
-    predict_paths,
-    prepare_series,
-    read_report,
     series_row,
 )
 from phasejax.train.restore import ModelDirError, load_run, load_trained
@@ -589,7 +586,8 @@ def test_unreadable_training_cache_json_is_one_line_and_exit_2(
 
 
 def test_report_cells_are_defused_and_paths_escaped(tmp_path: Path) -> None:
-    from phasejax.predict import complete_row, report_columns, write_report
+    from phasejax.predict.report_io import write_report
+    from phasejax.predict.schema import complete_row, report_columns
 
     cols = report_columns(("EAP", "LAP", "PVP", "DP"))
     row = complete_row(

@@ -142,6 +142,29 @@ def test_unknown_phase_word_is_an_error_naming_the_line(root: Path, tmp_path: Pa
         read_labels(path)
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_labels_csv_that_is_not_utf8_is_a_labels_error_naming_the_line(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], bom: bytes
+) -> None:
+    from phasejax.eval.labels import read_eval_labels
+
+    rows = [dict(r) for r in LABELS]
+    rows[2]["site"] = "Hôpital Nord"  # line 4
+    text = write_labels(tmp_path / "utf8.csv", rows).read_text(encoding="utf-8")
+    latin1 = tmp_path / "latin1.csv"  # a spreadsheet's Latin-1 export: "ô" is byte 0xf4
+    latin1.write_bytes(bom + text.encode("latin-1"))
+    expected = r"latin1\.csv:4: not UTF-8 text \(byte 0xf4: invalid continuation byte\)"
+    with pytest.raises(LabelsError, match=expected):
+        read_labels(latin1)
+    with pytest.raises(LabelsError, match=expected):
+        read_eval_labels(latin1)  # the evaluate labels share the reader
+    args = ["prepare", "--root", str(root), "--out", str(tmp_path / "c"), "--quiet"]
+    assert main([*args, "--labels", str(latin1)]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.csv:4: not UTF-8 text" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_cli_exit_codes_and_messages(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

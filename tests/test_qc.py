@@ -1,6 +1,6 @@
 """`phasejax qc`: header/image contradictions and inconsistent studies in a predict report.
 
-Rows are written by hand in the report schema of phasejax.predict (no model needed),
+Rows are written by hand in the report schema of phasejax.predict.schema (no model needed),
 through the same writer `phasejax predict` uses, so the reader is exercised on both
 CSV and JSON lines.
 """
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from phasejax.cli import main
-from phasejax.predict import complete_row, read_report, report_columns, write_report
+from phasejax.predict.report_io import read_report, write_report
+from phasejax.predict.schema import complete_row, report_columns
 from phasejax.qc import check_rows, format_findings, study_findings
 
 CLASSES = ("EAP", "LAP", "PVP", "DP")

@@ -175,7 +175,7 @@ def main() -> int:
 
         from phasejax.data.pipeline import input_shape
         from phasejax.infer import Classifier
-        from phasejax.predict import PredictOptions, predict_paths
+        from phasejax.predict.driver import PredictOptions, predict_paths
         from phasejax.train.restore import load_run
 
         run = load_run(run_dir)

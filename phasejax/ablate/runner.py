@@ -283,7 +283,8 @@ def evaluate_real(run_dir: str | Path, real: RealSet) -> dict[str, Any]:
     accepted phases (phasejax.ablate.summarize reads it as the split "real")."""
     from phasejax.eval.labels import read_eval_labels
     from phasejax.evaluate import evaluate_paths
-    from phasejax.predict import STATUS_OK, PredictOptions, prob_column
+    from phasejax.predict.driver import PredictOptions
+    from phasejax.predict.schema import STATUS_OK, prob_column
     from phasejax.train.restore import load_run
 
     run = load_run(run_dir)

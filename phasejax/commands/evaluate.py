@@ -27,10 +27,11 @@ file and line), a CSV that names no series under DATA, an unusable model directo
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
-from phasejax.commands.predict import DEVICE_PLATFORMS, select_device
+from phasejax.commands import _trained_model as trained
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,36 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", nargs="+", metavar="DATA", help="files or folders to walk")
     p.add_argument("--labels", required=True, metavar="CSV", help="the labels CSV")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument(
-        "--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint"
-    )
-    p.add_argument("--device", choices=sorted(DEVICE_PLATFORMS), default=None, help="JAX platform")
-    p.add_argument(
-        "--min-confidence",
-        type=float,
-        default=0.6,
-        help="top probability under which a prediction is flagged low confidence (0.6)",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="series per model call (16)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    trained.add_model_options(p)
     p.add_argument("--no-sheets", action="store_true", help="skip the contact sheets")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def _usage_error(msg: str) -> int:
-    print(f"phasejax evaluate: {msg}", file=sys.stderr)
-    return 2
+_usage_error = functools.partial(trained.usage_error, "evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [p for p in [args.run_dir, *args.data] if not os.path.exists(p)]
-    if missing:
-        return _usage_error(f"no such file or folder: {', '.join(missing)}")
-    if args.workers < 1 or args.batch_size < 1:
-        return _usage_error("--workers and --batch-size must be >= 1")
-    if not 0.0 <= args.min_confidence <= 1.0:
-        return _usage_error(f"--min-confidence {args.min_confidence} is not in [0, 1]")
+    error = trained.check_inputs(args, [args.run_dir, *args.data])
+    if error:
+        return _usage_error(error)
 
     from phasejax.data.prepare import LabelsError
     from phasejax.eval.labels import read_eval_labels, search_folders
@@ -84,37 +68,20 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(e))
     if not labels:
         return _usage_error(f"{args.labels}: no labelled rows")
-    error = select_device(args.device)
-    if error:
-        return _usage_error(error)
+    run_ = trained.load_model(args, args.run_dir)
+    if isinstance(run_, str):
+        return _usage_error(run_)
 
-    from phasejax import parallel
     from phasejax.evaluate import (
         evaluate_paths,
         evaluation_summary,
         format_evaluation,
         write_evaluation,
     )
-    from phasejax.predict import PredictOptions
-    from phasejax.train.restore import ModelDirError, load_run
 
-    parallel.enable_compilation_cache()
-    try:
-        run_ = load_run(args.run_dir, args.checkpoint)
-    except ModelDirError as e:
-        return _usage_error(str(e))
     cfg = run_.cfg
-    print(
-        f"model {args.run_dir}: {cfg.model.strategy} {cfg.model.depth} over "
-        f"{cfg.data.label_set}, '{args.checkpoint}' checkpoint step {run_.step}",
-        file=sys.stderr,
-    )
-    options = PredictOptions(
-        min_confidence=args.min_confidence,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
+    print(trained.model_line(args.run_dir, run_, cfg.data.label_set), file=sys.stderr)
+    options = trained.predict_options(args)
     try:
         ev = evaluate_paths(
             args.data,

@@ -9,7 +9,7 @@ Discovers series like `phasejax inspect` (acquisitions sharing a SeriesInstanceU
 separate series), prepares each exactly as the model was trained (grid, slab, slices,
 window and size from the run's config.json), classifies them in fixed-size batches and
 writes one row per series (and per skipped file) with the columns of
-`phasejax.predict.report_columns`: predicted phase, the probability of every phase, a
+`phasejax.predict.schema.report_columns`: predicted phase, the probability of every phase, a
 confidence flag with its reasons, the header's phase hint with its evidence, whether they
 agree, and the loader's problems.
 
@@ -27,15 +27,15 @@ not there.
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from phasejax.commands import _trained_model as trained
+
 if TYPE_CHECKING:
     from phasejax.config import Config
-
-DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,20 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to walk")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="a training run directory")
-    p.add_argument(
-        "--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint"
-    )
     p.add_argument("--out", default=None, help="report file (CSV; JSON lines with --json)")
     p.add_argument("--json", action="store_true", help="JSON lines (to --out, else stdout)")
-    p.add_argument("--device", choices=sorted(DEVICE_PLATFORMS), default=None, help="JAX platform")
-    p.add_argument(
-        "--min-confidence",
-        type=float,
-        default=0.6,
-        help="top probability under which a prediction is flagged low confidence (0.6)",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="series per model call (16)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    trained.add_model_options(p)
     p.add_argument(
         "--resume", action="store_true", help="keep the series already classified in --out"
     )
@@ -68,72 +57,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _usage_error(msg: str) -> int:
-    print(f"phasejax predict: {msg}", file=sys.stderr)
-    return 2
-
-
-def select_device(device: str | None) -> str | None:
-    """Point JAX at the requested platform before its backend starts; an error text or None."""
-    if device is None:
-        return None
-    platform = DEVICE_PLATFORMS[device]
-    os.environ["JAX_PLATFORMS"] = platform
-    import jax
-
-    # The environment variable is read when jax is imported; the config covers a jax
-    # imported earlier whose backend has not started yet.
-    jax.config.update("jax_platforms", platform)
-    try:
-        backend = jax.default_backend()
-    except (RuntimeError, AssertionError) as e:
-        # jax raises RuntimeError for a platform that fails to start, and (0.10) trips an
-        # assertion when the CUDA plugin is installed but no NVIDIA GPU is visible.
-        detail = str(e) or f"{type(e).__name__} while starting the {platform} backend"
-        return f"--device {device}: no usable {device} here ({detail})"
-    if (backend == "cpu") != (device == "cpu"):
-        return f"--device {device}: JAX already runs on {backend} in this process"
-    return None
+_usage_error = functools.partial(trained.usage_error, "predict")
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [p for p in args.paths if not os.path.exists(p)]
-    if missing:
-        return _usage_error(f"no such file or folder: {', '.join(missing)}")
-    if args.workers < 1 or args.batch_size < 1:
-        return _usage_error("--workers and --batch-size must be >= 1")
-    if not 0.0 <= args.min_confidence <= 1.0:
-        return _usage_error(f"--min-confidence {args.min_confidence} is not in [0, 1]")
-    if args.resume and not args.out:
-        return _usage_error("--resume needs --out (the report to continue)")
-    error = select_device(args.device)
+    error = trained.check_inputs(args, args.paths)
     if error:
         return _usage_error(error)
+    if args.resume and not args.out:
+        return _usage_error("--resume needs --out (the report to continue)")
+    run_ = trained.load_model(args, args.model)
+    if isinstance(run_, str):
+        return _usage_error(run_)
 
-    from phasejax import parallel
     from phasejax.data.cache import CacheError
-    from phasejax.predict import (
-        STATUS_OK,
-        PredictOptions,
-        ReportError,
-        ReportWriter,
-        classified_ids,
-        format_summary,
-        format_table,
-        model_grid,
-        predict_paths,
-        read_report,
-        report_columns,
-        sort_key,
-    )
+    from phasejax.predict.driver import predict_paths
+    from phasejax.predict.inputs import model_grid
+    from phasejax.predict.report_io import ReportError, ReportWriter, classified_ids, read_report
+    from phasejax.predict.schema import STATUS_OK, report_columns, sort_key
+    from phasejax.predict.text import format_summary, format_table
     from phasejax.safe_text import path_text
-    from phasejax.train.restore import ModelDirError, load_run
 
-    parallel.enable_compilation_cache()  # the eval step's compilation, paid once per machine
-    try:
-        run_ = load_run(args.model, args.checkpoint)
-    except ModelDirError as e:
-        return _usage_error(str(e))
     cfg = run_.cfg
     try:
         model_grid(cfg)  # the training cache's cache.json, read now rather than mid-run
@@ -158,11 +102,7 @@ def run(args: argparse.Namespace) -> int:
             )
         previous = [r for r in old if r.get("status") == STATUS_OK]
 
-    print(
-        f"model {args.model}: {cfg.model.strategy} {cfg.model.depth} over "
-        f"{','.join(_classes(cfg))}, '{args.checkpoint}' checkpoint step {run_.step}",
-        file=sys.stderr,
-    )
+    print(trained.model_line(args.model, run_, ",".join(_classes(cfg))), file=sys.stderr)
     writer = None
     if args.out:
         writer = ReportWriter(args.out, columns, "jsonl" if args.json else "csv")
@@ -170,13 +110,7 @@ def run(args: argparse.Namespace) -> int:
         writer = ReportWriter(sys.stdout, columns, "jsonl")
     for r in previous:
         writer.write(r)  # type: ignore[union-attr]
-    options = PredictOptions(
-        min_confidence=args.min_confidence,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.quiet,
-        skip_series=frozenset(classified_ids(previous)),
-    )
+    options = trained.predict_options(args, skip_series=frozenset(classified_ids(previous)))
     try:
         report = predict_paths(
             args.paths,

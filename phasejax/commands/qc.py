@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from phasejax.predict import ReportError, read_report
+    from phasejax.predict.report_io import ReportError, read_report
     from phasejax.qc import check_rows, format_findings
 
     try:

@@ -21,7 +21,9 @@ val | test | external: fixes that patient's split instead of the seeded draw).
 Other columns are carried into the manifest as text (e.g. `seconds`, `kvp`).
 An unknown phase word, an unknown split, a row that matches several series or
 two rows that give one series different phases raise `LabelsError` naming the
-CSV line. Rows that match nothing are reported, not fatal.
+CSV line. Rows that match nothing are reported, not fatal. The CSV is UTF-8 (a
+byte-order mark is allowed); another encoding is a `LabelsError` naming the first
+line that is not UTF-8.
 
 Splits are per patient (`assign_splits`, seeded; recorded in cache.json), so no
 patient is in two splits.
@@ -90,7 +92,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -118,6 +120,8 @@ from phasejax.data.discover import (
 from phasejax.data.header import header_phase_hint
 from phasejax.data.series import Series
 from phasejax.phases import UnknownPhaseWord, phase_from_word
+
+T = TypeVar("T")
 
 ID_COLUMNS = ("series_id", "path", "series_uid", "acquisition")
 LABEL_COLUMNS = ("phase", "patient_id", "site", "split")
@@ -158,12 +162,41 @@ class LabelRow:
 
 def read_labels(path: str | os.PathLike[str]) -> list[LabelRow]:
     """Parse and validate a labels CSV (see the module docstring)."""
+    return parse_labels_file(path, _parse_labels)
+
+
+def parse_labels_file(path: str | os.PathLike[str], parse: Callable[[Any, str], T]) -> T:
+    """`parse(f, path)` over a labels CSV opened as UTF-8 text (a byte-order mark is
+    allowed). A file that cannot be opened, or is not UTF-8 (a spreadsheet's Latin-1 or
+    Windows-1252 export), is a `LabelsError` naming the file (and line)."""
     path = str(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _parse_labels(f, path)
+            return parse(f, path)
     except OSError as e:
         raise LabelsError(f"{path}: cannot open labels CSV ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise LabelsError(_not_utf8(path, e)) from e
+
+
+def _not_utf8(path: str, error: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 stands (the decoder's own offset is within
+    one buffered chunk, so the file is read again to name the line)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        # utf-8-sig reports offsets after a BOM it removed.
+        start = e.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        return (
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[start]:02x}: {e.reason}); "
+            "save the labels CSV as UTF-8"
+        )
+    except OSError:
+        pass
+    return f"{path}: not UTF-8 text ({error.reason}); save the labels CSV as UTF-8"
 
 
 def labels_reader(f: Any, path: str, id_columns: Sequence[str], id_text: str) -> csv.DictReader:

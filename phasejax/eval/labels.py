@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from phasejax.data.discover import Plan
-from phasejax.data.prepare import LabelsError, SeriesIndex, ambiguous_match, labels_reader
+from phasejax.data.prepare import (
+    LabelsError,
+    SeriesIndex,
+    ambiguous_match,
+    labels_reader,
+    parse_labels_file,
+)
 from phasejax.phases import Phase, UnknownPhaseWord, phase_from_word
 
 ID_COLUMNS = ("series_id", "path", "file", "series_uid", "acquisition")
@@ -105,14 +111,7 @@ def label_order(labels: Iterable[tuple[str, frozenset[str]]]) -> list[str]:
 def read_eval_labels(path: str | os.PathLike[str]) -> list[EvalLabel]:
     """Parse and check a labels CSV (see the module docstring). Raises LabelsError
     naming the file and line."""
-    path = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return _parse(f, path)
-    except OSError as e:
-        raise LabelsError(f"{path}: cannot open labels CSV ({e.strerror})") from e
-    except UnicodeDecodeError as e:
-        raise LabelsError(f"{path}: not a UTF-8 text file ({e.reason})") from e
+    return parse_labels_file(path, _parse)
 
 
 def _parse(f: Any, path: str) -> list[EvalLabel]:

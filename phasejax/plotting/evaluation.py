@@ -2,7 +2,7 @@
 contact sheets of the exact network inputs.
 
 A contact sheet shows, per series, one panel per input slice per window channel: the
-array the network received (`phasejax.predict.PreparedSeries.image`, [S, H, W, C] in
+array the network received (`phasejax.predict.inputs.PreparedSeries.image`, [S, H, W, C] in
 [0, 1]), drawn in grey from 0 to 1 with no further windowing, so what is seen is what
 was classified. The title carries the series, its reference, the predicted phase and
 its probability; green when the prediction is accepted, red when not (the words

@@ -1,0 +1,235 @@
+"""The report of `phasejax predict`: its columns, statuses and rows.
+
+Report columns (`report_columns(classes)`; CSV cells of list columns are joined with
+" | ", JSON lines keep lists and numbers; empty cells are "" / null)::
+
+    series_id           make_series_id(SeriesInstanceUID, acquisition), as `phasejax inspect`
+    patient_id          DICOM PatientID ("" for NIfTI)
+    study_uid           StudyInstanceUID
+    acquisition         "" unless one SeriesInstanceUID held several acquisitions
+    path                series folder (DICOM) or file (NIfTI); the file for a skipped row
+                        (name bytes that are not UTF-8 as \\xNN: phasejax.safe_text)
+    format              dicom | nifti
+    status              ok | skipped (a file that is no usable CT image) | failed (a series
+                        that could not be decoded or prepared)
+    predicted           the phase of highest probability (ok rows)
+    p_<PHASE>           probability of each phase of the model's label set, summing to 1
+    top_prob            probability of the predicted phase
+    confidence          high | low (the rule: phasejax.predict.confidence)
+    confidence_reasons  [low_probability:P<T, few_slices:N<S, short_coverage:Xmm,
+                        hu_range:p1/p50/p99, oblique:Ddeg, thick_slices:Xmm,
+                        slab_clipped:Xmm, and the SUSPECT_PROBLEMS as the loader
+                        wrote them (missing_slices:N, uneven_spacing:lo-hi mm, ...)]
+    header_phase        phasejax.data.header hint: NC|EAP|LAP|AP|PVP|DP|unknown ("" NIfTI)
+    header_agrees       yes | no | "" (no usable hint); AP agrees with EAP and LAP
+    header_evidence     [the hint's evidence strings]
+    seconds_after_injection   from ContrastBolusStartTime and AcquisitionTime, when both exist
+    description, contrast_agent, acquisition_time, kvp   header fields (acquisition_time:
+                        AcquisitionTime, else ContentTime, else SeriesTime, DICOM TM)
+    num_slices, slice_mm, coverage_mm   the series as acquired
+    hu_p1, hu_p50, hu_p99   HU percentiles of the series
+    z_lo, z_hi, z_method    the liver-to-kidney slab on the cache grid (lung+kidney | lung | kidney | central)
+    problems            [loader problems, phasejax.data.dicom]
+    reason, detail      why a row is skipped or failed (reason: phasejax.data.dicom.SKIP_REASONS,
+                        or prepare_error)
+
+No patient names or birth dates are read or written: identifiers are PatientID and UIDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from phasejax.data.dicom import Skipped
+from phasejax.data.discover import NiftiPlan, Plan
+from phasejax.data.header import header_phase_hint
+from phasejax.phases import ARTERIAL
+from phasejax.predict.confidence import confidence_reasons
+from phasejax.safe_text import clean_json
+
+if TYPE_CHECKING:
+    from phasejax.predict.inputs import PreparedSeries
+
+STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
+
+LIST_SEPARATOR = " | "  # lists in CSV cells (evidence strings contain ";" and ",")
+
+BASE_COLUMNS = (
+    "series_id",
+    "patient_id",
+    "study_uid",
+    "acquisition",
+    "path",
+    "format",
+    "status",
+    "predicted",
+    # probability columns "p_<PHASE>" go here, in label-set order
+    "top_prob",
+    "confidence",
+    "confidence_reasons",
+    "header_phase",
+    "header_agrees",
+    "header_evidence",
+    "seconds_after_injection",
+    "description",
+    "contrast_agent",
+    "acquisition_time",
+    "kvp",
+    "num_slices",
+    "slice_mm",
+    "coverage_mm",
+    "hu_p1",
+    "hu_p50",
+    "hu_p99",
+    "z_lo",
+    "z_hi",
+    "z_method",
+    "problems",
+    "reason",
+    "detail",
+)
+LIST_COLUMNS = ("confidence_reasons", "header_evidence", "problems")
+_NUMERIC = frozenset(
+    {"top_prob", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm", "hu_p1",
+     "hu_p50", "hu_p99", "z_lo", "z_hi"}
+)  # fmt: skip
+
+
+def prob_column(phase: str) -> str:
+    return f"p_{phase}"
+
+
+def report_columns(classes: Sequence[str]) -> list[str]:
+    """Column order of the CSV / keys of each JSON line for a model over `classes`."""
+    i = BASE_COLUMNS.index("top_prob")
+    return [*BASE_COLUMNS[:i], *(prob_column(c) for c in classes), *BASE_COLUMNS[i:]]
+
+
+def header_agreement(header_phase: str, predicted: str) -> str:
+    """ "yes" / "no" when the header gives a phase, "" when it says nothing ("unknown").
+
+    A header "AP" (arterial, early or late not said) agrees with EAP and LAP.
+    """
+    if not header_phase or header_phase == "unknown" or not predicted:
+        return ""
+    if header_phase == "AP":
+        return "yes" if predicted in {p.value for p in ARTERIAL} else "no"
+    return "yes" if header_phase == predicted else "no"
+
+
+def _round(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def series_row(
+    prep: PreparedSeries,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    *,
+    min_confidence: float,
+    out_of_range: Sequence[str],
+) -> dict[str, Any]:
+    """The report row of a classified series."""
+    k = int(np.argmax(probs))
+    top = float(probs[k])
+    predicted = classes[k]
+    reasons = confidence_reasons(top, min_confidence, out_of_range)
+    hint = header_phase_hint(prep.header) if prep.fmt == "dicom" else None
+    header_phase = hint.phase if hint else ""
+    row: dict[str, Any] = {
+        "series_id": prep.series_id,
+        "patient_id": prep.patient_id,
+        "study_uid": prep.study_uid,
+        "acquisition": prep.acquisition,
+        "path": prep.source,
+        "format": prep.fmt,
+        "status": STATUS_OK,
+        "predicted": predicted,
+        **{prob_column(c): round(float(p), 6) for c, p in zip(classes, probs)},
+        "top_prob": round(top, 6),
+        "confidence": "low" if reasons else "high",
+        "confidence_reasons": reasons,
+        "header_phase": header_phase,
+        "header_agrees": header_agreement(header_phase, predicted),
+        "header_evidence": list(hint.evidence) if hint else [],
+        "seconds_after_injection": _round(hint.seconds) if hint else None,
+        "description": prep.header.get("SeriesDescription", ""),
+        "contrast_agent": prep.header.get("ContrastBolusAgent", ""),
+        "acquisition_time": _acquisition_time(prep.header),
+        "kvp": prep.header.get("KVP", ""),
+        "num_slices": prep.num_slices,
+        "slice_mm": round(prep.slice_mm, 3),
+        "coverage_mm": round(prep.coverage_mm, 1),
+        "hu_p1": _round(prep.hu[0]),
+        "hu_p50": _round(prep.hu[1]),
+        "hu_p99": _round(prep.hu[2]),
+        "z_lo": prep.z_lo,
+        "z_hi": prep.z_hi,
+        "z_method": prep.z_method,
+        "problems": list(prep.problems),
+        "reason": "",
+        "detail": "",
+    }
+    return row
+
+
+def _acquisition_time(header: dict[str, str]) -> str:
+    """When the series was acquired (DICOM TM): AcquisitionTime, else ContentTime,
+    else SeriesTime. Used by qc to check the order of phases within a study."""
+    for key in ("AcquisitionTime", "ContentTime", "SeriesTime"):
+        value = (header.get(key) or "").strip()
+        if value:
+            return value
+    return ""
+
+
+def skipped_row(skip: Skipped) -> dict[str, Any]:
+    return {
+        "path": skip.path,
+        "status": STATUS_SKIPPED,
+        "reason": skip.reason,
+        "detail": skip.detail,
+    }
+
+
+def failed_row(plan: Plan, reason: str, detail: str) -> dict[str, Any]:
+    return {
+        "series_id": plan.series_id,
+        "patient_id": plan.patient_id,
+        "study_uid": plan.study_uid,
+        "acquisition": plan.acquisition,
+        "path": plan.source,
+        "format": "nifti" if isinstance(plan, NiftiPlan) else "dicom",
+        "status": STATUS_FAILED,
+        "reason": reason,
+        "detail": detail,
+    }
+
+
+def complete_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """Every column present (lists for list columns, "" / None elsewhere), in order, with
+    paths and other text made writable (`phasejax.safe_text.clean_json`)."""
+    out: dict[str, Any] = {}
+    for c in columns:
+        v = row.get(c)
+        if c in LIST_COLUMNS:
+            out[c] = list(v) if v else []
+        else:
+            out[c] = "" if v is None and c not in _NUMERIC else v
+    return clean_json(out)
+
+
+def sort_key(row: dict[str, Any]) -> tuple:
+    """Series by patient, study, acquisition time and id; skipped files last, by path."""
+    skipped = row.get("status") == STATUS_SKIPPED
+    return (
+        skipped,
+        str(row.get("patient_id") or ""),
+        str(row.get("study_uid") or ""),
+        str(row.get("acquisition_time") or ""),
+        str(row.get("series_id") or ""),
+        str(row.get("path") or ""),
+    )
