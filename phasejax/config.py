@@ -124,6 +124,9 @@ class DataConfig(_Section):
     # in input pixels.
     tissue_randomization: float = 0.0
     blur_max_px: float = 0.0
+    # Random erasing (training only): boxes per selected slice, each hiding up to a third of
+    # the image side behind soft tissue, so that no single structure decides the phase.
+    erase_boxes: int = 0
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices

@@ -112,3 +112,29 @@ def test_preprocess_uses_masks_only_when_training_with_randomization():
     muscle = lab[0] == Label.MUSCLE
     np.testing.assert_array_equal(b[0][aorta], a[0][aorta])
     assert not np.allclose(b[0][muscle], a[0][muscle])
+
+
+def test_erase_boxes_hide_rectangles_of_soft_tissue_on_every_slice():
+    hu = np.full((4, 64, 64), 400.0, np.float32)
+    out = augment.erase_boxes(hu.copy(), np.random.default_rng(3), 2)
+    for k in range(4):
+        hidden = out[k] != 400.0
+        assert 0 < hidden.mean() < 2 * 0.35**2 + 1e-6  # at most two boxes of a third
+        ys, xs = np.nonzero(hidden)
+        fills = np.unique(out[k][hidden])
+        assert 1 <= fills.size <= 2 and np.all((fills >= -100) & (fills <= 150))
+        assert ys.min() >= 0 and xs.max() < 64
+    assert not np.array_equal(out[0] != 400.0, out[1] != 400.0)  # drawn per slice
+    assert np.array_equal(augment.erase_boxes(hu.copy(), np.random.default_rng(3), 0), hu)
+
+
+def test_erasing_is_training_only_and_off_leaves_the_draws_unchanged():
+    vol = (np.arange(12 * 48 * 48) % 700 - 200).astype(np.int16).reshape(12, 48, 48)
+    base = DataConfig(image_size=32, num_slices=3, window="wide")
+    erased = DataConfig(image_size=32, num_slices=3, window="wide", erase_boxes=3)
+    assert np.array_equal(preprocess(vol, 1, 11, base), preprocess(vol, 1, 11, erased))
+    a = preprocess(vol, 1, 11, base, np.random.default_rng(7))
+    b = preprocess(vol, 1, 11, erased, np.random.default_rng(7))
+    assert not np.array_equal(a, b)
+    off = DataConfig(image_size=32, num_slices=3, window="wide", erase_boxes=0)
+    assert np.array_equal(a, preprocess(vol, 1, 11, off, np.random.default_rng(7)))

@@ -23,7 +23,8 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
    intensity offset in HU;
 3. resize to data.image_size with an anti-aliasing prefilter, fused with the
    training rotation / scale / translation (one transform per series);
-4. training only: random blur (data.blur_max_px) and Gaussian noise in HU;
+4. training only: random erasing (data.erase_boxes), random blur (data.blur_max_px) and
+   Gaussian noise in HU;
 5. HU windowing to [0, 1] (phasejax.data.windowing).
 
 Randomness is a pure function of (train.seed, position in the sample stream): the
@@ -112,8 +113,9 @@ def check_data_config(data_cfg: DataConfig) -> None:
     for key in ("num_slices", "image_size"):
         if getattr(data_cfg, key) < 1:
             raise ValueError(f"data.{key} must be >= 1, got {getattr(data_cfg, key)}")
-    if data_cfg.slice_jitter < 0:
-        raise ValueError(f"data.slice_jitter must be >= 0, got {data_cfg.slice_jitter}")
+    for key in ("slice_jitter", "erase_boxes"):
+        if getattr(data_cfg, key) < 0:
+            raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
 
 
 def input_shape(data_cfg: DataConfig) -> tuple[int, int, int, int]:
@@ -201,6 +203,7 @@ def preprocess(
                 hu, np.asarray(labels[idx]), rng, data_cfg.tissue_randomization
             )
         hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
+        hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
         hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
     else:
