@@ -316,9 +316,19 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(
     old: Mapping[str, Any], new: Mapping[str, Any]
 ) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ between two config dicts: {key: (old, new)}."""
+    """Dotted keys whose values differ between two config dicts: {key: (old, new)}.
+
+    A key that one side lacks counts as its default: a config.json written before a setting
+    existed describes the same experiment as one that has it at its default value.
+    """
     a, b = flatten(old), flatten(new)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    default = flatten(Config().to_dict())
+    out = {}
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, default.get(k)), b.get(k, default.get(k))
+        if va != vb:
+            out[k] = (va, vb)
+    return out
 
 
 def available_configs() -> list[str]:

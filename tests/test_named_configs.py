@@ -87,3 +87,12 @@ def test_a_change_to_quick_reaches_every_derived_config(monkeypatch: pytest.Monk
         assert cfg.data.num_slices == (7 if name == "paper" else 3), name
     # ... and the derived configs' own values are unchanged
     assert load_config("smoke").train.steps == 6
+
+
+def test_a_setting_missing_from_an_older_config_counts_as_its_default():
+    new = load_config("quick").to_dict()
+    old = load_config("quick").to_dict()
+    del old["data"]["erase_boxes"]  # a config.json written before the setting existed
+    assert config_differences(old, new) == {}
+    new["data"]["erase_boxes"] = 2
+    assert config_differences(old, new) == {"data.erase_boxes": (0, 2)}
