@@ -281,7 +281,12 @@ def curves(patient: Patient) -> Curves:
     cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
     # Tubular transit slows with renal function: impaired kidneys keep their corticomedullary
     # differentiation longer (a delayed nephrogram), so the medullary washin stretches with it.
-    medulla = 1.0 * rf**0.5 * through(_expo(32.0 / rf**0.5, 11.0 / rf**0.5))
+    # Cohort v5: the nephrographic phase (homogeneous parenchyma) begins at ~80-120 s (Yuh &
+    # Cohan, AJR 1999;173:747), so at a 70 s portal-venous scan the medulla is still at or
+    # below the cortex; the real portal-venous series read cortex/medulla 226/98 and 161/153 HU
+    # (experiments/real_roi.py). A 45 s washin after 14 s (was 32 s after 11 s) gives a PVP
+    # gap of ~+10 HU (p50) where v4 had the medulla above the cortex, a delayed-phase look.
+    medulla = 1.0 * rf**0.5 * through(_expo(45.0 / rf**0.5, 14.0 / rf**0.5))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
     # Excreted iodine scales with the dose given (per kg) relative to 0.5 gI/kg.
@@ -290,9 +295,10 @@ def curves(patient: Patient) -> Curves:
     # ducts before it reaches the pelvis, so in the excretory phase the parenchyma stays bright
     # while the blood pool falls, the medulla (papillae) brighter than the cortex. Cohort v4:
     # real delayed series read renal cortex ~178 and medulla ~204 HU against ~110 / ~123
-    # without this term (experiments/real_roi.py). Half-rise at 70% of the excretion onset;
-    # amplitudes are assumptions sized to those real values.
-    tubular = dose_rel * rf**0.5 / (1.0 + np.exp(-(t - 0.7 * onset) / 25.0))
+    # without this term (experiments/real_roi.py). Half-rise at 85% of the excretion onset
+    # (v4: 70%, which lifted the 70 s medulla above the cortex); amplitudes are assumptions
+    # sized to those real values.
+    tubular = dose_rel * rf**0.5 / (1.0 + np.exp(-(t - 0.85 * onset) / 25.0))
     cortex = cortex + 45.0 * tubular
     medulla = medulla + 85.0 * tubular
     collecting = emax * dose_rel / (1.0 + np.exp(-(t - t50) / s))
