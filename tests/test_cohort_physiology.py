@@ -60,6 +60,7 @@ def test_population_shift_changes_the_draw():
         anaemia_prevalence=1.0,
         lesion_prevalence=1.0,
         cyst_prevalence=1.0,
+        cirrhosis_prevalence=1.0,
     )
     for seed in range(10):
         p = sample_patient("X", seed, all_on)
@@ -69,6 +70,7 @@ def test_population_shift_changes_the_draw():
             "anaemia",
             "liver_lesion",
             "cyst",
+            "cirrhosis",
         }
     heavy = [sample_patient("H", s, Population(weight_mean_kg=110.0)).weight_kg for s in range(30)]
     light = [sample_patient("L", s, Population(weight_mean_kg=60.0)).weight_kg for s in range(30)]
@@ -129,6 +131,30 @@ def test_kidney_corticomedullary_then_homogeneous(cohort):
     assert cortex[Phase.LAP] - medulla[Phase.LAP] >= 100.0
     assert cortex[Phase.EAP] - medulla[Phase.EAP] >= 60.0
     assert abs(cortex[Phase.PVP] - medulla[Phase.PVP]) < 30.0  # nephrographic
+    # ... but at 70 s the medulla has not yet passed the cortex (nephrographic from ~80-120 s,
+    # Yuh & Cohan 1999); passing it is the excretory phase's tubular concentration.
+    assert cortex[Phase.PVP] - medulla[Phase.PVP] > 0.0
+    assert medulla[Phase.DP] - cortex[Phase.DP] >= 20.0
+
+
+def test_cirrhosis_lowers_portal_venous_liver_and_enlarges_the_spleen():
+    healthy, sick = Population(cirrhosis_prevalence=0.0), Population(cirrhosis_prevalence=1.0)
+    for seed in range(12):
+        a, b = sample_patient("C", seed, healthy), sample_patient("C", seed, sick)
+        assert not a.confounders.cirrhosis and b.confounders.cirrhosis
+        # its own random stream: everything else about the patient is unchanged
+        assert a.weight_kg == b.weight_kg and a.physiology.cardiac_output_l_min == (
+            b.physiology.cardiac_output_l_min
+        )
+        assert b.anatomy.spleen_scale > a.anatomy.spleen_scale
+        liver_a = K.compartment_hu(a, 70.0)[Label.LIVER] - K.compartment_hu(a, None)[Label.LIVER]
+        liver_b = K.compartment_hu(b, 70.0)[Label.LIVER] - K.compartment_hu(b, None)[Label.LIVER]
+        assert liver_b < 0.9 * liver_a
+    haf = [
+        [sample_patient("C", s, pop).physiology.hepatic_arterial_fraction for s in range(40)]
+        for pop in (healthy, sick)
+    ]
+    assert np.mean(haf[1]) > np.mean(haf[0]) + 0.07  # arterial buffer response
 
 
 def test_patient_spread_is_wide(cohort):
@@ -227,7 +253,9 @@ def _with(p, **conf):
 
 
 def test_confounders(cohort):
-    p = cohort[1]
+    # a normal liver: in a cirrhotic one (lower portal-venous enhancement) a hypervascular
+    # lesion may stay at or above the parenchyma, as FNH-like lesions do
+    p = next(q for q in cohort[1:] if not q.confounders.cirrhosis)
     anaemic = dataclasses.replace(p, physiology=dataclasses.replace(p.physiology, hematocrit=25.0))
     assert K.compartment_hu(anaemic, None)[Label.AORTA] < 26.0
     fatty = _with(p, fatty_liver=True, liver_fat_fraction=0.25)

@@ -162,7 +162,9 @@ def test_kidneys_corticomedullary_in_arterial_homogeneous_in_pvp(phases):
             for ph in (Phase.EAP, Phase.LAP, Phase.PVP)
         }
         assert gap[Phase.EAP] > 80.0 and gap[Phase.LAP] > 80.0
-        assert abs(gap[Phase.PVP]) < 30.0
+        # portal venous: the gap has closed to well below the arterial one, the medulla not
+        # above the cortex (cohort v5: nephrographic from ~80-120 s, Yuh & Cohan 1999)
+        assert -10.0 < gap[Phase.PVP] < 60.0 and gap[Phase.PVP] < 0.5 * gap[Phase.LAP]
 
 
 def test_collecting_system_bright_only_in_delayed():

@@ -90,7 +90,10 @@ LABEL_COLUMNS = (
 #    0.12 -> 0.30; PVP aorta ~146, DP aorta ~97 HU) and the liver washout rule at 85% of peak.
 # 4: liver gain 1.06, medullary washin slowed with poor renal function, tubular concentration
 #    (renal parenchyma bright in the excretory phase, as real delayed series show).
-COHORT_VERSION = 4
+# 5: medullary washin slower (corticomedullary differentiation persists into the 70 s
+#    portal-venous phase; medulla above cortex only once tubular concentration starts) and
+#    chronic liver disease (cirrhosis) in a share of patients.
+COHORT_VERSION = 5
 
 
 class CohortError(RuntimeError):

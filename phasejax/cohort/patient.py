@@ -50,6 +50,10 @@ class Population:
     anaemia_prevalence: float = 0.1
     oral_contrast_prevalence: float = 0.15
     lesion_prevalence: float = 0.08
+    # Chronic liver disease: multiphase liver CT is above all the surveillance and staging of
+    # hepatocellular carcinoma, mostly in cirrhotic livers (both public collections of the
+    # real validation set are HCC cohorts). Assumption: one patient in five.
+    cirrhosis_prevalence: float = 0.2
     cyst_prevalence: float = 0.15
 
     def replace(self, **kw: object) -> Population:
@@ -98,6 +102,7 @@ class Confounders:
     anaemia: bool = False
     n_lesions: int = 0  # hypervascular liver lesions
     n_cysts: int = 0  # simple cysts (liver or kidney)
+    cirrhosis: bool = False  # see _cirrhotic: less portal perfusion, larger spleen
 
     def names(self) -> tuple[str, ...]:
         """The confounders present, as short names (for labels.csv)."""
@@ -112,6 +117,8 @@ class Confounders:
             out.append("liver_lesion")
         if self.n_cysts:
             out.append("cyst")
+        if self.cirrhosis:
+            out.append("cirrhosis")
         return tuple(out)
 
 
@@ -252,6 +259,10 @@ def sample_patient(patient_id: str, seed: int, population: Population) -> Patien
         table_y_mm=round(float(rng.normal(0.0, 15.0)), 2),
         table_z_mm=round(float(rng.uniform(-450.0, -250.0)), 2),
     )
+    # Cirrhosis from its own random stream: adding it left every other draw as it was.
+    crng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC1AA05]))
+    if crng.random() < pop.cirrhosis_prevalence:
+        physiology, confounders, anatomy = _cirrhotic(crng, physiology, confounders, anatomy)
     return Patient(
         patient_id=str(patient_id),
         seed=int(seed),
@@ -262,3 +273,37 @@ def sample_patient(patient_id: str, seed: int, population: Population) -> Patien
         confounders=confounders,
         anatomy=anatomy,
     )
+
+
+def _cirrhotic(
+    rng: np.random.Generator,
+    physiology: Physiology,
+    confounders: Confounders,
+    anatomy: AnatomyParams,
+) -> tuple[Physiology, Confounders, AnatomyParams]:
+    """A cirrhotic version of one patient.
+
+    Fibrosis raises intrahepatic resistance: portal inflow falls and the hepatic artery
+    takes a larger share of liver perfusion (arterial buffer response; perfusion CT puts the
+    hepatic arterial fraction at ~0.2-0.25 in normal livers and ~0.3-0.5 in cirrhosis, Van
+    Beers et al., AJR 2001;176:667). The parenchyma enhances less in the portal-venous phase
+    (real HCC series read ~70 HU against ~120 in normal livers, experiments/real_roi.py),
+    splanchnic transit slows with portal hypertension, the spleen enlarges and the liver
+    shrinks. Sizes of the effects are assumptions within those reports.
+    """
+    physiology = dataclasses.replace(
+        physiology,
+        hepatic_arterial_fraction=round(_clip(rng.normal(0.35, 0.05), 0.25, 0.5), 4),
+        liver_gain=round(physiology.liver_gain * float(rng.uniform(0.5, 0.85)), 4),
+        splanchnic_delay_s=round(
+            _clip(physiology.splanchnic_delay_s * float(rng.uniform(1.05, 1.3)), 4.0, 30.0), 3
+        ),
+    )
+    anatomy = dataclasses.replace(
+        anatomy,
+        spleen_scale=round(
+            _clip(anatomy.spleen_scale * float(rng.uniform(1.15, 1.5)), 0.7, 2.0), 4
+        ),
+        liver_scale=round(_clip(anatomy.liver_scale * float(rng.uniform(0.85, 1.0)), 0.7, 1.25), 4),
+    )
+    return physiology, dataclasses.replace(confounders, cirrhosis=True), anatomy
