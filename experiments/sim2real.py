@@ -25,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SETS = {
     "validation": ("validation", "validation/labels.csv"),
-    "real": ("real", str(HERE / "real_labels.csv")),
+    "examples": ("real", str(HERE / "real_labels.csv")),
 }
 
 
