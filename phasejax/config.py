@@ -127,6 +127,11 @@ class DataConfig(_Section):
     # Random erasing (training only): boxes per selected slice, each hiding up to a third of
     # the image side behind soft tissue, so that no single structure decides the phase.
     erase_boxes: int = 0
+    # Kidney parenchyma scrambling (training only, needs the cohort's organ masks): the share
+    # of series whose renal cortex and medulla get random HU (30-260, each its own), so that
+    # the network cannot decide the phase from the kidneys alone. The collecting system keeps
+    # its excretion. Occlusion of real series showed the decision resting on one kidney.
+    kidney_scramble: float = 0.0
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices

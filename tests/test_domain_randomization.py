@@ -138,3 +138,25 @@ def test_erasing_is_training_only_and_off_leaves_the_draws_unchanged():
     assert not np.array_equal(a, b)
     off = DataConfig(image_size=32, num_slices=3, window="wide", erase_boxes=0)
     assert np.array_equal(a, preprocess(vol, 1, 11, off, np.random.default_rng(7)))
+
+
+def test_scramble_kidneys_moves_cortex_and_medulla_only_for_the_drawn_share():
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 4:10, 4:10] = Label.KIDNEY_CORTEX
+    labels[:, 12:16, 12:16] = Label.KIDNEY_MEDULLA
+    labels[:, 20:24, 20:24] = Label.KIDNEY_COLLECTING
+    labels[:, 26:30, 26:30] = Label.AORTA
+    hu = np.full((2, 32, 32), 40.0, np.float32)
+    hu[labels == Label.KIDNEY_CORTEX] = 200.0
+    hu[labels == Label.KIDNEY_COLLECTING] = 600.0
+    hu[labels == Label.AORTA] = 300.0
+    moved = 0
+    for seed in range(200):
+        out = augment.scramble_kidneys(hu, labels, np.random.default_rng(seed), 0.5)
+        np.testing.assert_array_equal(out[labels == Label.AORTA], 300.0)
+        np.testing.assert_array_equal(out[labels == Label.KIDNEY_COLLECTING], 600.0)
+        cortex = np.unique(out[labels == Label.KIDNEY_CORTEX])
+        assert cortex.size == 1 and 30.0 <= cortex[0] <= 260.0
+        moved += cortex[0] != 200.0
+    assert 70 < moved < 130  # about half the series
+    assert np.array_equal(augment.scramble_kidneys(hu, labels, np.random.default_rng(0), 0.0), hu)

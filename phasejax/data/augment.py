@@ -184,6 +184,26 @@ def randomize_tissues(
     return hu
 
 
+_KIDNEY_SCRAMBLE_HU = (30.0, 260.0)  # unenhanced parenchyma to a bright nephrogram
+
+
+def scramble_kidneys(
+    hu: np.ndarray, labels: np.ndarray, rng: np.random.Generator, share: float
+) -> np.ndarray:
+    """With probability `share`, renal cortex and medulla of this series moved to random HU
+    (one draw each, texture kept); the collecting system is left as it is."""
+    if share <= 0 or rng.random() >= share:
+        return hu
+    labels = np.asarray(labels)
+    hu = np.array(hu, dtype=np.float32, copy=True)
+    for label in (Label.KIDNEY_CORTEX, Label.KIDNEY_MEDULLA):
+        inside = labels == label
+        if inside.any():
+            target = rng.uniform(*_KIDNEY_SCRAMBLE_HU)
+            hu[inside] += np.float32(target - float(np.median(hu[inside])))
+    return hu
+
+
 def blur(hu: np.ndarray, rng: np.random.Generator, max_sigma_px: float) -> np.ndarray:
     """In-plane Gaussian blur with a per-series sigma drawn uniformly from [0, max_sigma_px]:
     softer kernels, thicker slices and lower matrices than the cohort renders."""

@@ -19,7 +19,8 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
    +/- data.slice_jitter. Slices are stacked in increasing cache z index, i.e. in
    the cache's fixed anatomical order, whatever the order of selection;
 2. training only: domain randomisation of the structures that do not define the
-   phase (data.tissue_randomization, from the cohort's organ masks) and an
+   phase (data.tissue_randomization, from the cohort's organ masks), kidney
+   scrambling (data.kidney_scramble) and an
    intensity offset in HU;
 3. resize to data.image_size with an anti-aliasing prefilter, fused with the
    training rotation / scale / translation (one transform per series);
@@ -113,7 +114,7 @@ def check_data_config(data_cfg: DataConfig) -> None:
     for key in ("num_slices", "image_size"):
         if getattr(data_cfg, key) < 1:
             raise ValueError(f"data.{key} must be >= 1, got {getattr(data_cfg, key)}")
-    for key in ("slice_jitter", "erase_boxes"):
+    for key in ("slice_jitter", "erase_boxes", "kidney_scramble"):
         if getattr(data_cfg, key) < 0:
             raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
 
@@ -202,6 +203,10 @@ def preprocess(
             hu = augment.randomize_tissues(
                 hu, np.asarray(labels[idx]), rng, data_cfg.tissue_randomization
             )
+        if labels is not None and data_cfg.kidney_scramble > 0:
+            hu = augment.scramble_kidneys(
+                hu, np.asarray(labels[idx]), rng, data_cfg.kidney_scramble
+            )
         hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
@@ -230,7 +235,9 @@ class _Series:
         if self.training:
             rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
         labels = None
-        if self.training and self.data_cfg.tissue_randomization > 0:
+        if self.training and (
+            self.data_cfg.tissue_randomization > 0 or self.data_cfg.kidney_scramble > 0
+        ):
             labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
         image = preprocess(
             load_cached(self.cache_dir, row["series_id"]),
