@@ -119,6 +119,11 @@ def check_data_config(data_cfg: DataConfig) -> None:
             raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
 
 
+def uses_masks(data_cfg: DataConfig) -> bool:
+    """Whether training augmentation reads the cohort's organ masks."""
+    return data_cfg.tissue_randomization > 0 or data_cfg.kidney_scramble > 0
+
+
 def input_shape(data_cfg: DataConfig) -> tuple[int, int, int, int]:
     """(S, H, W, C) of one preprocessed series."""
     c = windowing.num_channels(data_cfg.window)
@@ -199,14 +204,12 @@ def preprocess(
         assert rng is not None
         affine = augment.sample_affine(rng, data_cfg)
         offset = augment.intensity_offset(rng, data_cfg)
-        if labels is not None and data_cfg.tissue_randomization > 0:
-            hu = augment.randomize_tissues(
-                hu, np.asarray(labels[idx]), rng, data_cfg.tissue_randomization
-            )
-        if labels is not None and data_cfg.kidney_scramble > 0:
-            hu = augment.scramble_kidneys(
-                hu, np.asarray(labels[idx]), rng, data_cfg.kidney_scramble
-            )
+        if labels is not None and uses_masks(data_cfg):
+            selected = np.asarray(labels[idx])  # read the memmap's slices once
+            if data_cfg.tissue_randomization > 0:
+                hu = augment.randomize_tissues(hu, selected, rng, data_cfg.tissue_randomization)
+            if data_cfg.kidney_scramble > 0:
+                hu = augment.scramble_kidneys(hu, selected, rng, data_cfg.kidney_scramble)
         hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
@@ -235,9 +238,7 @@ class _Series:
         if self.training:
             rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
         labels = None
-        if self.training and (
-            self.data_cfg.tissue_randomization > 0 or self.data_cfg.kidney_scramble > 0
-        ):
+        if self.training and uses_masks(self.data_cfg):
             labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
         image = preprocess(
             load_cached(self.cache_dir, row["series_id"]),
