@@ -5,9 +5,9 @@ Everything phasejax writes that something else later trusts (results.json, the c
 volumes and manifest, cohort progress markers, reports, saliency files) goes through
 here. The data go to a temporary file beside the target, which then replaces it with
 `os.replace`: a rename is atomic only within one file system, hence the same folder.
-The temporary name holds the host, the process id and a random part, so processes writing the same file (test
-workers, hosts sharing a disk) never write into each other's temporary file, and it
-starts with a dot, so folder listings and globs such as "*.npy" pass over it. A write
+The temporary name holds the host, the process id and a random part, so processes
+writing the same file (test workers, hosts sharing a disk) never write into each other's
+temporary file, and it starts with a dot, so folder listings and globs such as "*.npy" pass over it. A write
 that fails removes its temporary file and leaves the target as it was.
 """
 
