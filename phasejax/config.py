@@ -44,6 +44,7 @@ SliceSelection = Literal["central", "even"]
 Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
 Strategy = Literal["one_step", "two_step"]
 Aggregation = Literal["mean_logprob", "majority"]
+HuHead = Literal["none", "auxiliary", "bottleneck"]
 Dtype = Literal["float32", "bfloat16"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
@@ -132,6 +133,11 @@ class DataConfig(_Section):
     # the network cannot decide the phase from the kidneys alone. The collecting system keeps
     # its excretion. Occlusion of real series showed the decision resting on one kidney.
     kidney_scramble: float = 0.0
+    # Counterfactual structure HU (training only, with model.hu_head): the share of series
+    # whose phase-defining structures (HU_STRUCTURES) each get an independent random HU; the
+    # HU targets follow and the phase label is dropped, so the HU head must read each
+    # structure's own pixels instead of inferring its HU from the phase.
+    hu_scramble: float = 0.0
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices
@@ -146,6 +152,12 @@ class ModelConfig(_Section):
     strategy: Strategy = "two_step"  # one_step (strategy A) | two_step (strategy B)
     aggregation: Aggregation = "mean_logprob"  # how per_slice mode combines its slices
     dtype: Dtype = "float32"  # compute dtype (params and BatchNorm stay float32)
+    # Structure-HU head (phasejax.models.classifiers): each network also regresses the mean
+    # HU of the phase-defining structures (aorta, portal vein, kidneys, ...) of its input,
+    # learned from the cohort's organ masks. "auxiliary": an extra loss on the shared
+    # features; "bottleneck": the phase is classified from those HU estimates only.
+    hu_head: HuHead = "none"
+    hu_loss_weight: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from phasejax.cohort.structures import Label
 from phasejax.data.cache import CacheSpec, finalize, init_cache, write_entry
 from phasejax.hu import AIR_HU
 
@@ -67,36 +68,65 @@ def fake_volume(
     `enhancement` scales the contrast uptake (delta over NC), as patients differ
     in cardiac output and iodine dose.
     """
+    return fake_volume_and_mask(
+        phase, size=size, slices=slices, z_lo=z_lo, z_hi=z_hi, enhancement=enhancement,
+        noise_hu=noise_hu, rng=rng,
+    )[0]  # fmt: skip
+
+
+def fake_volume_and_mask(
+    phase: str,
+    *,
+    size: int = 64,
+    slices: int = 12,
+    z_lo: int = 1,
+    z_hi: int | None = None,
+    enhancement: float = 1.0,
+    noise_hu: float = 8.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`fake_volume` and its organ labels (uint8 phasejax.cohort.structures.Label values)."""
     z_hi = slices - 1 if z_hi is None else z_hi
     rng = rng if rng is not None else np.random.default_rng(0)
     base, hu = PHASE_HU["NC"], PHASE_HU[phase]
     val = {k: base[k] + enhancement * (hu[k] - base[k]) for k in hu}
+    value = {
+        Label.BACKGROUND: AIR_HU, Label.FAT_SUBCUT: FAT_HU, Label.MUSCLE: MUSCLE_HU * 0.5,
+        Label.VERTEBRA: BONE_HU, Label.AORTA: val["aorta"], Label.LIVER: val["liver"],
+        Label.PORTAL_VEIN: val["portal"], Label.SPLEEN: val["spleen"],
+        Label.KIDNEY_CORTEX: val["cortex"], Label.KIDNEY_MEDULLA: val["medulla"],
+        Label.KIDNEY_COLLECTING: val["pelvis"],
+    }  # fmt: skip
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     s = size / 64.0
     c = size / 2.0
     body = _disc(yy, xx, c, c, 24 * s, 29 * s)
-    vol = np.full((slices, size, size), AIR_HU, dtype=np.float32)
+    labels = np.zeros((slices, size, size), dtype=np.uint8)
     span = max(z_hi - z_lo, 1)
     for z in range(slices):
         t = (z_hi - 1 - z) / span  # 0 at the liver dome, 1 at the kidneys' lower poles
-        img = vol[z]
-        img[body] = FAT_HU
-        img[_disc(yy, xx, c, c, 21 * s, 26 * s)] = MUSCLE_HU * 0.5
-        img[_disc(yy, xx, c + 14 * s, c, 4 * s, 4 * s)] = BONE_HU  # vertebra (posterior)
-        img[_disc(yy, xx, c + 8 * s, c + 1 * s, 2.5 * s, 2.5 * s)] = val["aorta"]
+        lab = labels[z]
+        lab[body] = Label.FAT_SUBCUT
+        lab[_disc(yy, xx, c, c, 21 * s, 26 * s)] = Label.MUSCLE
+        lab[_disc(yy, xx, c + 14 * s, c, 4 * s, 4 * s)] = Label.VERTEBRA  # posterior
+        lab[_disc(yy, xx, c + 8 * s, c + 1 * s, 2.5 * s, 2.5 * s)] = Label.AORTA
         if -0.1 <= t < 0.65:  # liver on the patient's right = image left
-            img[_disc(yy, xx, c - 3 * s, c - 12 * s, 12 * s, 10 * s)] = val["liver"]
-            img[_disc(yy, xx, c - 1 * s, c - 5 * s, 2.5 * s, 2.5 * s)] = val["portal"]
-            img[_disc(yy, xx, c - 2 * s, c + 17 * s, 6 * s, 4 * s)] = val["spleen"]
+            lab[_disc(yy, xx, c - 3 * s, c - 12 * s, 12 * s, 10 * s)] = Label.LIVER
+            lab[_disc(yy, xx, c - 1 * s, c - 5 * s, 2.5 * s, 2.5 * s)] = Label.PORTAL_VEIN
+            lab[_disc(yy, xx, c - 2 * s, c + 17 * s, 6 * s, 4 * s)] = Label.SPLEEN
         if 0.45 <= t <= 1.1:  # kidneys, both sides
             for side in (-1, 1):
                 cx = c + side * 13 * s
                 cy = c + 6 * s
-                img[_disc(yy, xx, cy, cx, 6 * s, 4 * s)] = val["cortex"]
-                img[_disc(yy, xx, cy, cx, 4 * s, 2.5 * s)] = val["medulla"]
-                img[_disc(yy, xx, cy, cx, 1.5 * s, 1.0 * s)] = val["pelvis"]
+                lab[_disc(yy, xx, cy, cx, 6 * s, 4 * s)] = Label.KIDNEY_CORTEX
+                lab[_disc(yy, xx, cy, cx, 4 * s, 2.5 * s)] = Label.KIDNEY_MEDULLA
+                lab[_disc(yy, xx, cy, cx, 1.5 * s, 1.0 * s)] = Label.KIDNEY_COLLECTING
+    table = np.zeros(256, np.float32)
+    for label, v in value.items():
+        table[int(label)] = v
+    vol = table[labels]
     vol[:, body] += rng.normal(0.0, noise_hu, size=(slices, int(body.sum()))).astype(np.float32)
-    return np.clip(np.rint(vol), -1024, 3071).astype(np.int16)
+    return np.clip(np.rint(vol), -1024, 3071).astype(np.int16), labels
 
 
 def split_of(patient: int, patients: int) -> str:
@@ -120,12 +150,14 @@ def make_fake_cache(
     seed: int = 0,
     phases: tuple[str, ...] = PAPER4,
     noise_hu: float = 8.0,
+    masks: bool = False,
 ) -> Path:
     """Write a prepared cache of `patients` x `phases` phantom series under `root`.
 
     Splits are by patient (see `split_of`): with 12 patients 6 train, 2 val, 2 test,
     2 external. Every series has z range [1, slices - 1). Returns `root`.
-    Series ids are "p{patient:03d}_{phase}", so they sort patient-major.
+    Series ids are "p{patient:03d}_{phase}", so they sort patient-major. `masks`: also
+    write the organ labels, as the built-in cohort's cache has them.
     """
     root = Path(root)
     init_cache(root, CacheSpec(spacing_z=5.0, size=size), source="tests/fake_cache.py")
@@ -135,7 +167,7 @@ def make_fake_cache(
         split = split_of(p, patients)
         for phase in phases:
             sid = f"p{p:03d}_{phase}"
-            vol = fake_volume(
+            vol, mask = fake_volume_and_mask(
                 phase, size=size, slices=slices, enhancement=enhancement, noise_hu=noise_hu,
                 rng=np.random.default_rng([seed, p, PAPER4.index(phase) if phase in PAPER4 else 9]),
             )  # fmt: skip
@@ -154,6 +186,6 @@ def make_fake_cache(
                 "z_hi": slices - 1,
                 "source": "fake",
             }
-            write_entry(root, row, vol)
+            write_entry(root, row, vol, mask=mask if masks else None)
     finalize(root)
     return root

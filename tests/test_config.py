@@ -50,7 +50,8 @@ ENUMERATED = sorted(choices())
 def test_the_enumerated_settings_are_the_literal_typed_fields():
     assert sorted([
         "cohort.preset", "data.label_set", "data.slice_mode", "data.slice_selection",
-        "data.window", "model.aggregation", "model.depth", "model.dtype", "model.strategy",
+        "data.window", "model.aggregation", "model.depth", "model.dtype", "model.hu_head",
+        "model.strategy",
         "train.optimizer", "train.schedule",
     ]) == ENUMERATED  # fmt: skip
     assert choices()["data.window"] == ("raw", "abdomen", "liver", "wide", "multi")

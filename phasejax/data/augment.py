@@ -204,6 +204,38 @@ def scramble_kidneys(
     return hu
 
 
+# Counterfactual structure HU (data.hu_scramble): what a blood pool or organ can read, from
+# unenhanced water-like fluid to dense arterial or excreted contrast.
+_STRUCTURE_SCRAMBLE_HU = (0.0, 450.0)
+
+
+def scramble_structures(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    share: float,
+    structures: tuple[Label, ...],
+) -> tuple[np.ndarray, bool]:
+    """With probability `share`, every one of `structures` moved to its own random HU (one
+    draw each, texture kept); returns (HU slices, whether they were moved).
+
+    Against shortcuts of the structure-HU head: on the cohort the aorta's HU follows the
+    phase, and so does everything else, so a network can "read" the aorta from the kidneys.
+    Moving each structure independently makes only its own pixels tell its HU. A moved
+    series no longer shows a physiological phase: the caller drops its phase label.
+    """
+    if share <= 0 or rng.random() >= share:
+        return hu, False
+    labels = np.asarray(labels)
+    hu = np.array(hu, dtype=np.float32, copy=True)
+    for label in structures:
+        target = rng.uniform(*_STRUCTURE_SCRAMBLE_HU)  # drawn for every structure: fixed count
+        inside = labels == label
+        if inside.any():
+            hu[inside] += np.float32(target - float(np.mean(hu[inside])))
+    return hu, True
+
+
 def blur(hu: np.ndarray, rng: np.random.Generator, max_sigma_px: float) -> np.ndarray:
     """In-plane Gaussian blur with a per-series sigma drawn uniformly from [0, max_sigma_px]:
     softer kernels, thicker slices and lower matrices than the cohort renders."""

@@ -9,6 +9,13 @@ jax.make_array_from_process_local_data)::
     weight  float32 [B]              1 for a series, 0 for padding (eval's last batch)
     index   int32   [B]              row of the series in split_rows(...); -1 for padding
 
+Training batches of a model with a structure-HU head (model.hu_head) also carry, from the
+cohort's organ masks (`structure_hu`)::
+
+    hu          float32 [B, K]       mean HU of each of HU_STRUCTURES over the input
+                                     slices, as (HU - 100) / 100
+    hu_present  float32 [B, K]       1 where the structure is in those slices
+
 One function, `preprocess`, turns a cached HU volume into the network input for
 training (with an rng: slice jitter and augmentation), evaluation and prediction
 (rng None: deterministic), so the three can never drift apart:
@@ -43,16 +50,29 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from phasejax.cohort.structures import Label
 from phasejax.config import Config, DataConfig, SliceSelection
 from phasejax.data import augment, windowing
 from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
 from phasejax.phases import LabelSet, label_set
 
 SLICE_SELECTIONS: tuple[str, ...] = typing.get_args(SliceSelection)
+# What the structure-HU head (model.hu_head) learns to read: the vessels and organs whose
+# enhancement defines the phase (DESIGN.md; Liu et al. 2025 name aorta, portal vein,
+# kidneys and excretion as the readers' cues), in this order.
+HU_STRUCTURES: tuple[Label, ...] = (
+    Label.AORTA, Label.PORTAL_VEIN, Label.HEPATIC_VEIN, Label.IVC, Label.LIVER, Label.SPLEEN,
+    Label.KIDNEY_CORTEX, Label.KIDNEY_MEDULLA, Label.KIDNEY_COLLECTING,
+)  # fmt: skip
+# Targets as (HU - 100) / 100: blood and organs span about -10..450 HU, i.e. -1..3.5.
+HU_TARGET_CENTER = 100.0
+HU_TARGET_SCALE = 100.0
+# On the 192 px cache grid (~2 mm pixels) 20 pixels are a vessel of ~10 mm in one slice.
+HU_MIN_PIXELS = 20
 # Separate numpy seed streams per purpose, so adding a random draw to one
 # (e.g. a new augmentation) never changes the draws of another.
 _STREAM_AUGMENT = 1
@@ -114,7 +134,7 @@ def check_data_config(data_cfg: DataConfig) -> None:
     for key in ("num_slices", "image_size"):
         if getattr(data_cfg, key) < 1:
             raise ValueError(f"data.{key} must be >= 1, got {getattr(data_cfg, key)}")
-    for key in ("slice_jitter", "erase_boxes", "kidney_scramble"):
+    for key in ("slice_jitter", "erase_boxes", "kidney_scramble", "hu_scramble"):
         if getattr(data_cfg, key) < 0:
             raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
 
@@ -170,6 +190,26 @@ def select_slices(
     return np.sort(np.clip(idx, 0, num_z - 1)).astype(np.int64)
 
 
+def structure_hu(hu: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets of the structure-HU head from HU slices and their organ masks (same shape).
+
+    Returns (target, present), float32 [len(HU_STRUCTURES)] each: the mean HU of each
+    structure over all given slices, as (HU - HU_TARGET_CENTER) / HU_TARGET_SCALE, and 1
+    where it covers at least HU_MIN_PIXELS pixels (else target 0, present 0: no loss).
+    """
+    lab = np.asarray(labels).reshape(-1).astype(np.int64)
+    n = max(int(s) for s in HU_STRUCTURES) + 1
+    keep = lab < n
+    lab = lab[keep]
+    sums = np.bincount(lab, weights=np.asarray(hu, np.float64).reshape(-1)[keep], minlength=n)
+    counts = np.bincount(lab, minlength=n)
+    idx = np.asarray([int(s) for s in HU_STRUCTURES])
+    present = counts[idx] >= HU_MIN_PIXELS
+    mean = np.where(present, sums[idx] / np.maximum(counts[idx], 1), HU_TARGET_CENTER)
+    target = (mean - HU_TARGET_CENTER) / HU_TARGET_SCALE
+    return target.astype(np.float32), present.astype(np.float32)
+
+
 def preprocess(
     volume: np.ndarray,
     z_lo: int,
@@ -186,8 +226,52 @@ def preprocess(
     the evaluation input of the same series. `labels` (the cohort's organ masks on the
     cache grid) enable data.tissue_randomization during training.
     """
+    return _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, targets=False)[0]
+
+
+class WithTargets(NamedTuple):
+    """A network input with its structure-HU targets (see `preprocess_with_targets`)."""
+
+    image: np.ndarray  # float32 [S, size, size, C]
+    hu: np.ndarray  # float32 [len(HU_STRUCTURES)], (HU - HU_TARGET_CENTER) / HU_TARGET_SCALE
+    present: np.ndarray  # float32 [len(HU_STRUCTURES)], 1 where the structure is in the slices
+    scrambled: bool  # data.hu_scramble moved the structures: no physiological phase
+
+
+def preprocess_with_targets(
+    volume: np.ndarray,
+    z_lo: int,
+    z_hi: int,
+    data_cfg: DataConfig,
+    rng: np.random.Generator | None,
+    labels: np.ndarray,
+) -> WithTargets:
+    """`preprocess` plus the structure-HU targets of exactly those slices (`structure_hu`).
+
+    The targets are read after the HU augmentations that change a structure's mean
+    (intensity offset, kidney scrambling, data.hu_scramble), so they describe the image the
+    network gets. Without data.hu_scramble no random draw is added, so the image equals
+    `preprocess`'s for the same rng.
+    """
+    image, found = _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, targets=True)
+    assert found is not None
+    return WithTargets(image, *found)
+
+
+def _preprocess(
+    volume: np.ndarray,
+    z_lo: int,
+    z_hi: int,
+    data_cfg: DataConfig,
+    rng: np.random.Generator | None,
+    labels: np.ndarray | None,
+    *,
+    targets: bool,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, bool] | None]:
     if volume.ndim != 3 or volume.shape[1] != volume.shape[2]:
         raise ValueError(f"expected a cached volume [Z, H, H], got shape {volume.shape}")
+    if targets and labels is None:
+        raise ValueError("structure-HU targets need the organ masks (labels)")
     train = rng is not None and data_cfg.augment
     idx = select_slices(
         z_lo,
@@ -200,23 +284,36 @@ def preprocess(
     )
     # Fancy indexing on a memmap reads only the selected slices from disk.
     hu = np.asarray(volume[idx], dtype=np.float32)
+    selected = None
+    if labels is not None and (targets or (train and uses_masks(data_cfg))):
+        selected = np.asarray(labels[idx])  # read the memmap's slices once
+    found = None
     if train:
         assert rng is not None
         affine = augment.sample_affine(rng, data_cfg)
         offset = augment.intensity_offset(rng, data_cfg)
-        if labels is not None and uses_masks(data_cfg):
-            selected = np.asarray(labels[idx])  # read the memmap's slices once
+        if selected is not None and uses_masks(data_cfg):
             if data_cfg.tissue_randomization > 0:
                 hu = augment.randomize_tissues(hu, selected, rng, data_cfg.tissue_randomization)
             if data_cfg.kidney_scramble > 0:
                 hu = augment.scramble_kidneys(hu, selected, rng, data_cfg.kidney_scramble)
-        hu = augment.resample_slices(hu + np.float32(offset), data_cfg.image_size, affine)
+        hu = hu + np.float32(offset)
+        if targets:
+            scrambled = False
+            if data_cfg.hu_scramble > 0:
+                hu, scrambled = augment.scramble_structures(
+                    hu, selected, rng, data_cfg.hu_scramble, HU_STRUCTURES
+                )
+            found = (*structure_hu(hu, selected), scrambled)
+        hu = augment.resample_slices(hu, data_cfg.image_size, affine)
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
         hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
     else:
+        if targets:
+            found = (*structure_hu(hu, selected), False)
         hu = augment.resample_slices(hu, data_cfg.image_size)
-    return windowing.apply_window(hu, data_cfg.window)
+    return windowing.apply_window(hu, data_cfg.window), found
 
 
 # --------------------------------------------------------------------------- elements
@@ -231,6 +328,7 @@ class _Series:
     data_cfg: DataConfig
     seed: int
     training: bool
+    hu_targets: bool = False  # training elements also carry "hu" / "hu_present"
 
     def element(self, row_index: int, position: int = -1) -> dict[str, np.ndarray]:
         row = self.rows[row_index]
@@ -238,21 +336,30 @@ class _Series:
         if self.training:
             rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
         labels = None
-        if self.training and uses_masks(self.data_cfg):
+        if self.training and (uses_masks(self.data_cfg) or self.hu_targets):
             labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
-        image = preprocess(
-            load_cached(self.cache_dir, row["series_id"]),
-            int(row["z_lo"]),
-            int(row["z_hi"]),
-            self.data_cfg,
-            rng,
-            labels,
-        )
+        volume = load_cached(self.cache_dir, row["series_id"])
+        z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
+        out: dict[str, np.ndarray] = {}
+        if self.training and self.hu_targets:
+            if labels is None:
+                raise CacheError(
+                    f"{self.cache_dir}: series {row['series_id']} has no organ mask; "
+                    "model.hu_head learns from the masks of the built-in cohort"
+                )
+            got = preprocess_with_targets(volume, z_lo, z_hi, self.data_cfg, rng, labels)
+            image, out["hu"], out["hu_present"] = got.image, got.hu, got.present
+            # A scrambled series teaches only the HU head: its structures show no phase.
+            phase = "" if got.scrambled else row["phase"]
+        else:
+            image = preprocess(volume, z_lo, z_hi, self.data_cfg, rng, labels)
+            phase = row["phase"]
         return {
             "image": image,
-            "label": np.int32(label_index(row["phase"], label_set(self.data_cfg.label_set))),
+            "label": np.int32(label_index(phase, label_set(self.data_cfg.label_set))),
             "weight": np.float32(1.0),
             "index": np.int32(row_index),
+            **out,
         }
 
     def __call__(self, position: int, row_index: int) -> dict[str, np.ndarray]:
@@ -313,13 +420,22 @@ def train_iterator(
     from phasejax.data import grain_io
 
     check_data_config(cfg.data)
+    if cfg.data.hu_scramble > 0 and cfg.model.hu_head == "none":
+        raise ValueError("data.hu_scramble trains the structure-HU head: set model.hu_head too")
     bp = _per_process(cfg.train.batch_size, process_index, process_count)
     rows = split_rows(cache_dir, "train", cfg)
     if not rows:
         raise CacheError(
             f"{cache_dir}: no training series with phases in label set {cfg.data.label_set!r}"
         )
-    series = _Series(str(cache_dir), tuple(rows), cfg.data, cfg.train.seed, training=True)
+    series = _Series(
+        str(cache_dir),
+        tuple(rows),
+        cfg.data,
+        cfg.train.seed,
+        training=True,
+        hu_targets=cfg.model.hu_head != "none",
+    )
     ds = grain_io.train_stream(
         len(rows),
         series,

@@ -30,15 +30,21 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
-from phasejax.config import Aggregation, Config, SliceMode, Strategy
+from phasejax.config import Aggregation, Config, HuHead, SliceMode, Strategy
 from phasejax.models.resnet import ResNet, resolve_dtype
 from phasejax.phases import LabelSet, label_set
 
 SLICE_MODES: tuple[str, ...] = typing.get_args(SliceMode)
 AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+HU_HEADS: tuple[str, ...] = typing.get_args(HuHead)
+# Hidden units of the bottleneck's phase classifier on the structure-HU estimates: the
+# ideal observer of experiments/cohort_ceiling.py reads the phase from such numbers with
+# an MLP of this size.
+BOTTLENECK_HIDDEN = 32
 
 # Majority vote: the vote shares get an epsilon of probability mass so no phase
 # has log-probability -inf (which would make the loss and log-loss metrics
@@ -53,10 +59,59 @@ class Output(NamedTuple):
     log_probs: [B, K] float32 log-probabilities over the label set (rows logsumexp to 0).
     heads: logits each loss needs, float32; one step: {"logits"}; two steps:
         {"step1", "step2"}. Shapes [B, K_head] in channels mode, [B, S, K_head] per slice.
+        With a structure-HU head (model.hu_head) also each network's HU estimates
+        [B, len(HU_STRUCTURES)], scaled as the pipeline's targets: {"hu"} one step,
+        {"hu_step1", "hu_step2"} two steps.
     """
 
     log_probs: jax.Array
     heads: dict[str, jax.Array]
+
+
+class HuReadout(nnx.Module):
+    """A network's head outputs -> (phase logits, structure-HU estimates).
+
+    "auxiliary": the head has num_classes + num_hu outputs, the last num_hu are the HU
+    estimates (a second task on the same pooled features). "bottleneck": the head outputs
+    only the HU estimates and a small MLP classifies the phase from them (a concept
+    bottleneck, Koh et al., ICML 2020), so every decision passes through numbers a
+    reader can check against ROI measurements.
+    """
+
+    def __init__(self, mode: str, num_classes: int, num_hu: int, *, rngs: nnx.Rngs) -> None:
+        if mode not in ("auxiliary", "bottleneck"):
+            raise ValueError(f"unknown structure-HU head {mode!r}; known: {HU_HEADS}")
+        self.mode = mode
+        self.num_classes = num_classes
+        self.num_hu = num_hu
+        if mode == "bottleneck":
+            self.hidden = nnx.Linear(num_hu, BOTTLENECK_HIDDEN, rngs=rngs)
+            self.out = nnx.Linear(BOTTLENECK_HIDDEN, num_classes, rngs=rngs)
+
+    @staticmethod
+    def head_outputs(mode: str, num_classes: int, num_hu: int) -> int:
+        """Outputs the network's linear head needs for `mode` ("none": num_classes)."""
+        if mode == "none":
+            return num_classes
+        return num_hu if mode == "bottleneck" else num_classes + num_hu
+
+    def __call__(self, raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if self.mode == "auxiliary":
+            return raw[..., : self.num_classes], raw[..., self.num_classes :]
+        return self.out(nnx.relu(self.hidden(raw))).astype(jnp.float32), raw
+
+
+def hu_regression_loss(
+    pred: jax.Array, target: jax.Array, present: jax.Array, weight: jax.Array
+) -> jax.Array:
+    """Huber loss (delta 1 = 100 HU) of HU estimates [B, K], mean over weighted present cells.
+
+    Huber rather than squared error: a structure cut by the slab edge or by a lesion can
+    give a mean far from its blood pool value, and should not dominate the gradient.
+    """
+    w = weight.astype(jnp.float32)[:, None] * present.astype(jnp.float32)
+    err = optax.losses.huber_loss(pred.astype(jnp.float32), target.astype(jnp.float32), delta=1.0)
+    return jnp.sum(w * err) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -132,7 +187,16 @@ class _SeriesClassifier(nnx.Module):
         channels: int,
         slice_mode: str,
         aggregation: str,
+        hu_head: str = "none",
     ) -> int:
+        if hu_head not in HU_HEADS:
+            raise ValueError(f"unknown model.hu_head {hu_head!r}; known: {HU_HEADS}")
+        if hu_head != "none" and slice_mode != "channels":
+            raise ValueError(
+                "model.hu_head needs data.slice_mode 'channels': its targets are the mean HU "
+                "of each structure over all the series' input slices"
+            )
+        self.hu_head = hu_head
         if slice_mode not in SLICE_MODES:
             raise ValueError(f"unknown slice mode {slice_mode!r}; known: {SLICE_MODES}")
         if aggregation not in AGGREGATIONS:
@@ -157,6 +221,24 @@ class _SeriesClassifier(nnx.Module):
         if self.slice_mode == "channels":
             return jnp.transpose(x, (0, 2, 3, 1, 4)).reshape(b, h, w, s * c)
         return x.reshape(b * s, h, w, c)
+
+    def _readout(self, name: str, raw: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """(phase logits, HU estimates or None) of network `name` from its head outputs."""
+        if self.hu_head == "none":
+            return raw, None
+        return getattr(self, f"{name}_readout")(raw)
+
+    def _hu_loss(
+        self, out: Output, hu: jax.Array | None, present: jax.Array | None, weight: jax.Array
+    ) -> dict[str, jax.Array]:
+        """The HU regression loss of each network that has an HU head ({} without targets)."""
+        if hu is None or present is None:
+            return {}
+        return {
+            f"loss_{k}": hu_regression_loss(v, hu, present, weight)
+            for k, v in out.heads.items()
+            if k.startswith("hu")
+        }
 
     def _series_logits(self, logits: jax.Array, batch: int) -> jax.Array:
         if self.slice_mode == "channels":
@@ -188,6 +270,8 @@ class OneStepClassifier(_SeriesClassifier):
         aggregation: str = "mean_logprob",
         width: int = 64,
         dtype: Any = jnp.float32,
+        hu_head: str = "none",
+        hu_loss_weight: float = 1.0,
         rngs: nnx.Rngs,
     ) -> None:
         cin = self._init_common(
@@ -196,27 +280,45 @@ class OneStepClassifier(_SeriesClassifier):
             channels=channels,
             slice_mode=slice_mode,
             aggregation=aggregation,
+            hu_head=hu_head,
         )
+        self.hu_loss_weight = float(hu_loss_weight)
+        k = labels.num_classes
         self.net = ResNet(
             depth,
             in_channels=cin,
-            num_classes=labels.num_classes,
+            num_classes=HuReadout.head_outputs(hu_head, k, _num_hu()),
             width=width,
             dtype=dtype,
             rngs=rngs,
         )
+        if hu_head != "none":
+            self.net_readout = HuReadout(hu_head, k, _num_hu(), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> Output:
-        logits = self._series_logits(self.net(self._network_input(x)), x.shape[0])
+        logits, hu = self._readout("net", self.net(self._network_input(x)))
+        logits = self._series_logits(logits, x.shape[0])
         log_probs = self._series_log_probs(jax.nn.log_softmax(logits, axis=-1))
-        return Output(log_probs=log_probs, heads={"logits": logits})
+        heads = {"logits": logits} if hu is None else {"logits": logits, "hu": hu}
+        return Output(log_probs=log_probs, heads=heads)
 
     def loss(
-        self, out: Output, label: jax.Array, weight: jax.Array
+        self,
+        out: Output,
+        label: jax.Array,
+        weight: jax.Array,
+        hu: jax.Array | None = None,
+        hu_present: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Cross-entropy, plus hu_loss_weight x the HU regression loss when targets are given."""
         w = weight.astype(jnp.float32) * (label >= 0)
-        loss = weighted_mean(cross_entropy(out.heads["logits"], label), w)
-        return loss, {"loss": loss, "accuracy": self._accuracy(out, label, w)}
+        ce = weighted_mean(cross_entropy(out.heads["logits"], label), w)
+        hu_losses = self._hu_loss(out, hu, hu_present, weight)
+        loss = ce + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
+        aux = {"loss": loss, "accuracy": self._accuracy(out, label, w), **hu_losses}
+        if hu_losses:
+            aux["loss_phase"] = ce
+        return loss, aux
 
 
 class TwoStepClassifier(_SeriesClassifier):
@@ -233,6 +335,8 @@ class TwoStepClassifier(_SeriesClassifier):
         aggregation: str = "mean_logprob",
         width: int = 64,
         dtype: Any = jnp.float32,
+        hu_head: str = "none",
+        hu_loss_weight: float = 1.0,
         rngs: nnx.Rngs,
     ) -> None:
         if not any(step2 >= 0 for _, step2 in labels.two_step_paths()):
@@ -243,13 +347,16 @@ class TwoStepClassifier(_SeriesClassifier):
             channels=channels,
             slice_mode=slice_mode,
             aggregation=aggregation,
+            hu_head=hu_head,
         )
+        self.hu_loss_weight = float(hu_loss_weight)
         self.step1_classes = labels.step1_classes
         self.step2_classes = labels.step2_classes
+        k1, k2 = len(labels.step1_classes), len(labels.step2_classes)
         self.step1 = ResNet(
             depth,
             in_channels=cin,
-            num_classes=len(labels.step1_classes),
+            num_classes=HuReadout.head_outputs(hu_head, k1, _num_hu()),
             width=width,
             dtype=dtype,
             rngs=rngs,
@@ -257,21 +364,29 @@ class TwoStepClassifier(_SeriesClassifier):
         self.step2 = ResNet(
             depth,
             in_channels=cin,
-            num_classes=len(labels.step2_classes),
+            num_classes=HuReadout.head_outputs(hu_head, k2, _num_hu()),
             width=width,
             dtype=dtype,
             rngs=rngs,
         )
+        if hu_head != "none":
+            self.step1_readout = HuReadout(hu_head, k1, _num_hu(), rngs=rngs)
+            self.step2_readout = HuReadout(hu_head, k2, _num_hu(), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> Output:
         xin = self._network_input(x)
-        l1 = self._series_logits(self.step1(xin), x.shape[0])
-        l2 = self._series_logits(self.step2(xin), x.shape[0])
+        l1, hu1 = self._readout("step1", self.step1(xin))
+        l2, hu2 = self._readout("step2", self.step2(xin))
+        l1 = self._series_logits(l1, x.shape[0])
+        l2 = self._series_logits(l2, x.shape[0])
         # Per slice, the phase log-probabilities are combined slice by slice and then
         # aggregated, so both aggregation modes see the same per-phase quantities
         # as in the one-step model.
         log_probs = self._series_log_probs(two_step_log_probs(l1, l2, self.label_set))
-        return Output(log_probs=log_probs, heads={"step1": l1, "step2": l2})
+        heads = {"step1": l1, "step2": l2}
+        if hu1 is not None and hu2 is not None:
+            heads.update(hu_step1=hu1, hu_step2=hu2)
+        return Output(log_probs=log_probs, heads=heads)
 
     def step_labels(self, label: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Label-set indices [B] -> (step-1 index, step-2 index or -1 for non-arterial)."""
@@ -283,8 +398,14 @@ class TwoStepClassifier(_SeriesClassifier):
         return jnp.where(valid, s1[safe], -1), jnp.where(valid, s2[safe], -1)
 
     def loss(
-        self, out: Output, label: jax.Array, weight: jax.Array
+        self,
+        out: Output,
+        label: jax.Array,
+        weight: jax.Array,
+        hu: jax.Array | None = None,
+        hu_present: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Both steps' cross-entropies, plus hu_loss_weight x each network's HU loss."""
         y1, y2 = self.step_labels(label)
         w1 = weight.astype(jnp.float32) * (y1 >= 0)
         # Network 2 learns from arterial series only (paper's step 2); normalised by
@@ -292,8 +413,10 @@ class TwoStepClassifier(_SeriesClassifier):
         w2 = weight.astype(jnp.float32) * (y2 >= 0)
         loss1 = weighted_mean(cross_entropy(out.heads["step1"], y1), w1)
         loss2 = weighted_mean(cross_entropy(out.heads["step2"], y2), w2)
-        loss = loss1 + loss2
+        hu_losses = self._hu_loss(out, hu, hu_present, weight)
+        loss = loss1 + loss2 + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
         aux = {
+            **hu_losses,
             "loss": loss,
             "loss_step1": loss1,
             "loss_step2": loss2,
@@ -334,5 +457,13 @@ def build_classifier(
         aggregation=cfg.model.aggregation,
         width=cfg.model.width,
         dtype=resolve_dtype(cfg.model.dtype),
+        hu_head=cfg.model.hu_head,
+        hu_loss_weight=cfg.model.hu_loss_weight,
         rngs=rngs,
     )
+
+
+def _num_hu() -> int:
+    from phasejax.data.pipeline import HU_STRUCTURES
+
+    return len(HU_STRUCTURES)

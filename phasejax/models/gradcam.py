@@ -176,7 +176,10 @@ def _log_probs_from_maps(
     tests/test_gradcam.py checks the output equals model(x).log_probs.
     """
     nets = networks(model)
-    logits = {n: model._series_logits(nets[n].classify(maps[n], stage), batch) for n in nets}
+    logits = {
+        n: model._series_logits(model._readout(n, nets[n].classify(maps[n], stage))[0], batch)
+        for n in nets
+    }
     if isinstance(model, TwoStepClassifier):
         phase_lp = two_step_log_probs(logits["step1"], logits["step2"], model.label_set)
     else:

@@ -45,7 +45,13 @@ def _train_fn(
 
     def loss_fn(m: nnx.Module) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
         out = m(batch["image"])
-        loss, aux = m.loss(out, batch["label"], batch["weight"])
+        loss, aux = m.loss(
+            out,
+            batch["label"],
+            batch["weight"],
+            hu=batch.get("hu"),
+            hu_present=batch.get("hu_present"),
+        )
         return loss, (out, aux)
 
     (loss, (out, aux)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -95,6 +101,12 @@ def _as_global(batch: Batch, mesh: Mesh, keys: tuple[str, ...]) -> dict[str, jax
 
 
 TRAIN_KEYS = ("image", "label", "weight")
+# Targets of the structure-HU head (model.hu_head), present in training batches when on.
+HU_KEYS = ("hu", "hu_present")
+
+
+def _train_keys(batch: Batch) -> tuple[str, ...]:
+    return TRAIN_KEYS + tuple(k for k in HU_KEYS if k in batch)
 
 
 class Trainer:
@@ -115,7 +127,7 @@ class Trainer:
 
     def step(self, batch: Batch) -> dict[str, jax.Array]:
         """One optimisation step on a global batch; metrics stay on device (no host sync)."""
-        g = _as_global(batch, self.mesh, TRAIN_KEYS)
+        g = _as_global(batch, self.mesh, _train_keys(batch))
         self.model_state, self.opt_state, metrics = self._train(self.model_state, self.opt_state, g)
         return metrics
 
@@ -133,7 +145,7 @@ class Trainer:
 
     def lower_train(self, batch: Batch) -> Any:
         """The lowered train step (for cost analysis: FLOPs of one step)."""
-        g = _as_global(batch, self.mesh, TRAIN_KEYS)
+        g = _as_global(batch, self.mesh, _train_keys(batch))
         return self._train.lower(self.model_state, self.opt_state, g)
 
 
@@ -156,7 +168,7 @@ def train_step(
     new_model, new_opt, metrics = fn(
         jax.device_put(model_state, repl),
         jax.device_put(opt_state, repl),
-        _as_global(batch, mesh, TRAIN_KEYS),
+        _as_global(batch, mesh, _train_keys(batch)),
     )
     nnx.update(model, new_model)
     nnx.update(optimizer, new_opt)
