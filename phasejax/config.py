@@ -44,7 +44,7 @@ SliceSelection = Literal["central", "even"]
 Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
 Strategy = Literal["one_step", "two_step"]
 Aggregation = Literal["mean_logprob", "majority"]
-HuHead = Literal["none", "auxiliary", "bottleneck"]
+HuHead = Literal["none", "auxiliary", "bottleneck", "roi"]
 Dtype = Literal["float32", "bfloat16"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
@@ -155,7 +155,9 @@ class ModelConfig(_Section):
     # Structure-HU head (phasejax.models.classifiers): each network also regresses the mean
     # HU of the phase-defining structures (aorta, portal vein, kidneys, ...) of its input,
     # learned from the cohort's organ masks. "auxiliary": an extra loss on the shared
-    # features; "bottleneck": the phase is classified from those HU estimates only.
+    # features; "bottleneck": the phase is classified from those HU estimates only; "roi":
+    # each network segments those structures and the phase is classified from the HU
+    # measured inside its segmentation (window "multi" or "wide").
     hu_head: HuHead = "none"
     hu_loss_weight: float = 1.0
 

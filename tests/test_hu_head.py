@@ -3,6 +3,7 @@ their loss, and a training run that learns to read the aorta's HU."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -58,7 +59,7 @@ def test_targets_follow_the_phase_and_do_not_change_the_image() -> None:
     cfg = DataConfig(image_size=32, num_slices=3, augment=True, intensity_jitter_hu=30.0)
     vol, mask = fake_volume_and_mask("DP", size=48, slices=10, noise_hu=0.0)
     rng = np.random.default_rng(5)
-    image, target, present, _ = preprocess_with_targets(vol, 1, 9, cfg, rng, mask)
+    image, target, present, _, _ = preprocess_with_targets(vol, 1, 9, cfg, rng, mask)
     same = preprocess(vol, 1, 9, cfg, np.random.default_rng(5), mask)
     np.testing.assert_array_equal(image, same)  # no extra random draw
     # Every input slice holds the aorta; the intensity offset moves the target with the
@@ -69,7 +70,7 @@ def test_targets_follow_the_phase_and_do_not_change_the_image() -> None:
     assert 0.5 < abs(shift) <= 30.0 + 1e-3
     assert liver_shift == pytest.approx(shift, abs=1e-3)
     # Deterministic (eval) targets are the phantom's HU exactly: excreted contrast in DP.
-    _, t_eval, p_eval, _ = preprocess_with_targets(vol, 1, 9, cfg, None, mask)
+    _, t_eval, p_eval, _, _ = preprocess_with_targets(vol, 1, 9, cfg, None, mask)
     if p_eval[PELVIS]:
         assert _hu(t_eval[PELVIS]) == pytest.approx(PHASE_HU["DP"]["pelvis"], abs=0.5)
     assert _hu(t_eval[AORTA]) == pytest.approx(PHASE_HU["DP"]["aorta"], abs=0.5)
@@ -208,3 +209,87 @@ def test_hu_scramble_without_the_head_is_refused(tmp_path: Path) -> None:
     cfg = Config(data=DataConfig(image_size=32, num_slices=3, hu_scramble=0.5))
     with pytest.raises(ValueError, match="hu_scramble.*model.hu_head"):
         train_iterator(cache, cfg)
+
+
+@pytest.mark.parametrize("depth", ["tiny", "18", "50"])
+@pytest.mark.parametrize("size", [32, 61, 96, 224])
+def test_segmentation_grid_is_the_first_stage_map(depth: str, size: int) -> None:
+    from phasejax.data.pipeline import seg_grid_size
+    from phasejax.models.resnet import ResNet
+
+    net = nnx.eval_shape(
+        lambda: ResNet(depth, in_channels=3, num_classes=2, width=8, rngs=nnx.Rngs(0))
+    )
+    assert seg_grid_size(size) == net.feature_size(size, 1)
+
+
+def test_structure_fractions_cover_every_pixel_once() -> None:
+    from phasejax.data.augment import IDENTITY
+    from phasejax.data.pipeline import structure_fractions
+
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, :, :16] = Label.LIVER  # image left half
+    labels[1, 8:16, 20:28] = Label.AORTA
+    frac = structure_fractions(labels, 8, IDENTITY)
+    assert frac.shape == (2, 8, 8, len(HU_STRUCTURES) + 1)
+    np.testing.assert_allclose(frac.sum(-1), 1.0, atol=1e-5)
+    liver = frac[..., HU_STRUCTURES.index(Label.LIVER)]
+    assert liver[:, :, :3].min() > 0.95 and liver[:, :, 5:].max() < 0.05
+    aorta = frac[..., AORTA]
+    assert aorta[0].max() == 0.0 and aorta[1, 2:4, 5:7].min() > 0.5
+    # 64 aorta pixels of the input = 4 pixels of the 8-px grid, whatever the blur.
+    assert aorta[1].sum() == pytest.approx(4.0, rel=0.05)
+
+
+def test_roi_readout_measures_the_hu_inside_its_segmentation() -> None:
+    from phasejax.models.classifiers import RoiReadout
+
+    k = len(HU_STRUCTURES)
+    ro = RoiReadout(3, k, 2, 4, 6, rngs=nnx.Rngs(0))
+    for conv in (ro.fine, ro.coarse):
+        conv.kernel[...] = jnp.zeros_like(conv.kernel[...])
+    bias = np.full((2, k + 1), -20.0, np.float32)
+    bias[:, AORTA] = 20.0  # every pixel of both slices is "aorta"
+    ro.fine.bias[...] = jnp.asarray(bias.reshape(-1))
+    hu_image = jnp.asarray(np.random.default_rng(0).uniform(100, 400, (1, 2, 20, 20)), jnp.float32)
+    _, est, seg = ro(jnp.ones((1, 5, 5, 4)), jnp.ones((1, 2, 2, 6)), hu_image)
+    assert seg.shape == (1, 2, 5, 5, k + 1)
+    assert _hu(float(est[0, AORTA])) == pytest.approx(float(hu_image.mean()), rel=1e-3)
+
+
+def test_roi_head_needs_the_wide_window() -> None:
+    with pytest.raises(ValueError, match="wide window"):
+        build_classifier(
+            Config(data=DataConfig(window="abdomen"), model=ModelConfig(hu_head="roi")),
+            rngs=nnx.Rngs(0),
+        )
+
+
+def test_roi_training_segments_and_measures_the_aorta(tmp_path: Path) -> None:
+    from phasejax.train.loop import train
+    from phasejax.train.restore import load_trained
+
+    cache = make_fake_cache(tmp_path / "cache", patients=12, size=64, slices=8, masks=True)
+    cfg = Config(
+        name="roi",
+        data=DataConfig(image_size=64, num_slices=3, window="multi"),
+        model=ModelConfig(depth="tiny", width=16, strategy="one_step", hu_head="roi"),
+        train=TrainConfig(
+            batch_size=16, steps=100, learning_rate=1e-2, warmup_steps=5, eval_every=100,
+            checkpoint_every=1000, log_every=10, eval_batch_size=32,
+        ),
+    )  # fmt: skip
+    train(cfg, tmp_path / "run", cache_dir=cache)
+    recs = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    seg_loss = [r["loss_seg"] for r in recs if r["split"] == "train"]
+    assert seg_loss[-1] < 0.7 * seg_loss[0], seg_loss
+    _, model = load_trained(tmp_path / "run", "latest")
+    rows = split_rows(cache, "test", cfg) + split_rows(cache, "external", cfg)
+    series = _Series(str(cache), tuple(rows), cfg.data, 0, training=False)
+    x = np.stack([series.element(i)["image"] for i in range(len(rows))])
+    est = _hu(np.asarray(model(jnp.asarray(x)).heads["hu"])[:, AORTA])
+    truth = np.array([PHASE_HU[r["phase"]]["aorta"] for r in rows])
+    err = float(np.mean(np.abs(est - truth)))
+    assert err < 0.5 * float(np.mean(np.abs(truth - truth.mean()))), (est, truth)

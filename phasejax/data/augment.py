@@ -61,8 +61,11 @@ def sample_affine(rng: np.random.Generator, data_cfg: DataConfig) -> Affine:
     )
 
 
-def resample_slices(slices: np.ndarray, size: int, affine: Affine = IDENTITY) -> np.ndarray:
-    """HU slices [S, H, W] -> float32 [S, size, size], resized and transformed.
+def resample_slices(
+    slices: np.ndarray, size: int, affine: Affine = IDENTITY, cval: float = AIR_HU
+) -> np.ndarray:
+    """HU slices [S, H, W] -> float32 [S, size, size], resized and transformed (`cval`
+    outside the input: air for HU, 0 for masks).
 
     Pixel-centre convention: output pixel o samples input coordinate
     c_in + f * R(-theta) / scale * (o - c_out - shift), f = H / size, so the identity
@@ -100,7 +103,7 @@ def resample_slices(slices: np.ndarray, size: int, affine: Affine = IDENTITY) ->
             output=out[k],
             order=1,
             mode="constant",
-            cval=AIR_HU,
+            cval=cval,
             prefilter=False,
         )
     return out

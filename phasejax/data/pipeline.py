@@ -15,6 +15,9 @@ cohort's organ masks (`structure_hu`)::
     hu          float32 [B, K]       mean HU of each of HU_STRUCTURES over the input
                                      slices, as (HU - 100) / 100
     hu_present  float32 [B, K]       1 where the structure is in those slices
+    seg         float32 [B, S, g, g, K + 1]  model.hu_head "roi" only: share of each pixel
+                                     of the first-stage feature grid (g = seg_grid_size)
+                                     covered by each structure, last channel the rest
 
 One function, `preprocess`, turns a cached HU volume into the network input for
 training (with an rng: slice jitter and augmentation), evaluation and prediction
@@ -190,6 +193,30 @@ def select_slices(
     return np.sort(np.clip(idx, 0, num_z - 1)).astype(np.int64)
 
 
+def seg_grid_size(image_size: int) -> int:
+    """Side of the ResNets' first-stage feature map for an input side of `image_size`: the
+    grid of the "roi" head's segmentation (stride-2 stem convolution, stride-2 max pool,
+    each ceil(n / 2); phasejax.models.resnet.ResNet.feature_size(size, 1))."""
+    n = int(image_size)
+    for _ in range(2):
+        n = math.ceil(n / 2)
+    return n
+
+
+def structure_fractions(labels: np.ndarray, grid: int, affine: augment.Affine) -> np.ndarray:
+    """Soft segmentation target float32 [S, grid, grid, len(HU_STRUCTURES) + 1]: the share of
+    each output pixel covered by each structure (last channel: everything else), after the
+    same resize and transform as the image (`augment.resample_slices`)."""
+    labels = np.asarray(labels)
+    chans = [
+        augment.resample_slices((labels == s).astype(np.float32), grid, affine, cval=0.0)
+        for s in HU_STRUCTURES
+    ]
+    frac = np.clip(np.stack(chans, axis=-1), 0.0, 1.0)
+    rest = np.clip(1.0 - frac.sum(axis=-1, keepdims=True), 0.0, 1.0)
+    return np.concatenate([frac, rest], axis=-1).astype(np.float32)
+
+
 def structure_hu(hu: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Targets of the structure-HU head from HU slices and their organ masks (same shape).
 
@@ -236,6 +263,7 @@ class WithTargets(NamedTuple):
     hu: np.ndarray  # float32 [len(HU_STRUCTURES)], (HU - HU_TARGET_CENTER) / HU_TARGET_SCALE
     present: np.ndarray  # float32 [len(HU_STRUCTURES)], 1 where the structure is in the slices
     scrambled: bool  # data.hu_scramble moved the structures: no physiological phase
+    seg: np.ndarray | None = None  # structure_fractions on the roi head's grid, if asked
 
 
 def preprocess_with_targets(
@@ -245,15 +273,19 @@ def preprocess_with_targets(
     data_cfg: DataConfig,
     rng: np.random.Generator | None,
     labels: np.ndarray,
+    seg_grid: int = 0,
 ) -> WithTargets:
     """`preprocess` plus the structure-HU targets of exactly those slices (`structure_hu`).
 
     The targets are read after the HU augmentations that change a structure's mean
     (intensity offset, kidney scrambling, data.hu_scramble), so they describe the image the
     network gets. Without data.hu_scramble no random draw is added, so the image equals
-    `preprocess`'s for the same rng.
+    `preprocess`'s for the same rng. `seg_grid` > 0 adds the soft segmentation target of the
+    "roi" head on that grid (`structure_fractions`).
     """
-    image, found = _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, targets=True)
+    image, found = _preprocess(
+        volume, z_lo, z_hi, data_cfg, rng, labels, targets=True, seg_grid=seg_grid
+    )
     assert found is not None
     return WithTargets(image, *found)
 
@@ -267,7 +299,8 @@ def _preprocess(
     labels: np.ndarray | None,
     *,
     targets: bool,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, bool] | None]:
+    seg_grid: int = 0,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, bool, np.ndarray | None] | None]:
     if volume.ndim != 3 or volume.shape[1] != volume.shape[2]:
         raise ValueError(f"expected a cached volume [Z, H, H], got shape {volume.shape}")
     if targets and labels is None:
@@ -304,14 +337,16 @@ def _preprocess(
                 hu, scrambled = augment.scramble_structures(
                     hu, selected, rng, data_cfg.hu_scramble, HU_STRUCTURES
                 )
-            found = (*structure_hu(hu, selected), scrambled)
+            seg = structure_fractions(selected, seg_grid, affine) if seg_grid else None
+            found = (*structure_hu(hu, selected), scrambled, seg)
         hu = augment.resample_slices(hu, data_cfg.image_size, affine)
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
         hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
     else:
         if targets:
-            found = (*structure_hu(hu, selected), False)
+            seg = structure_fractions(selected, seg_grid, augment.IDENTITY) if seg_grid else None
+            found = (*structure_hu(hu, selected), False, seg)
         hu = augment.resample_slices(hu, data_cfg.image_size)
     return windowing.apply_window(hu, data_cfg.window), found
 
@@ -329,6 +364,7 @@ class _Series:
     seed: int
     training: bool
     hu_targets: bool = False  # training elements also carry "hu" / "hu_present"
+    seg_grid: int = 0  # > 0: and "seg", the roi head's segmentation target on this grid
 
     def element(self, row_index: int, position: int = -1) -> dict[str, np.ndarray]:
         row = self.rows[row_index]
@@ -347,8 +383,12 @@ class _Series:
                     f"{self.cache_dir}: series {row['series_id']} has no organ mask; "
                     "model.hu_head learns from the masks of the built-in cohort"
                 )
-            got = preprocess_with_targets(volume, z_lo, z_hi, self.data_cfg, rng, labels)
+            got = preprocess_with_targets(
+                volume, z_lo, z_hi, self.data_cfg, rng, labels, seg_grid=self.seg_grid
+            )
             image, out["hu"], out["hu_present"] = got.image, got.hu, got.present
+            if got.seg is not None:
+                out["seg"] = got.seg
             # A scrambled series teaches only the HU head: its structures show no phase.
             phase = "" if got.scrambled else row["phase"]
         else:
@@ -435,6 +475,7 @@ def train_iterator(
         cfg.train.seed,
         training=True,
         hu_targets=cfg.model.hu_head != "none",
+        seg_grid=seg_grid_size(cfg.data.image_size) if cfg.model.hu_head == "roi" else 0,
     )
     ds = grain_io.train_stream(
         len(rows),

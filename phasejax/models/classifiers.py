@@ -34,7 +34,9 @@ import optax
 from flax import nnx
 
 from phasejax.config import Aggregation, Config, HuHead, SliceMode, Strategy
-from phasejax.models.resnet import ResNet, resolve_dtype
+from phasejax.data.pipeline import HU_STRUCTURES, HU_TARGET_CENTER, HU_TARGET_SCALE
+from phasejax.data.windowing import WINDOWS, window_names
+from phasejax.models.resnet import BOTTLENECK_EXPANSION, STAGES, ResNet, resolve_dtype
 from phasejax.phases import LabelSet, label_set
 
 SLICE_MODES: tuple[str, ...] = typing.get_args(SliceMode)
@@ -99,6 +101,79 @@ class HuReadout(nnx.Module):
         if self.mode == "auxiliary":
             return raw[..., : self.num_classes], raw[..., self.num_classes :]
         return self.out(nnx.relu(self.hidden(raw))).astype(jnp.float32), raw
+
+
+class RoiReadout(nnx.Module):
+    """Segment, then measure: a network's feature maps -> (phase logits, HU estimates, seg).
+
+    A 1x1 convolution on the first stage's map (stride 4), plus the last stage's map through
+    its own 1x1 convolution upsampled onto that grid (context: which bright disc is the
+    aorta), gives per-slice logits over HU_STRUCTURES + "rest" (a light feature-pyramid
+    head, Lin et al., CVPR 2017). Each structure's HU is then MEASURED: the mean of the
+    input's HU (from its wide window) weighted by the structure's soft mask, upsampled to
+    the input's pixels, over all slices. The phase comes from those measurements and each structure's
+    share of the image only, as a reader's ROIs would give it, so a network that segments
+    real anatomy reads real HU, whatever the textures around it.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_hu: int,
+        num_slices: int,
+        fine_channels: int,
+        coarse_channels: int,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.num_hu = num_hu
+        self.num_slices = num_slices
+        k = num_slices * (num_hu + 1)
+        self.fine = nnx.Conv(fine_channels, k, (1, 1), param_dtype=jnp.float32, rngs=rngs)
+        self.coarse = nnx.Conv(coarse_channels, k, (1, 1), param_dtype=jnp.float32, rngs=rngs)
+        self.hidden = nnx.Linear(2 * num_hu, BOTTLENECK_HIDDEN, rngs=rngs)
+        self.out = nnx.Linear(BOTTLENECK_HIDDEN, num_classes, rngs=rngs)
+
+    def __call__(
+        self, fine: jax.Array, coarse: jax.Array, hu_image: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """fine [B, g, g, F1], coarse [B, h, h, F], hu_image [B, S, H, W] (HU of the input)
+        -> logits [B, K_phase], HU estimates [B, num_hu] (target scale), segmentation logits
+        [B, S, g, g, num_hu + 1]."""
+        b, g = fine.shape[0], fine.shape[1]
+        k = self.num_hu + 1
+        up = jax.image.resize(
+            self.coarse(coarse.astype(jnp.float32)), (b, g, g, self.num_slices * k), "linear"
+        )
+        seg = self.fine(fine.astype(jnp.float32)) + up
+        seg = seg.reshape(b, g, g, self.num_slices, k).transpose(0, 3, 1, 2, 4)
+        # Measured at the input's resolution: the aorta is ~1.5 cells of the stride-4 grid,
+        # so a grid-level mean would mix it with the fat around it. Logits are upsampled
+        # (not probabilities) so that the boundaries stay sharp.
+        h, w = hu_image.shape[2], hu_image.shape[3]
+        fine_seg = jax.image.resize(seg, (b, self.num_slices, h, w, k), "linear")
+        p = jax.nn.softmax(fine_seg, axis=-1)[..., : self.num_hu]
+        mass = jnp.sum(p, axis=(1, 2, 3))  # [B, num_hu], pixels
+        hu = jnp.einsum("bsxyk,bsxy->bk", p, hu_image.astype(jnp.float32)) / (mass + 1e-3)
+        est = (hu - HU_TARGET_CENTER) / HU_TARGET_SCALE
+        share = mass / float(self.num_slices * h * w)
+        # Share scaled so that a structure of ~1-10% of the image gives an input of order 1.
+        feats = jnp.concatenate([est, 20.0 * share], axis=-1)
+        return self.out(nnx.relu(self.hidden(feats))), est, seg
+
+
+def segmentation_loss(seg: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    """Soft cross-entropy of seg logits [B, S, g, g, K + 1] against structure fractions.
+
+    Pixels covered by a structure weigh 10x the rest: the structures are a few percent of
+    the image, and "everything is rest" would otherwise be a cheap minimum.
+    """
+    lp = jax.nn.log_softmax(seg.astype(jnp.float32), axis=-1)
+    t = target.astype(jnp.float32)
+    ce = -jnp.sum(t * lp, axis=-1)  # [B, S, g, g]
+    pix = 1.0 + 9.0 * (1.0 - t[..., -1])
+    per_series = jnp.sum(pix * ce, axis=(1, 2, 3)) / jnp.sum(pix, axis=(1, 2, 3))
+    return weighted_mean(per_series, weight.astype(jnp.float32))
 
 
 def hu_regression_loss(
@@ -188,6 +263,7 @@ class _SeriesClassifier(nnx.Module):
         slice_mode: str,
         aggregation: str,
         hu_head: str = "none",
+        window: str = "multi",
     ) -> int:
         if hu_head not in HU_HEADS:
             raise ValueError(f"unknown model.hu_head {hu_head!r}; known: {HU_HEADS}")
@@ -197,6 +273,15 @@ class _SeriesClassifier(nnx.Module):
                 "of each structure over all the series' input slices"
             )
         self.hu_head = hu_head
+        self.hu_channel = -1
+        if hu_head == "roi":
+            names = window_names(window)
+            if "wide" not in names:
+                raise ValueError(
+                    "model.hu_head 'roi' measures HU in the input's wide window: data.window "
+                    f"must be 'multi' or 'wide', got {window!r}"
+                )
+            self.hu_channel = names.index("wide")
         if slice_mode not in SLICE_MODES:
             raise ValueError(f"unknown slice mode {slice_mode!r}; known: {SLICE_MODES}")
         if aggregation not in AGGREGATIONS:
@@ -226,7 +311,33 @@ class _SeriesClassifier(nnx.Module):
         """(phase logits, HU estimates or None) of network `name` from its head outputs."""
         if self.hu_head == "none":
             return raw, None
+        if self.hu_head == "roi":
+            raise ValueError("model.hu_head 'roi' classifies from its segmentation, not the head")
         return getattr(self, f"{name}_readout")(raw)
+
+    def _make_readout(self, net: ResNet, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
+        if self.hu_head == "roi":
+            kind, _ = STAGES[net.depth]
+            fine = net.stem_bn.num_features * (BOTTLENECK_EXPANSION if kind != "basic" else 1)
+            return RoiReadout(
+                num_classes, _num_hu(), self.num_slices, fine, net.num_features, rngs=rngs
+            )
+        return HuReadout(self.hu_head, num_classes, _num_hu(), rngs=rngs)
+
+    def _run_net(
+        self, name: str, net: ResNet, xin: jax.Array, x: jax.Array
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """(phase logits, HU estimates or None, segmentation logits or None) of one network."""
+        if self.hu_head != "roi":
+            logits, hu = self._readout(name, net(xin))
+            return logits, hu, None
+        fine = net.feature_map(xin, 1)
+        coarse = fine
+        for block in list(net.blocks)[net._stage_end(1) :]:
+            coarse = block(coarse)
+        width, level = WINDOWS["wide"]
+        hu = x[..., self.hu_channel].astype(jnp.float32) * width + (level - width / 2.0)
+        return getattr(self, f"{name}_readout")(fine, coarse, hu)
 
     def _hu_loss(
         self, out: Output, hu: jax.Array | None, present: jax.Array | None, weight: jax.Array
@@ -238,6 +349,17 @@ class _SeriesClassifier(nnx.Module):
             f"loss_{k}": hu_regression_loss(v, hu, present, weight)
             for k, v in out.heads.items()
             if k.startswith("hu")
+        }
+
+    @staticmethod
+    def _seg_loss(out: Output, seg: jax.Array | None, weight: jax.Array) -> dict[str, jax.Array]:
+        """The segmentation loss of each network with a roi head ({} without targets)."""
+        if seg is None:
+            return {}
+        return {
+            f"loss_{k}": segmentation_loss(v, seg, weight)
+            for k, v in out.heads.items()
+            if k.startswith("seg")
         }
 
     def _series_logits(self, logits: jax.Array, batch: int) -> jax.Array:
@@ -272,6 +394,7 @@ class OneStepClassifier(_SeriesClassifier):
         dtype: Any = jnp.float32,
         hu_head: str = "none",
         hu_loss_weight: float = 1.0,
+        window: str = "multi",
         rngs: nnx.Rngs,
     ) -> None:
         cin = self._init_common(
@@ -281,6 +404,7 @@ class OneStepClassifier(_SeriesClassifier):
             slice_mode=slice_mode,
             aggregation=aggregation,
             hu_head=hu_head,
+            window=window,
         )
         self.hu_loss_weight = float(hu_loss_weight)
         k = labels.num_classes
@@ -293,13 +417,17 @@ class OneStepClassifier(_SeriesClassifier):
             rngs=rngs,
         )
         if hu_head != "none":
-            self.net_readout = HuReadout(hu_head, k, _num_hu(), rngs=rngs)
+            self.net_readout = self._make_readout(self.net, k, rngs)
 
     def __call__(self, x: jax.Array) -> Output:
-        logits, hu = self._readout("net", self.net(self._network_input(x)))
+        logits, hu, seg = self._run_net("net", self.net, self._network_input(x), x)
         logits = self._series_logits(logits, x.shape[0])
         log_probs = self._series_log_probs(jax.nn.log_softmax(logits, axis=-1))
-        heads = {"logits": logits} if hu is None else {"logits": logits, "hu": hu}
+        heads = {"logits": logits}
+        if hu is not None:
+            heads["hu"] = hu
+        if seg is not None:
+            heads["seg"] = seg
         return Output(log_probs=log_probs, heads=heads)
 
     def loss(
@@ -309,11 +437,13 @@ class OneStepClassifier(_SeriesClassifier):
         weight: jax.Array,
         hu: jax.Array | None = None,
         hu_present: jax.Array | None = None,
+        seg: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Cross-entropy, plus hu_loss_weight x the HU regression loss when targets are given."""
+        """Cross-entropy, plus hu_loss_weight x the HU regression (and segmentation) losses
+        when their targets are given."""
         w = weight.astype(jnp.float32) * (label >= 0)
         ce = weighted_mean(cross_entropy(out.heads["logits"], label), w)
-        hu_losses = self._hu_loss(out, hu, hu_present, weight)
+        hu_losses = self._hu_loss(out, hu, hu_present, weight) | self._seg_loss(out, seg, weight)
         loss = ce + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
         aux = {"loss": loss, "accuracy": self._accuracy(out, label, w), **hu_losses}
         if hu_losses:
@@ -337,6 +467,7 @@ class TwoStepClassifier(_SeriesClassifier):
         dtype: Any = jnp.float32,
         hu_head: str = "none",
         hu_loss_weight: float = 1.0,
+        window: str = "multi",
         rngs: nnx.Rngs,
     ) -> None:
         if not any(step2 >= 0 for _, step2 in labels.two_step_paths()):
@@ -348,6 +479,7 @@ class TwoStepClassifier(_SeriesClassifier):
             slice_mode=slice_mode,
             aggregation=aggregation,
             hu_head=hu_head,
+            window=window,
         )
         self.hu_loss_weight = float(hu_loss_weight)
         self.step1_classes = labels.step1_classes
@@ -370,13 +502,13 @@ class TwoStepClassifier(_SeriesClassifier):
             rngs=rngs,
         )
         if hu_head != "none":
-            self.step1_readout = HuReadout(hu_head, k1, _num_hu(), rngs=rngs)
-            self.step2_readout = HuReadout(hu_head, k2, _num_hu(), rngs=rngs)
+            self.step1_readout = self._make_readout(self.step1, k1, rngs)
+            self.step2_readout = self._make_readout(self.step2, k2, rngs)
 
     def __call__(self, x: jax.Array) -> Output:
         xin = self._network_input(x)
-        l1, hu1 = self._readout("step1", self.step1(xin))
-        l2, hu2 = self._readout("step2", self.step2(xin))
+        l1, hu1, seg1 = self._run_net("step1", self.step1, xin, x)
+        l2, hu2, seg2 = self._run_net("step2", self.step2, xin, x)
         l1 = self._series_logits(l1, x.shape[0])
         l2 = self._series_logits(l2, x.shape[0])
         # Per slice, the phase log-probabilities are combined slice by slice and then
@@ -386,6 +518,8 @@ class TwoStepClassifier(_SeriesClassifier):
         heads = {"step1": l1, "step2": l2}
         if hu1 is not None and hu2 is not None:
             heads.update(hu_step1=hu1, hu_step2=hu2)
+        if seg1 is not None and seg2 is not None:
+            heads.update(seg_step1=seg1, seg_step2=seg2)
         return Output(log_probs=log_probs, heads=heads)
 
     def step_labels(self, label: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -404,8 +538,10 @@ class TwoStepClassifier(_SeriesClassifier):
         weight: jax.Array,
         hu: jax.Array | None = None,
         hu_present: jax.Array | None = None,
+        seg: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Both steps' cross-entropies, plus hu_loss_weight x each network's HU loss."""
+        """Both steps' cross-entropies, plus hu_loss_weight x each network's HU (and
+        segmentation) losses."""
         y1, y2 = self.step_labels(label)
         w1 = weight.astype(jnp.float32) * (y1 >= 0)
         # Network 2 learns from arterial series only (paper's step 2); normalised by
@@ -413,7 +549,7 @@ class TwoStepClassifier(_SeriesClassifier):
         w2 = weight.astype(jnp.float32) * (y2 >= 0)
         loss1 = weighted_mean(cross_entropy(out.heads["step1"], y1), w1)
         loss2 = weighted_mean(cross_entropy(out.heads["step2"], y2), w2)
-        hu_losses = self._hu_loss(out, hu, hu_present, weight)
+        hu_losses = self._hu_loss(out, hu, hu_present, weight) | self._seg_loss(out, seg, weight)
         loss = loss1 + loss2 + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
         aux = {
             **hu_losses,
@@ -459,11 +595,10 @@ def build_classifier(
         dtype=resolve_dtype(cfg.model.dtype),
         hu_head=cfg.model.hu_head,
         hu_loss_weight=cfg.model.hu_loss_weight,
+        window=cfg.data.window,
         rngs=rngs,
     )
 
 
 def _num_hu() -> int:
-    from phasejax.data.pipeline import HU_STRUCTURES
-
     return len(HU_STRUCTURES)

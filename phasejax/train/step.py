@@ -51,6 +51,7 @@ def _train_fn(
             batch["weight"],
             hu=batch.get("hu"),
             hu_present=batch.get("hu_present"),
+            seg=batch.get("seg"),
         )
         return loss, (out, aux)
 
@@ -102,7 +103,7 @@ def _as_global(batch: Batch, mesh: Mesh, keys: tuple[str, ...]) -> dict[str, jax
 
 TRAIN_KEYS = ("image", "label", "weight")
 # Targets of the structure-HU head (model.hu_head), present in training batches when on.
-HU_KEYS = ("hu", "hu_present")
+HU_KEYS = ("hu", "hu_present", "seg")
 
 
 def _train_keys(batch: Batch) -> tuple[str, ...]:
