@@ -27,20 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-# ROI name in real_roi.json -> phasejax.cohort.structures.Label name.
-ROI_STRUCTURES = {
-    "aorta": "AORTA",
-    "portal_vein": "PORTAL_VEIN",
-    "liver": "LIVER",
-    "spleen": "SPLEEN",
-    "renal_cortex": "KIDNEY_CORTEX",
-    "renal_medulla": "KIDNEY_MEDULLA",
-    "renal_pelvis": "KIDNEY_COLLECTING",
-}
+# ROI name in real_roi.json -> phasejax.cohort.structures.Label name, as real_roi.py pairs them.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_roi import COHORT_LABEL as ROI_STRUCTURES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

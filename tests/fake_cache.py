@@ -23,6 +23,7 @@ kidneys in the inferior part.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,26 +53,14 @@ def _disc(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: f
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
-def fake_volume(
-    phase: str,
-    *,
-    size: int = 64,
-    slices: int = 12,
-    z_lo: int = 1,
-    z_hi: int | None = None,
-    enhancement: float = 1.0,
-    noise_hu: float = 8.0,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """One phantom volume, int16 HU [slices, size, size].
+def fake_volume(phase: str, **kwargs: Any) -> np.ndarray:
+    """One phantom volume, int16 HU [slices, size, size] (`fake_volume_and_mask`'s options:
+    size, slices, z_lo, z_hi, enhancement, noise_hu, rng).
 
     `enhancement` scales the contrast uptake (delta over NC), as patients differ
     in cardiac output and iodine dose.
     """
-    return fake_volume_and_mask(
-        phase, size=size, slices=slices, z_lo=z_lo, z_hi=z_hi, enhancement=enhancement,
-        noise_hu=noise_hu, rng=rng,
-    )[0]  # fmt: skip
+    return fake_volume_and_mask(phase, **kwargs)[0]
 
 
 def fake_volume_and_mask(

@@ -155,32 +155,48 @@ def test_hu_head_needs_channels_mode_and_a_known_name() -> None:
         )  # fmt: skip
 
 
-def test_training_learns_to_read_the_aorta(tmp_path: Path) -> None:
+def _train_and_read_aorta(
+    tmp_path: Path, *, hu_head: str, strategy: str, image_size: int
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Train 100 steps on a masked phantom cache; (train metrics records, the trained first
+    network's aorta estimates in HU on the held-out series, their true aorta HU)."""
     from phasejax.train.loop import train
     from phasejax.train.restore import load_trained
 
     cache = make_fake_cache(tmp_path / "cache", patients=12, size=64, slices=8, masks=True)
     cfg = Config(
         name="hu",
-        data=DataConfig(image_size=32, num_slices=3),
-        model=ModelConfig(depth="tiny", width=16, strategy="two_step", hu_head="bottleneck"),
+        data=DataConfig(image_size=image_size, num_slices=3, window="multi"),
+        model=ModelConfig(depth="tiny", width=16, strategy=strategy, hu_head=hu_head),
         train=TrainConfig(
             batch_size=16, steps=100, learning_rate=1e-2, warmup_steps=5, eval_every=100,
             checkpoint_every=1000, log_every=10, eval_batch_size=32,
         ),
     )  # fmt: skip
     train(cfg, tmp_path / "run", cache_dir=cache)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    recs = [r for r in map(json.loads, lines) if r["split"] == "train"]
     _, model = load_trained(tmp_path / "run", "latest")
-    model.eval()
     rows = split_rows(cache, "test", cfg) + split_rows(cache, "external", cfg)
     series = _Series(str(cache), tuple(rows), cfg.data, 0, training=False)
     x = np.stack([series.element(i)["image"] for i in range(len(rows))])
-    est = _hu(np.asarray(model(jnp.asarray(x)).heads["hu_step1"])[:, AORTA])
-    truth = np.array([PHASE_HU[r["phase"]]["aorta"] for r in rows])
-    # Held-out series: the estimate follows the aorta (EAP/LAP ~300, PVP 170, DP 120 HU)
-    # far better than the best constant, whose error is the spread of the truth (~85 HU).
-    err = float(np.mean(np.abs(est - truth)))
-    assert err < 0.5 * float(np.mean(np.abs(truth - truth.mean()))), (est, truth)
+    heads = model(jnp.asarray(x)).heads
+    est = _hu(np.asarray(heads.get("hu", heads.get("hu_step1")))[:, AORTA])
+    truth = np.array([PHASE_HU[r["phase"]]["aorta"] for r in rows], np.float64)
+    return recs, est, truth
+
+
+def _reads_the_aorta(est: np.ndarray, truth: np.ndarray) -> bool:
+    """Held-out series: the estimate follows the aorta (EAP/LAP ~300, PVP 170, DP 120 HU) far
+    better than the best constant, whose error is the spread of the truth (~85 HU)."""
+    return float(np.mean(np.abs(est - truth))) < 0.5 * float(np.mean(np.abs(truth - truth.mean())))
+
+
+def test_training_learns_to_read_the_aorta(tmp_path: Path) -> None:
+    _, est, truth = _train_and_read_aorta(
+        tmp_path, hu_head="bottleneck", strategy="two_step", image_size=32
+    )
+    assert _reads_the_aorta(est, truth), (est, truth)
 
 
 def test_scrambled_series_move_each_structure_and_drop_the_phase(tmp_path: Path) -> None:
@@ -266,30 +282,11 @@ def test_roi_head_needs_the_wide_window() -> None:
 
 
 def test_roi_training_segments_and_measures_the_aorta(tmp_path: Path) -> None:
-    from phasejax.train.loop import train
-    from phasejax.train.restore import load_trained
-
-    cache = make_fake_cache(tmp_path / "cache", patients=12, size=64, slices=8, masks=True)
-    cfg = Config(
-        name="roi",
-        data=DataConfig(image_size=64, num_slices=3, window="multi"),
-        model=ModelConfig(depth="tiny", width=16, strategy="one_step", hu_head="roi"),
-        train=TrainConfig(
-            batch_size=16, steps=100, learning_rate=1e-2, warmup_steps=5, eval_every=100,
-            checkpoint_every=1000, log_every=10, eval_batch_size=32,
-        ),
-    )  # fmt: skip
-    train(cfg, tmp_path / "run", cache_dir=cache)
-    recs = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    seg_loss = [r["loss_seg"] for r in recs if r["split"] == "train"]
+    # 64 px: at 32 px the phantom's aorta is ~2 pixels across and any measurement of it
+    # mixes in the fat around it.
+    recs, est, truth = _train_and_read_aorta(
+        tmp_path, hu_head="roi", strategy="one_step", image_size=64
+    )
+    seg_loss = [r["loss_seg"] for r in recs]
     assert seg_loss[-1] < 0.7 * seg_loss[0], seg_loss
-    _, model = load_trained(tmp_path / "run", "latest")
-    rows = split_rows(cache, "test", cfg) + split_rows(cache, "external", cfg)
-    series = _Series(str(cache), tuple(rows), cfg.data, 0, training=False)
-    x = np.stack([series.element(i)["image"] for i in range(len(rows))])
-    est = _hu(np.asarray(model(jnp.asarray(x)).heads["hu"])[:, AORTA])
-    truth = np.array([PHASE_HU[r["phase"]]["aorta"] for r in rows])
-    err = float(np.mean(np.abs(est - truth)))
-    assert err < 0.5 * float(np.mean(np.abs(truth - truth.mean()))), (est, truth)
+    assert _reads_the_aorta(est, truth), (est, truth)

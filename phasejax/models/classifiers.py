@@ -362,6 +362,18 @@ class _SeriesClassifier(nnx.Module):
             if k.startswith("seg")
         }
 
+    def _structure_losses(
+        self,
+        out: Output,
+        weight: jax.Array,
+        hu: jax.Array | None,
+        hu_present: jax.Array | None,
+        seg: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(hu_loss_weight x the sum, each) of the HU and segmentation losses."""
+        parts = self._hu_loss(out, hu, hu_present, weight) | self._seg_loss(out, seg, weight)
+        return self.hu_loss_weight * sum(parts.values(), jnp.float32(0.0)), parts
+
     def _series_logits(self, logits: jax.Array, batch: int) -> jax.Array:
         if self.slice_mode == "channels":
             return logits
@@ -443,8 +455,8 @@ class OneStepClassifier(_SeriesClassifier):
         when their targets are given."""
         w = weight.astype(jnp.float32) * (label >= 0)
         ce = weighted_mean(cross_entropy(out.heads["logits"], label), w)
-        hu_losses = self._hu_loss(out, hu, hu_present, weight) | self._seg_loss(out, seg, weight)
-        loss = ce + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
+        extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
+        loss = ce + extra
         aux = {"loss": loss, "accuracy": self._accuracy(out, label, w), **hu_losses}
         if hu_losses:
             aux["loss_phase"] = ce
@@ -549,8 +561,8 @@ class TwoStepClassifier(_SeriesClassifier):
         w2 = weight.astype(jnp.float32) * (y2 >= 0)
         loss1 = weighted_mean(cross_entropy(out.heads["step1"], y1), w1)
         loss2 = weighted_mean(cross_entropy(out.heads["step2"], y2), w2)
-        hu_losses = self._hu_loss(out, hu, hu_present, weight) | self._seg_loss(out, seg, weight)
-        loss = loss1 + loss2 + self.hu_loss_weight * sum(hu_losses.values(), jnp.float32(0.0))
+        extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
+        loss = loss1 + loss2 + extra
         aux = {
             **hu_losses,
             "loss": loss,
