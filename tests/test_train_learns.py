@@ -9,6 +9,7 @@ runs the `debug` config itself.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ def test_tiny_network_learns_phases(tmp_path: Path) -> None:
     preds = results["splits"]["test"]["predictions"]
     assert len({p["series_id"] for p in preds}) == 16
     assert all(abs(sum(p["probs"]) - 1.0) < 1e-5 for p in preds)
+    # The host's CPU is recorded: XLA:CPU compiles for its instruction set, so runs on
+    # hosts with other vector extensions may round differently.
+    cpu = json.loads((tmp_path / "run" / "env.json").read_text())["cpu"]
+    assert cpu["cores"] == os.cpu_count() and isinstance(cpu["isa"], list)
+    if Path("/proc/cpuinfo").is_file():
+        flags = next(
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ).split()
+        assert ("avx2" in cpu["isa"]) == ("avx2" in flags)
 
 
 @pytest.mark.slow

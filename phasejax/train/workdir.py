@@ -7,6 +7,7 @@ is replaced atomically so an interrupted run never leaves a half-written JSON fi
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -92,6 +93,29 @@ def git_sha() -> str:
         return "unknown"
 
 
+def host_cpu() -> dict[str, Any]:
+    """CPU model, core count and the vector extensions XLA:CPU compiles for on this host.
+
+    XLA:CPU generates code for the host's instruction set, so the same training on a VM
+    with AVX-512 and on one without can round differently and drift apart over thousands of
+    steps: two hosts' runs are comparable only when this matches.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux; elsewhere only platform.processor()
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if "model name" in fields and "flags" in fields:
+                    break
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return {"model": model, "cores": os.cpu_count(), "isa": isa}
+
+
 def environment_info() -> dict[str, Any]:
     """Package versions, git sha, devices and processes (no user or patient data)."""
     import jax
@@ -106,6 +130,7 @@ def environment_info() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": host_cpu(),
         "packages": versions,
         "git_sha": git_sha(),
         "backend": jax.default_backend(),
