@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from phasejax.data.discover import discover, load_plan
     from phasejax.data.pipeline import HU_STRUCTURES, HU_TARGET_CENTER, HU_TARGET_SCALE
+    from phasejax.phases import label_set
     from phasejax.predict.inputs import model_grid, prepare_series
     from phasejax.train.restore import load_trained
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         row = {
             "file": entry["file"],
             "phase": entry["phase"],
-            "predicted": cfg_classes(cfg)[int(np.argmax(probs))],
+            "predicted": label_set(cfg.data.label_set).codes[int(np.argmax(probs))],
             "estimate": {n: round(float(v), 1) for n, v in zip(names, first, strict=True)},
             "roi_median": {},
             "error": {},
@@ -196,12 +197,6 @@ def cohort_errors(
         for j, s in enumerate(HU_STRUCTURES)
         if p[:, j].any()
     }
-
-
-def cfg_classes(cfg) -> tuple[str, ...]:
-    from phasejax.phases import label_set
-
-    return tuple(label_set(cfg.data.label_set).codes)
 
 
 if __name__ == "__main__":

@@ -320,7 +320,7 @@ def _preprocess(
     selected = None
     if labels is not None and (targets or (train and uses_masks(data_cfg))):
         selected = np.asarray(labels[idx])  # read the memmap's slices once
-    found = None
+    affine, scrambled = augment.IDENTITY, False
     if train:
         assert rng is not None
         affine = augment.sample_affine(rng, data_cfg)
@@ -331,23 +331,19 @@ def _preprocess(
             if data_cfg.kidney_scramble > 0:
                 hu = augment.scramble_kidneys(hu, selected, rng, data_cfg.kidney_scramble)
         hu = hu + np.float32(offset)
-        if targets:
-            scrambled = False
-            if data_cfg.hu_scramble > 0:
-                hu, scrambled = augment.scramble_structures(
-                    hu, selected, rng, data_cfg.hu_scramble, HU_STRUCTURES
-                )
-            seg = structure_fractions(selected, seg_grid, affine) if seg_grid else None
-            found = (*structure_hu(hu, selected), scrambled, seg)
-        hu = augment.resample_slices(hu, data_cfg.image_size, affine)
+        if targets and data_cfg.hu_scramble > 0:
+            hu, scrambled = augment.scramble_structures(
+                hu, selected, rng, data_cfg.hu_scramble, HU_STRUCTURES
+            )
+    found = None
+    if targets:
+        seg = structure_fractions(selected, seg_grid, affine) if seg_grid else None
+        found = (*structure_hu(hu, selected), scrambled, seg)
+    hu = augment.resample_slices(hu, data_cfg.image_size, affine)
+    if train:
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
         hu = augment.add_noise(hu, rng, data_cfg.noise_hu)
-    else:
-        if targets:
-            seg = structure_fractions(selected, seg_grid, augment.IDENTITY) if seg_grid else None
-            found = (*structure_hu(hu, selected), False, seg)
-        hu = augment.resample_slices(hu, data_cfg.image_size)
     return windowing.apply_window(hu, data_cfg.window), found
 
 

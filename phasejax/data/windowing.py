@@ -53,12 +53,16 @@ def num_channels(name: str) -> int:
     return len(window_names(name))
 
 
-def _single(hu: np.ndarray, name: str) -> np.ndarray:
+def hu_range(name: str) -> tuple[float, float]:
+    """(lo, hi) HU that single window `name` maps to 0 and 1 (clipped outside)."""
     if name == "raw":
-        lo, hi = RAW_RANGE
-    else:
-        width, level = WINDOWS[name]
-        lo, hi = level - width / 2.0, level + width / 2.0
+        return RAW_RANGE
+    width, level = WINDOWS[name]
+    return level - width / 2.0, level + width / 2.0
+
+
+def _single(hu: np.ndarray, name: str) -> np.ndarray:
+    lo, hi = hu_range(name)
     out = (hu - np.float32(lo)) * np.float32(1.0 / (hi - lo))
     return np.clip(out, 0.0, 1.0, out=out)
 

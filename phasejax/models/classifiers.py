@@ -35,7 +35,7 @@ from flax import nnx
 
 from phasejax.config import Aggregation, Config, HuHead, SliceMode, Strategy
 from phasejax.data.pipeline import HU_STRUCTURES, HU_TARGET_CENTER, HU_TARGET_SCALE
-from phasejax.data.windowing import WINDOWS, window_names
+from phasejax.data.windowing import hu_range, window_names
 from phasejax.models.resnet import BOTTLENECK_EXPANSION, STAGES, ResNet, resolve_dtype
 from phasejax.phases import LabelSet, label_set
 
@@ -335,8 +335,8 @@ class _SeriesClassifier(nnx.Module):
         coarse = fine
         for block in list(net.blocks)[net._stage_end(1) :]:
             coarse = block(coarse)
-        width, level = WINDOWS["wide"]
-        hu = x[..., self.hu_channel].astype(jnp.float32) * width + (level - width / 2.0)
+        lo, hi = hu_range("wide")  # the window's inverse, inside its range
+        hu = x[..., self.hu_channel].astype(jnp.float32) * (hi - lo) + lo
         return getattr(self, f"{name}_readout")(fine, coarse, hu)
 
     def _hu_loss(
