@@ -170,6 +170,7 @@ def cohort_errors(
         HU_TARGET_SCALE,
         load_cached,
         preprocess_with_targets,
+        row_pixel_mm,
         split_rows,
     )
 
@@ -177,7 +178,7 @@ def cohort_errors(
     for r in split_rows(cache, "test", cfg)[:n]:
         got = preprocess_with_targets(
             load_cached(cache, r["series_id"]), int(r["z_lo"]), int(r["z_hi"]), cfg.data,
-            None, load_mask(cache, r["series_id"]),
+            None, load_mask(cache, r["series_id"]), pixel_mm=row_pixel_mm(r),
         )  # fmt: skip
         heads = model(jnp.asarray(got.image[None])).heads
         seg = heads.get("seg", heads.get("seg_step1"))

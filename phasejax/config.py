@@ -119,6 +119,9 @@ class DataConfig(_Section):
     intensity_jitter_hu: float = 15.0
     noise_hu: float = 10.0
     flip_lr: bool = False  # off: abdominal anatomy is lateralised (liver right, spleen left)
+    # Elastic deformation (training only): SD of a smooth random in-plane displacement, as a
+    # fraction of the image side (phasejax.data.augment.elastic_field). 0 = off.
+    elastic: float = 0.0
     # Sim-to-real domain randomisation (training only; phasejax.data.augment): per-series HU
     # offsets of every structure that does not define the phase, scaled by this strength
     # (0 = off; needs the cohort's organ masks), and a random in-plane blur up to this sigma
@@ -133,11 +136,23 @@ class DataConfig(_Section):
     # the network cannot decide the phase from the kidneys alone. The collecting system keeps
     # its excretion. Occlusion of real series showed the decision resting on one kidney.
     kidney_scramble: float = 0.0
+    # With kidney_scramble: the collecting system (and ureters) too, from urine to dense
+    # excretion, so that nothing in the kidneys tells the phase in the scrambled series.
+    kidney_scramble_collecting: bool = False
     # Counterfactual structure HU (training only, with model.hu_head): the share of series
     # whose phase-defining structures (HU_STRUCTURES) each get an independent random HU; the
     # HU targets follow and the phase label is dropped, so the HU head must read each
     # structure's own pixels instead of inferring its HU from the phase.
     hu_scramble: float = 0.0
+    # Enhancement jitter (training only, needs the cohort's organ masks): each phase-defining
+    # structure's enhancement above ~40 HU scaled by its own factor exp(N(0, this)) per series
+    # (phasejax.data.augment.jitter_structures); the label is kept. 0 = off.
+    structure_jitter: float = 0.0
+    # Field of view (phasejax.data.crop): 0 = the whole reconstruction; > 0 = a square of this
+    # side in mm centred crop_anterior_mm in front of the spine's centre (near the aorta),
+    # found from the image in training, evaluation and predict alike.
+    crop_mm: float = 0.0
+    crop_anterior_mm: float = 40.0
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices

@@ -215,19 +215,27 @@ def choose_representative(
 # --------------------------------------------------------------------------- inputs
 
 
-def resize_labels(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_labels(mask: np.ndarray, size: int, crop: Any = None) -> np.ndarray:
     """Organ labels [S, h, h] -> [S, size, size] by nearest neighbour.
 
     Same pixel-centre mapping as the image resize (phasejax.data.augment.resample_slices
     without augmentation): output pixel o samples input coordinate (o + 1/2) h / size - 1/2,
-    so labels and image pixels stay registered.
+    so labels and image pixels stay registered. With a `crop` (phasejax.data.crop.Crop) it
+    samples crop centre + (o - (size - 1) / 2) side / size; outside the image: label 0.
     """
     mask = np.asarray(mask)
     if mask.ndim != 3 or mask.shape[1] != mask.shape[2]:
         raise ValueError(f"expected square label slices [S, H, H], got shape {mask.shape}")
     h = mask.shape[1]
-    idx = np.clip(np.floor((np.arange(size) + 0.5) * h / size).astype(np.int64), 0, h - 1)
-    return mask[:, idx][:, :, idx]
+    if crop is None:
+        idx = np.clip(np.floor((np.arange(size) + 0.5) * h / size).astype(np.int64), 0, h - 1)
+        return mask[:, idx][:, :, idx]
+    o = np.arange(size) - (size - 1) / 2.0
+    rows = np.rint(crop.row + o * crop.side / size).astype(np.int64)
+    cols = np.rint(crop.col + o * crop.side / size).astype(np.int64)
+    out = mask[:, np.clip(rows, 0, h - 1)][:, :, np.clip(cols, 0, h - 1)]
+    inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < h))[None, :]
+    return np.where(inside[None], out, 0).astype(mask.dtype)
 
 
 def series_inputs(
@@ -241,15 +249,25 @@ def series_inputs(
     """
     from phasejax.data import augment
     from phasejax.data.cache import load_mask
-    from phasejax.data.pipeline import load_cached, preprocess, select_slices
+    from phasejax.data.pipeline import (
+        input_crop,
+        load_cached,
+        preprocess,
+        row_pixel_mm,
+        select_slices,
+    )
 
     sid = row["series_id"]
     volume = load_cached(cache_dir, sid)
     z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
     s = data_cfg.num_slices
     idx = select_slices(z_lo, z_hi, volume.shape[0], s, data_cfg.slice_selection)
-    image = preprocess(volume, z_lo, z_hi, data_cfg)
-    hu = augment.resample_slices(np.asarray(volume[idx], np.float32), data_cfg.image_size)
+    pixel_mm = row_pixel_mm(dict(row))
+    crop = input_crop(volume, z_lo, z_hi, data_cfg, pixel_mm)
+    image = preprocess(volume, z_lo, z_hi, data_cfg, pixel_mm=pixel_mm, crop=crop)
+    hu = augment.resample_slices(
+        np.asarray(volume[idx], np.float32), data_cfg.image_size, crop=crop
+    )
     try:
         full = load_mask(cache_dir, sid)
     except (OSError, ValueError) as e:
@@ -263,7 +281,7 @@ def series_inputs(
     if full is None:
         mask = np.zeros(hu.shape, np.uint8)
     else:
-        mask = resize_labels(np.asarray(full[idx]), data_cfg.image_size).astype(np.uint8)
+        mask = resize_labels(np.asarray(full[idx]), data_cfg.image_size, crop).astype(np.uint8)
     return {
         "image": image,
         "hu": hu,
@@ -294,14 +312,14 @@ def results_predictions(run_dir: str | Path, split: str, classes: Sequence[str])
 def _live_probs(model: Any, cache_dir: Path, rows: list[dict], data_cfg: Any) -> np.ndarray:
     from tqdm.auto import tqdm
 
-    from phasejax.data.pipeline import load_cached, preprocess
+    from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm
     from phasejax.infer import Classifier
 
     clf = Classifier.for_model(model, batch_size=8)
 
     def network_input(r: dict) -> np.ndarray:
         return preprocess(load_cached(cache_dir, r["series_id"]), int(r["z_lo"]), int(r["z_hi"]),
-                          data_cfg)  # fmt: skip
+                          data_cfg, pixel_mm=row_pixel_mm(r))  # fmt: skip
 
     out = []
     with tqdm(total=len(rows), desc="saliency: classify split", unit="series") as bar:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from phasejax.cohort.structures import Label
 from phasejax.config import DataConfig
@@ -160,3 +163,73 @@ def test_scramble_kidneys_moves_cortex_and_medulla_only_for_the_drawn_share():
         moved += cortex[0] != 200.0
     assert 70 < moved < 130  # about half the series
     assert np.array_equal(augment.scramble_kidneys(hu, labels, np.random.default_rng(0), 0.0), hu)
+    # With the collecting system: it moves too (urine to dense excretion), the aorta stays.
+    seen = set()
+    for seed in range(40):
+        out = augment.scramble_kidneys(hu, labels, np.random.default_rng(seed), 1.0, True)
+        np.testing.assert_array_equal(out[labels == Label.AORTA], 300.0)
+        urine = np.unique(out[labels == Label.KIDNEY_COLLECTING])
+        assert urine.size == 1 and 0.0 <= urine[0] <= 500.0
+        seen.add(float(urine[0]))
+    assert len(seen) == 40 and min(seen) < 150.0 < max(seen)
+
+
+def test_jitter_structures_scales_each_enhancement_by_its_own_factor() -> None:
+    hu, labels = _labelled_slices()
+    hu[:, 0, 0] += 20.0  # texture inside the aorta band, which the jitter must keep
+    structures = (Label.AORTA, Label.LIVER, Label.KIDNEY_CORTEX)
+    out = augment.jitter_structures(hu, labels, np.random.default_rng(3), 0.3, structures)
+    factors = np.exp(np.random.default_rng(3).normal(0.0, 0.3, size=3))
+    for label, factor in zip(structures, factors, strict=True):
+        inside = labels == label
+        before, after = float(hu[inside].mean()), float(out[inside].mean())
+        assert after - 40.0 == pytest.approx((before - 40.0) * factor, rel=1e-4)
+        np.testing.assert_allclose(out[inside] - after, hu[inside] - before, atol=1e-3)
+    assert len(set(np.round(factors, 6))) == 3  # independent draws, not one shared factor
+    others = ~np.isin(labels, [int(s) for s in structures])
+    np.testing.assert_array_equal(out[others], hu[others])  # fat, muscle, bone untouched
+    assert augment.jitter_structures(hu, labels, np.random.default_rng(3), 0.0, structures) is hu
+
+
+def test_structure_jitter_is_training_only() -> None:
+    hu, labels = _labelled_slices()
+    vol = np.repeat(hu[:1], 6, axis=0).astype(np.int16)
+    lab = np.repeat(labels[:1], 6, axis=0)
+    off = DataConfig(image_size=8, num_slices=1, window="raw", rotation_deg=0.0, scale=0.0,
+                     translate=0.0, intensity_jitter_hu=0.0, noise_hu=0.0, slice_jitter=0)  # fmt: skip
+    on = dataclasses.replace(off, structure_jitter=0.5)
+    np.testing.assert_array_equal(preprocess(vol, 0, 6, on, None, lab), preprocess(vol, 0, 6, off))
+    a = preprocess(vol, 0, 6, off, np.random.default_rng(0), lab)
+    b = preprocess(vol, 0, 6, on, np.random.default_rng(0), lab)
+    np.testing.assert_array_equal(a[..., 3:, :], b[..., 3:, :])  # fat, muscle, bowel, bone
+    assert np.abs(a[..., :3, :] - b[..., :3, :]).min() > 1e-3  # aorta, liver, cortex moved
+
+
+def test_elastic_deformation_displaces_smoothly_and_registers_all_slices() -> None:
+    yy, xx = np.mgrid[:64, :64].astype(np.float32)
+    ramp = np.stack([yy * 3.0 + xx, yy * 3.0 + xx + 7.0])
+    base = augment.Affine(rotation_deg=5.0, scale=1.1)
+    # A vanishing field is the affine path: the two lookups agree.
+    tiny = dataclasses.replace(base, elastic=1e-9, elastic_seed=4)
+    np.testing.assert_allclose(
+        augment.resample_slices(ramp, 32, tiny), augment.resample_slices(ramp, 32, base), atol=1e-3
+    )
+    bent = dataclasses.replace(base, elastic=0.03, elastic_seed=4)
+    out = augment.resample_slices(ramp, 32, bent)
+    diff = out - augment.resample_slices(ramp, 32, base)
+    # The same displacement on every slice of a series (the slices stay registered; the
+    # ramps differ by a constant, so their differences agree wherever both stay inside).
+    inside = (np.abs(diff) < 100.0).all(axis=0)
+    assert inside.mean() > 0.8 and np.abs(diff[0][inside]).max() > 1.0
+    np.testing.assert_allclose(diff[0][inside], diff[1][inside], atol=1e-3)
+    field = augment.elastic_field(bent, 32)
+    assert field is not None and field.shape == (2, 32, 32)
+    assert 0.005 < float(field.std()) < 0.06
+    # Smooth, and no folding: neighbouring output pixels move by less than a pixel apart.
+    for axis in (1, 2):
+        assert np.abs(np.diff(field * 32, axis=axis)).max() < 0.9
+    # Drawn only when enabled, from the series' rng.
+    cfg = DataConfig()
+    assert augment.sample_affine(np.random.default_rng(1), cfg).elastic_seed == 0
+    on = augment.sample_affine(np.random.default_rng(1), dataclasses.replace(cfg, elastic=0.03))
+    assert on.elastic == 0.03 and on.elastic_seed > 0

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "real_occlusion.py"
+from experiment_script import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("real_occlusion", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/real_occlusion.py")
 
 
 class _OneCueClassifier:

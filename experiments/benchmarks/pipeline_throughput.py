@@ -89,7 +89,12 @@ def main() -> int:
             r = rows[i % len(rows)]
             vol = load_volume(cache, r["series_id"])
             pipeline.preprocess(
-                vol, int(r["z_lo"]), int(r["z_hi"]), cfg.data, np.random.default_rng(i)
+                vol,
+                int(r["z_lo"]),
+                int(r["z_hi"]),
+                cfg.data,
+                np.random.default_rng(i),
+                pixel_mm=pipeline.row_pixel_mm(r),
             )
         dt = time.perf_counter() - t0
         result["preprocess_only"] = {"series_per_s": n / dt, "images_per_s": n * s / dt}

@@ -569,7 +569,9 @@ def evaluate_perturbed(
             perturbation,
             kvp=number_or_none(row.get("kvp")),
         )
-        return pipeline.preprocess(hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data)
+        return pipeline.preprocess(
+            hu, int(row["z_lo"]), int(row["z_hi"]), cfg.data, pixel_mm=pipeline.row_pixel_mm(row)
+        )
 
     splits = {}
     for split in EVAL_SPLITS:

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from phasejax.cohort.structures import Label
 from phasejax.config import DataConfig
+from phasejax.data.crop import Crop
 from phasejax.hu import AIR_HU  # fill for pixels the transform brings in from outside
 
 
@@ -45,9 +46,18 @@ class Affine:
     shift_y: float = 0.0  # fraction of the image side
     shift_x: float = 0.0
     flip_lr: bool = False
+    # Elastic deformation (data.elastic): a smooth random displacement of every output pixel,
+    # SD `elastic` (fraction of the image side), the field drawn from `elastic_seed`.
+    elastic: float = 0.0
+    elastic_seed: int = 0
 
 
 IDENTITY = Affine()
+
+# Control points per side of the elastic displacement field: one every ~8 cm of a 40 cm field
+# of view, so organs bend and shift against each other without tearing (SynthSeg's
+# deformation, Billot et al. 2023, at the scale of abdominal organs).
+_ELASTIC_GRID = 5
 
 
 def sample_affine(rng: np.random.Generator, data_cfg: DataConfig) -> Affine:
@@ -58,26 +68,48 @@ def sample_affine(rng: np.random.Generator, data_cfg: DataConfig) -> Affine:
         shift_y=float(rng.uniform(-data_cfg.translate, data_cfg.translate)),
         shift_x=float(rng.uniform(-data_cfg.translate, data_cfg.translate)),
         flip_lr=bool(data_cfg.flip_lr and rng.random() < 0.5),
+        # Drawn only when on, so that runs without it keep their random streams.
+        elastic=float(data_cfg.elastic),
+        elastic_seed=int(rng.integers(2**31)) if data_cfg.elastic > 0 else 0,
     )
 
 
+def elastic_field(affine: Affine, size: int) -> np.ndarray | None:
+    """The displacement float64 [2, size, size] (rows, columns; fraction of the image side)
+    of `affine`'s elastic deformation, None when it has none."""
+    if affine.elastic <= 0:
+        return None
+    coarse = np.random.default_rng(affine.elastic_seed).normal(
+        0.0, affine.elastic, size=(2, _ELASTIC_GRID, _ELASTIC_GRID)
+    )
+    return np.stack([
+        ndimage.zoom(c, size / _ELASTIC_GRID, order=3, mode="nearest", grid_mode=True)
+        for c in coarse
+    ])  # fmt: skip
+
+
 def resample_slices(
-    slices: np.ndarray, size: int, affine: Affine = IDENTITY, cval: float = AIR_HU
+    slices: np.ndarray,
+    size: int,
+    affine: Affine = IDENTITY,
+    cval: float = AIR_HU,
+    crop: Crop | None = None,
 ) -> np.ndarray:
     """HU slices [S, H, W] -> float32 [S, size, size], resized and transformed (`cval`
     outside the input: air for HU, 0 for masks).
 
     Pixel-centre convention: output pixel o samples input coordinate
     c_in + f * R(-theta) / scale * (o - c_out - shift), f = H / size, so the identity
-    with f = 1 returns the input exactly.
+    with f = 1 returns the input exactly. With a `crop` (phasejax.data.crop), c_in is its
+    centre and f = crop.side / size: the transform acts on the crop.
     """
     slices = np.asarray(slices, dtype=np.float32)
     if slices.ndim != 3 or slices.shape[1] != slices.shape[2]:
         raise ValueError(f"expected square slices [S, H, H], got shape {slices.shape}")
     n, h, _ = slices.shape
-    if affine == IDENTITY and h == size:
+    if crop is None and affine == IDENTITY and h == size:
         return slices.copy()
-    f = h / size
+    f = (h if crop is None else crop.side) / size
     factor = f / affine.scale  # input pixels per output pixel
     if factor > 1.0:
         sigma = (factor - 1.0) / 2.0
@@ -88,12 +120,23 @@ def resample_slices(
     if affine.flip_lr:
         m2 = m2 @ np.diag([1.0, -1.0])
     c_out = (size - 1) / 2.0
-    c_in = (h - 1) / 2.0
+    c_in = np.array([(h - 1) / 2.0] * 2 if crop is None else [crop.row, crop.col])
     centre = np.array([c_out + affine.shift_y * size, c_out + affine.shift_x * size])
     offset = c_in - m2 @ centre
     # Slice by slice in 2D: a 3D affine_transform would interpolate trilinearly
     # (8 taps) although z is integral, about twice the cost of bilinear per slice.
     out = np.empty((n, size, size), dtype=np.float32)
+    field = elastic_field(affine, size)
+    if field is not None:
+        # Displaced output pixels mapped through the affine: one bilinear lookup per pixel.
+        grid = np.indices((size, size), dtype=np.float64) + field * size
+        coords = np.einsum("ij,jhw->ihw", m2, grid) + offset[:, None, None]
+        for k in range(n):
+            ndimage.map_coordinates(
+                slices[k], coords, output=out[k], order=1, mode="constant", cval=cval,
+                prefilter=False,
+            )  # fmt: skip
+        return out
     for k in range(n):
         ndimage.affine_transform(
             slices[k],
@@ -188,21 +231,33 @@ def randomize_tissues(
 
 
 _KIDNEY_SCRAMBLE_HU = (30.0, 260.0)  # unenhanced parenchyma to a bright nephrogram
+_COLLECTING_SCRAMBLE_HU = (0.0, 500.0)  # urine to dense excreted contrast
 
 
 def scramble_kidneys(
-    hu: np.ndarray, labels: np.ndarray, rng: np.random.Generator, share: float
+    hu: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    share: float,
+    collecting: bool = False,
 ) -> np.ndarray:
     """With probability `share`, renal cortex and medulla of this series moved to random HU
-    (one draw each, texture kept); the collecting system is left as it is."""
+    (one draw each, texture kept); the collecting system too (urine to dense excretion) when
+    `collecting`, else it is left as it is."""
     if share <= 0 or rng.random() >= share:
         return hu
     labels = np.asarray(labels)
     hu = np.array(hu, dtype=np.float32, copy=True)
-    for label in (Label.KIDNEY_CORTEX, Label.KIDNEY_MEDULLA):
+    ranges = [
+        (Label.KIDNEY_CORTEX, _KIDNEY_SCRAMBLE_HU),
+        (Label.KIDNEY_MEDULLA, _KIDNEY_SCRAMBLE_HU),
+    ]
+    if collecting:
+        ranges.append((Label.KIDNEY_COLLECTING, _COLLECTING_SCRAMBLE_HU))
+    for label, span in ranges:
         inside = labels == label
         if inside.any():
-            target = rng.uniform(*_KIDNEY_SCRAMBLE_HU)
+            target = rng.uniform(*span)
             hu[inside] += np.float32(target - float(np.median(hu[inside])))
     return hu
 
@@ -237,6 +292,39 @@ def scramble_structures(
         if inside.any():
             hu[inside] += np.float32(target - float(np.mean(hu[inside])))
     return hu, True
+
+
+# Enhancement jitter (data.structure_jitter): the cohort draws each organ's enhancement from
+# one patient-level bolus and fixed organ physiology, so within a phase the organs keep the
+# same ratios from patient to patient. Real patients' organs do not: on the real series of
+# ../shared/data the spleen of arterial scans read 78-146 HU against the cohort's 101-208
+# (experiments/real_roi.py), and cirrhosis, splenomegaly, renal function and the bolus shape
+# move single organs. Scaling each structure's enhancement above unenhanced tissue (~40 HU)
+# by its own log-normal factor keeps the phase label (the order of vessels and organs stays
+# as physiology sets it for moderate factors) while no single organ's HU can decide alone.
+_UNENHANCED_HU = 40.0
+
+
+def jitter_structures(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    sigma: float,
+    structures: tuple[Label, ...],
+) -> np.ndarray:
+    """HU slices with each of `structures` given its own enhancement factor exp(N(0, sigma))
+    (one draw per structure and series, texture kept): HU -> 40 + (HU - 40) * factor."""
+    if sigma <= 0:
+        return hu
+    labels = np.asarray(labels)
+    hu = np.array(hu, dtype=np.float32, copy=True)
+    for label in structures:
+        factor = float(np.exp(rng.normal(0.0, sigma)))  # drawn for every structure: fixed count
+        inside = labels == label
+        if inside.any():
+            mean = float(np.mean(hu[inside]))
+            hu[inside] += np.float32((mean - _UNENHANCED_HU) * (factor - 1.0))
+    return hu
 
 
 def blur(hu: np.ndarray, rng: np.random.Generator, max_sigma_px: float) -> np.ndarray:

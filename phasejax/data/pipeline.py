@@ -30,10 +30,13 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
    the cache's fixed anatomical order, whatever the order of selection;
 2. training only: domain randomisation of the structures that do not define the
    phase (data.tissue_randomization, from the cohort's organ masks), kidney
-   scrambling (data.kidney_scramble) and an
-   intensity offset in HU;
+   scrambling (data.kidney_scramble), per-structure enhancement jitter
+   (data.structure_jitter) and an intensity offset in HU;
 3. resize to data.image_size with an anti-aliasing prefilter, fused with the
-   training rotation / scale / translation (one transform per series);
+   training rotation / scale / translation and elastic deformation (data.elastic; one
+   transform per series); with data.crop_mm > 0 the resized field is that square in
+   front of the spine (phasejax.data.crop; `input_crop` finds it once per series, on its
+   evaluation slices, from the cache's pixel size, the manifest's `spacing_xy`);
 4. training only: random erasing (data.erase_boxes), random blur (data.blur_max_px) and
    Gaussian noise in HU;
 5. HU windowing to [0, 1] (phasejax.data.windowing).
@@ -61,6 +64,7 @@ from phasejax.cohort.structures import Label
 from phasejax.config import Config, DataConfig, SliceSelection
 from phasejax.data import augment, windowing
 from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
+from phasejax.data.crop import Crop, find_crop
 from phasejax.phases import LabelSet, label_set
 
 SLICE_SELECTIONS: tuple[str, ...] = typing.get_args(SliceSelection)
@@ -137,14 +141,26 @@ def check_data_config(data_cfg: DataConfig) -> None:
     for key in ("num_slices", "image_size"):
         if getattr(data_cfg, key) < 1:
             raise ValueError(f"data.{key} must be >= 1, got {getattr(data_cfg, key)}")
-    for key in ("slice_jitter", "erase_boxes", "kidney_scramble", "hu_scramble"):
+    for key in (
+        "slice_jitter",
+        "erase_boxes",
+        "kidney_scramble",
+        "hu_scramble",
+        "crop_mm",
+        "structure_jitter",
+        "elastic",
+    ):
         if getattr(data_cfg, key) < 0:
             raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
 
 
 def uses_masks(data_cfg: DataConfig) -> bool:
     """Whether training augmentation reads the cohort's organ masks."""
-    return data_cfg.tissue_randomization > 0 or data_cfg.kidney_scramble > 0
+    return (
+        data_cfg.tissue_randomization > 0
+        or data_cfg.kidney_scramble > 0
+        or data_cfg.structure_jitter > 0
+    )
 
 
 def input_shape(data_cfg: DataConfig) -> tuple[int, int, int, int]:
@@ -193,6 +209,22 @@ def select_slices(
     return np.sort(np.clip(idx, 0, num_z - 1)).astype(np.int64)
 
 
+def input_crop(
+    volume: np.ndarray, z_lo: int, z_hi: int, data_cfg: DataConfig, pixel_mm: float | None
+) -> Crop | None:
+    """The field of view of a series: None (the whole image) unless data.crop_mm > 0
+    (`phasejax.data.crop.find_crop`, which needs `pixel_mm`). Found on the series'
+    evaluation slices (no jitter), so it is a property of the series: training, evaluation
+    and predict crop the same square whatever slices they then take."""
+    if data_cfg.crop_mm <= 0:
+        return None
+    if pixel_mm is None:
+        raise ValueError("data.crop_mm needs the cached pixel size (the manifest's spacing_xy)")
+    idx = select_slices(z_lo, z_hi, volume.shape[0], data_cfg.num_slices, data_cfg.slice_selection)
+    hu = np.asarray(volume[idx], dtype=np.float32)
+    return find_crop(hu, pixel_mm, data_cfg.crop_mm, data_cfg.crop_anterior_mm)
+
+
 def seg_grid_size(image_size: int) -> int:
     """Side of the ResNets' first-stage feature map for an input side of `image_size`: the
     grid of the "roi" head's segmentation (stride-2 stem convolution, stride-2 max pool,
@@ -203,13 +235,15 @@ def seg_grid_size(image_size: int) -> int:
     return n
 
 
-def structure_fractions(labels: np.ndarray, grid: int, affine: augment.Affine) -> np.ndarray:
+def structure_fractions(
+    labels: np.ndarray, grid: int, affine: augment.Affine, crop: Crop | None = None
+) -> np.ndarray:
     """Soft segmentation target float32 [S, grid, grid, len(HU_STRUCTURES) + 1]: the share of
     each output pixel covered by each structure (last channel: everything else), after the
-    same resize and transform as the image (`augment.resample_slices`)."""
+    same crop, resize and transform as the image (`augment.resample_slices`)."""
     labels = np.asarray(labels)
     chans = [
-        augment.resample_slices((labels == s).astype(np.float32), grid, affine, cval=0.0)
+        augment.resample_slices((labels == s).astype(np.float32), grid, affine, 0.0, crop)
         for s in HU_STRUCTURES
     ]
     frac = np.clip(np.stack(chans, axis=-1), 0.0, 1.0)
@@ -244,6 +278,8 @@ def preprocess(
     data_cfg: DataConfig,
     rng: np.random.Generator | None = None,
     labels: np.ndarray | None = None,
+    pixel_mm: float | None = None,
+    crop: Crop | None = None,
 ) -> np.ndarray:
     """HU volume [Z, H, H] (int16 cache or float) -> float32 [S, size, size, C].
 
@@ -251,9 +287,11 @@ def preprocess(
     slice jitter, affine, intensity offset and noise, all drawn from `rng`.
     With data_cfg.augment False the rng is ignored, so a training input equals
     the evaluation input of the same series. `labels` (the cohort's organ masks on the
-    cache grid) enable data.tissue_randomization during training.
+    cache grid) enable data.tissue_randomization during training. `pixel_mm` (mm per
+    cached pixel) is needed by data.crop_mm; `crop`, that series' `input_crop` when the
+    caller has it already (it is found from the image otherwise).
     """
-    return _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, targets=False)[0]
+    return _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=False)[0]
 
 
 class WithTargets(NamedTuple):
@@ -274,6 +312,8 @@ def preprocess_with_targets(
     rng: np.random.Generator | None,
     labels: np.ndarray,
     seg_grid: int = 0,
+    pixel_mm: float | None = None,
+    crop: Crop | None = None,
 ) -> WithTargets:
     """`preprocess` plus the structure-HU targets of exactly those slices (`structure_hu`).
 
@@ -284,7 +324,7 @@ def preprocess_with_targets(
     "roi" head on that grid (`structure_fractions`).
     """
     image, found = _preprocess(
-        volume, z_lo, z_hi, data_cfg, rng, labels, targets=True, seg_grid=seg_grid
+        volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=True, seg_grid=seg_grid
     )
     assert found is not None
     return WithTargets(image, *found)
@@ -297,6 +337,8 @@ def _preprocess(
     data_cfg: DataConfig,
     rng: np.random.Generator | None,
     labels: np.ndarray | None,
+    pixel_mm: float | None,
+    crop: Crop | None,
     *,
     targets: bool,
     seg_grid: int = 0,
@@ -317,6 +359,8 @@ def _preprocess(
     )
     # Fancy indexing on a memmap reads only the selected slices from disk.
     hu = np.asarray(volume[idx], dtype=np.float32)
+    if crop is None:
+        crop = input_crop(volume, z_lo, z_hi, data_cfg, pixel_mm)
     selected = None
     if labels is not None and (targets or (train and uses_masks(data_cfg))):
         selected = np.asarray(labels[idx])  # read the memmap's slices once
@@ -329,7 +373,17 @@ def _preprocess(
             if data_cfg.tissue_randomization > 0:
                 hu = augment.randomize_tissues(hu, selected, rng, data_cfg.tissue_randomization)
             if data_cfg.kidney_scramble > 0:
-                hu = augment.scramble_kidneys(hu, selected, rng, data_cfg.kidney_scramble)
+                hu = augment.scramble_kidneys(
+                    hu,
+                    selected,
+                    rng,
+                    data_cfg.kidney_scramble,
+                    data_cfg.kidney_scramble_collecting,
+                )
+            if data_cfg.structure_jitter > 0:
+                hu = augment.jitter_structures(
+                    hu, selected, rng, data_cfg.structure_jitter, HU_STRUCTURES
+                )
         hu = hu + np.float32(offset)
         if targets and data_cfg.hu_scramble > 0:
             hu, scrambled = augment.scramble_structures(
@@ -337,9 +391,9 @@ def _preprocess(
             )
     found = None
     if targets:
-        seg = structure_fractions(selected, seg_grid, affine) if seg_grid else None
+        seg = structure_fractions(selected, seg_grid, affine, crop) if seg_grid else None
         found = (*structure_hu(hu, selected), scrambled, seg)
-    hu = augment.resample_slices(hu, data_cfg.image_size, affine)
+    hu = augment.resample_slices(hu, data_cfg.image_size, affine, crop=crop)
     if train:
         hu = augment.erase_boxes(hu, rng, data_cfg.erase_boxes)
         hu = augment.blur(hu, rng, data_cfg.blur_max_px)
@@ -348,6 +402,9 @@ def _preprocess(
 
 
 # --------------------------------------------------------------------------- elements
+
+
+_CROPS: dict[tuple[str, str, DataConfig], Crop | None] = {}
 
 
 @dataclass(frozen=True)
@@ -372,6 +429,8 @@ class _Series:
             labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
         volume = load_cached(self.cache_dir, row["series_id"])
         z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
+        pixel_mm = row_pixel_mm(row)
+        crop = self._crop(row_index, volume)
         out: dict[str, np.ndarray] = {}
         if self.training and self.hu_targets:
             if labels is None:
@@ -380,7 +439,7 @@ class _Series:
                     "model.hu_head learns from the masks of the built-in cohort"
                 )
             got = preprocess_with_targets(
-                volume, z_lo, z_hi, self.data_cfg, rng, labels, seg_grid=self.seg_grid
+                volume, z_lo, z_hi, self.data_cfg, rng, labels, self.seg_grid, pixel_mm, crop
             )
             image, out["hu"], out["hu_present"] = got.image, got.hu, got.present
             if got.seg is not None:
@@ -388,7 +447,7 @@ class _Series:
             # A scrambled series teaches only the HU head: its structures show no phase.
             phase = "" if got.scrambled else row["phase"]
         else:
-            image = preprocess(volume, z_lo, z_hi, self.data_cfg, rng, labels)
+            image = preprocess(volume, z_lo, z_hi, self.data_cfg, rng, labels, pixel_mm, crop)
             phase = row["phase"]
         return {
             "image": image,
@@ -398,9 +457,28 @@ class _Series:
             **out,
         }
 
+    def _crop(self, row_index: int, volume: np.ndarray) -> Crop | None:
+        # A series' crop is fixed (input_crop); finding it costs more than the rest of the
+        # preprocessing, so each process finds it once per series.
+        if self.data_cfg.crop_mm <= 0:
+            return None
+        key = (self.cache_dir, self.rows[row_index]["series_id"], self.data_cfg)
+        if key not in _CROPS:
+            row = self.rows[row_index]
+            _CROPS[key] = input_crop(
+                volume, int(row["z_lo"]), int(row["z_hi"]), self.data_cfg, row_pixel_mm(row)
+            )
+        return _CROPS[key]
+
     def __call__(self, position: int, row_index: int) -> dict[str, np.ndarray]:
         # grain map_with_index: (index in the stream, element = row index)
         return self.element(int(row_index), int(position))
+
+
+def row_pixel_mm(row: dict[str, str]) -> float | None:
+    """mm per cached pixel of a manifest row (`spacing_xy`), None where it is not given."""
+    text = row.get("spacing_xy", "")
+    return float(text) if text else None
 
 
 def load_cached(cache_dir: str | Path, series_id: str) -> np.ndarray:

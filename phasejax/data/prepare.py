@@ -428,7 +428,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[lab]
 
 
-def _body(sl: np.ndarray) -> np.ndarray | None:
+def body_mask(sl: np.ndarray) -> np.ndarray | None:
     """The patient's cross-section (largest region above -300 HU, holes filled)."""
     from scipy import ndimage
 
@@ -453,7 +453,7 @@ def _is_lung_base(sl: np.ndarray, body: np.ndarray) -> bool:
     return bool((right + left) >= LUNG_FRACTION_TOTAL and min(right, left) >= LUNG_FRACTION_SIDE)
 
 
-def _spine(sl: np.ndarray, body: np.ndarray, pixel_mm: float) -> tuple[float, float] | None:
+def vertebral_body(sl: np.ndarray, body: np.ndarray, pixel_mm: float) -> tuple[float, float] | None:
     """(row, column) of the vertebral body's centre: the largest bone region near the
     midline in the posterior half of the body, its cortical ring closed and filled.
     Anterior to it, contrast-filled bowel can be as dense, and in the arterial phases
@@ -703,14 +703,14 @@ def find_slab(volume: np.ndarray, spacing_z: float, pixel_mm: float | None = Non
     bodies: list[np.ndarray | None] = [None] * n
     for k in range(n):
         sl = np.asarray(volume[k], dtype=np.float32)
-        body = _body(sl)
+        body = body_mask(sl)
         if body is None:
             continue
         bodies[k] = body
         lung[k] = _is_lung_base(sl, body)
         air[k] = _right_thorax_air(sl, body)
         if pixel_mm is not None:
-            spine[k] = _spine(sl, body, pixel_mm)
+            spine[k] = vertebral_body(sl, body, pixel_mm)
     kidney: tuple[int, int] | None = None
     if pixel_mm is not None:
         ref = _smooth_spine(spine)

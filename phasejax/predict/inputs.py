@@ -74,7 +74,7 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
     from phasejax.data.pipeline import preprocess
 
     cached = cache_volume(series, spec)
-    image = preprocess(cached.volume, cached.z_lo, cached.z_hi, data_cfg)
+    image = preprocess(cached.volume, cached.z_lo, cached.z_hi, data_cfg, pixel_mm=cached.pixel_mm)
     p1, p50, p99 = hu_percentiles(series.hu)
     n = slice_normal(series.orientation)
     oblique = math.degrees(math.acos(min(1.0, abs(float(n[2])))))

@@ -1,0 +1,73 @@
+"""The network's field of view: the whole reconstruction (default) or a square in millimetres
+in front of the spine (`data.crop_mm`, numpy / scipy only).
+
+Why a crop: the structures whose HU define the phase in every reading guide (aorta, IVC,
+portal and splenic veins, hepatic veins near the dome, the renal hila) lie within a few
+centimetres of the aorta, and they are a few pixels across when the whole field of view
+(35-50 cm) is resized to the model's 96-224 pixels. A fixed square in millimetres centred
+there shows them larger and leaves out what differs most between a phantom and a patient
+and says nothing about the phase: the body wall, arms, table, bowel, and the scanner's
+choice of field of view.
+
+The centre is found the same way on the cohort and on real scans, from the image only: the
+spine's bone region on each of the series' evaluation slices
+(`phasejax.data.prepare.vertebral_body`, the finder of the slab's kidney search), the median
+of its centres, moved `data.crop_anterior_mm` (default 40 mm) forwards. That region's centre
+lies between the vertebral body and the spinal canal (its filled cortical ring takes in the
+posterior elements); the aorta lies on the vertebral body's front. On the three series of
+../shared/data/real the centre lands 8-23 mm from the aorta (hand-placed ROIs, tests). The
+aorta lies 20-46 mm (p10-p90 over cohort slices) in front of that region's centre, and 32-62
+mm on those real series: a small crop needs `data.translate` large enough for that spread. (Centring instead on the most vessel-like bright disc in front of
+the spine was tried and dropped: in non-contrast series no vessel stands out, the disc lands
+on the vertebra, and the crop's position then tells the phase by itself.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from phasejax.data.prepare import body_mask, vertebral_body
+
+
+@dataclass(frozen=True, kw_only=True)
+class Crop:
+    """A square of the input slices: centre (row, col) and side, in input pixels."""
+
+    row: float
+    col: float
+    side: float
+
+
+def find_crop(hu: np.ndarray, pixel_mm: float, side_mm: float, anterior_mm: float) -> Crop:
+    """The crop of HU slices [S, H, H] (cache orientation: rows anterior to posterior).
+
+    Centre: the median centre of the spine's bone region (`prepare.vertebral_body`) over
+    the slices where it is found, moved `anterior_mm` forwards; without any, the centre of
+    the body's outline on the middle slice; without a body, the image centre. Side:
+    `side_mm` / `pixel_mm`.
+    """
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise ValueError(f"expected HU slices [S, H, W], got shape {hu.shape}")
+    if pixel_mm <= 0 or side_mm <= 0:
+        raise ValueError(f"crop needs pixel_mm > 0 and side_mm > 0, got {pixel_mm}, {side_mm}")
+    h, w = hu.shape[1:]
+    found = []
+    for sl in hu:
+        sl = np.asarray(sl, dtype=np.float32)
+        body = body_mask(sl)
+        spine = None if body is None else vertebral_body(sl, body, pixel_mm)
+        if spine is not None:
+            found.append((spine[0] - anterior_mm / pixel_mm, spine[1]))
+    if found:
+        row, col = np.median(np.asarray(found, dtype=np.float64), axis=0)
+    else:
+        body = body_mask(np.asarray(hu[len(hu) // 2], dtype=np.float32))
+        if body is None:
+            row, col = (h - 1) / 2.0, (w - 1) / 2.0
+        else:
+            ys, xs = np.nonzero(body)
+            row, col = 0.5 * (ys.min() + ys.max()), 0.5 * (xs.min() + xs.max())
+    return Crop(row=float(row), col=float(col), side=float(side_mm / pixel_mm))
