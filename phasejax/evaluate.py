@@ -62,7 +62,7 @@ from phasejax.eval.labels import (
     match_eval_labels,
 )
 from phasejax.eval.stats import DEFAULT_CONFIDENCE, jsonable, wilson_interval
-from phasejax.infer import Classifier
+from phasejax.infer import Classifier, Ensemble
 from phasejax.phases import Phase, label_set
 from phasejax.predict.driver import PredictOptions, PredictReport, predict_paths
 from phasejax.predict.inputs import PreparedSeries
@@ -154,7 +154,7 @@ def evaluate_paths(
     *,
     folders: Sequence[str] | None = None,
     options: PredictOptions | None = None,
-    classifier: Classifier | None = None,
+    classifier: Classifier | Ensemble | None = None,
 ) -> Evaluation:
     """Classify the labelled series under `paths` and score them (see module docstring).
 

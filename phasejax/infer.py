@@ -15,7 +15,8 @@ Its callers: training's split evaluation (`phasejax.train.loop.predict_split`, b
 the input pipeline, every process's rows gathered with `log_probs_all`), perturbed
 evaluation (`phasejax.ablate.runner.evaluate_perturbed`), saliency's live classification
 and `phasejax predict` / `phasejax evaluate` (`classify` with a transform that takes the
-network input of each item).
+network input of each item). `Ensemble` puts several classifiers of the same inputs and
+classes behind the same `classify`: the mean of their probabilities (`--ensemble`).
 
 This module imports no JAX at module level (predict's worker processes import it); the
 model-side methods import it when called.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,7 +55,46 @@ def probabilities_from_log(log_probs: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
-class Classifier:
+class _Batched:
+    """`classify` / `classify_all` over `probabilities` of batches of `local_batch_size`."""
+
+    local_batch_size: int
+    num_classes: int | None
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def classify(
+        self, items: Iterable[T], transform: Callable[[T], np.ndarray] | None = None
+    ) -> Iterator[tuple[T, np.ndarray]]:
+        """(item, probabilities [K]) of every item, in order, yielded batch by batch.
+
+        `transform` makes an item's network input [S, H, W, C] (None: the item is one);
+        it runs as the item is drawn, so a batch is all that is held in memory. Items are
+        drawn lazily: a caller's generator may do other work between them.
+        """
+        batch: list[T] = []
+        images: list[np.ndarray] = []
+        for item in items:
+            batch.append(item)
+            images.append(np.asarray(item if transform is None else transform(item)))
+            if len(batch) == self.local_batch_size:
+                yield from zip(batch, self.probabilities(np.stack(images)))
+                batch, images = [], []
+        if batch:
+            yield from zip(batch, self.probabilities(np.stack(images)))
+
+    def classify_all(
+        self, items: Iterable[T], transform: Callable[[T], np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Probabilities [N, K] (float64) of every item, in order (see `classify`)."""
+        probs = [p for _, p in self.classify(items, transform)]
+        if not probs:
+            return np.zeros((0, self.num_classes or 0), np.float64)
+        return np.stack(probs)
+
+
+class Classifier(_Batched):
     """A model state on a mesh behind fixed-shape batches of `batch_size` (global) rows.
 
     model_state must be the state of `nnx.split(model)` with `model_def`; it is placed
@@ -137,34 +177,33 @@ class Classifier:
         """Probabilities [N, K], each row summing to 1 (float64)."""
         return probabilities_from_log(self.log_probs(images))
 
-    def classify(
-        self, items: Iterable[T], transform: Callable[[T], np.ndarray] | None = None
-    ) -> Iterator[tuple[T, np.ndarray]]:
-        """(item, probabilities [K]) of every item, in order, yielded batch by batch.
 
-        `transform` makes an item's network input [S, H, W, C] (None: the item is one);
-        it runs as the item is drawn, so a batch is all that is held in memory. Items are
-        drawn lazily: a caller's generator may do other work between them.
-        """
-        batch: list[T] = []
-        images: list[np.ndarray] = []
-        for item in items:
-            batch.append(item)
-            images.append(np.asarray(item if transform is None else transform(item)))
-            if len(batch) == self.local_batch_size:
-                yield from zip(batch, self.probabilities(np.stack(images)))
-                batch, images = [], []
-        if batch:
-            yield from zip(batch, self.probabilities(np.stack(images)))
+class Ensemble(_Batched):
+    """Several classifiers of the same inputs and classes as one: the mean of their
+    probabilities (e.g. the seeds of one recipe, whose single runs differ on real scans by
+    a few series each; phasejax predict / evaluate --ensemble)."""
 
-    def classify_all(
-        self, items: Iterable[T], transform: Callable[[T], np.ndarray] | None = None
-    ) -> np.ndarray:
-        """Probabilities [N, K] (float64) of every item, in order (see `classify`)."""
-        probs = [p for _, p in self.classify(items, transform)]
-        if not probs:
-            return np.zeros((0, self.num_classes or 0), np.float64)
-        return np.stack(probs)
+    def __init__(self, members: Sequence[Classifier]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one classifier")
+        sizes = {m.local_batch_size for m in members}
+        classes = {m.num_classes for m in members}
+        if len(sizes) > 1 or len(classes) > 1:
+            raise ValueError(
+                f"ensemble members differ in batch size {sorted(sizes)} or classes {classes}"
+            )
+        self.members = list(members)
+        self.local_batch_size = members[0].local_batch_size
+        self.num_classes = members[0].num_classes
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.seconds for m in self.members)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities [N, K]: the members' mean, each row summing to 1 (float64)."""
+        p = np.mean([m.probabilities(images) for m in self.members], axis=0)
+        return p / p.sum(axis=-1, keepdims=True)
 
 
 def load_classifier(

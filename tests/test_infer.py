@@ -9,7 +9,7 @@ from flax import nnx
 
 from phasejax import parallel
 from phasejax.config import Config, DataConfig, ModelConfig
-from phasejax.infer import Classifier, device_multiple, probabilities_from_log
+from phasejax.infer import Classifier, Ensemble, device_multiple, probabilities_from_log
 from phasejax.models import build_classifier
 
 
@@ -87,3 +87,24 @@ def test_batch_limits_and_empty_input(model) -> None:
         clf.log_probs(_images(9))
     assert clf.classify_all([]).shape == (0, 4)
     assert clf.log_probs_all(_images(2)).shape == (8, 4)  # padding rows included
+
+
+def test_ensemble_is_the_mean_of_its_members_probabilities(model) -> None:
+    cfg = Config(
+        data=DataConfig(image_size=32, num_slices=3, window="abdomen"),
+        model=ModelConfig(depth="tiny", width=8, strategy="two_step"),
+    )
+    other = build_classifier(cfg, rngs=nnx.Rngs(1))
+    other.eval()
+    a, b = Classifier.for_model(model, batch_size=8), Classifier.for_model(other, batch_size=8)
+    images = _images(5, seed=3)
+    pa, pb = a.probabilities(images), b.probabilities(images)
+    assert np.abs(pa - pb).max() > 1e-3  # two different networks
+    ens = Ensemble([a, b])
+    np.testing.assert_allclose(ens.probabilities(images), (pa + pb) / 2, atol=1e-12)
+    got = ens.classify_all(list(images))  # through the batched path, item order kept
+    np.testing.assert_allclose(got, (pa + pb) / 2, atol=1e-12)
+    with pytest.raises(ValueError, match="batch size"):
+        Ensemble([a, Classifier.for_model(other, batch_size=16)])
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])

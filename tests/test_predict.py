@@ -61,8 +61,7 @@ def labels(cohort: Path) -> dict[str, dict[str, str]]:
         return {r["series_id"]: r for r in csv.DictReader(f)}
 
 
-@pytest.fixture(scope="module")
-def run_dir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _train_tiny(cohort: Path, out: Path, seed: int = 0) -> Path:
     from phasejax.train.loop import train
 
     cfg = load_config(
@@ -78,11 +77,16 @@ def run_dir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "train.checkpoint_every=2",
             "train.log_every=2",
             "train.eval_batch_size=16",
+            f"train.seed={seed}",
         ],
     )
-    out = tmp_path_factory.mktemp("run")
     train(cfg, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny(cohort, tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +317,39 @@ def test_resume_keeps_classified_series_and_finishes_the_rest(
     out.write_text(out.read_text().replace("p_DP", "p_NC"))
     assert main([*args, "--resume"]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_ensemble_reports_the_mean_of_its_runs_and_refuses_other_inputs(
+    tmp_path: Path, cohort: Path, labels: dict, run_dir: Path, capsys
+) -> None:
+    ids = ["s7a04951c904c", "sc0bf95f4997d"]
+    folder = tmp_path / "in"
+    for sid, src in zip(ids, _series_dirs(cohort, labels, *ids)):
+        shutil.copytree(src, folder / sid)
+    seed1 = _train_tiny(cohort, tmp_path / "seed1", seed=1)
+
+    def probs(*models: Path) -> dict[str, np.ndarray]:
+        out = tmp_path / f"{len(models)}_{models[0].name}.csv"
+        extra = [a for m in models[1:] for a in ("--ensemble", str(m))]
+        args = ["predict", str(folder), "--model", str(models[0]), *extra, "--out", str(out)]
+        assert main([*args, "--quiet"]) == 0
+        cols = [c for c in read_report(out)[0] if c.startswith("p_")]
+        return {r["series_id"]: np.array([float(r[c]) for c in cols]) for r in read_report(out)}
+
+    a, b, both = probs(run_dir), probs(seed1), probs(run_dir, seed1)
+    assert "+ model" in capsys.readouterr().err  # each member is named
+    assert max(np.abs(a[i] - b[i]).max() for i in ids) > 1e-4  # two different networks
+    for i in ids:
+        np.testing.assert_allclose(both[i], (a[i] + b[i]) / 2, atol=2e-6)  # CSV: 6 digits
+    # A member that prepares its input otherwise is refused, naming the setting.
+    other = tmp_path / "other"
+    shutil.copytree(seed1, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["data"]["slice_selection"] = "central"
+    (other / "config.json").write_text(json.dumps(cfg))
+    args = ["predict", str(folder), "--model", str(run_dir), "--ensemble", str(other)]
+    assert main([*args, "--quiet"]) == 2
+    assert "data.slice_selection differ" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- model dir

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phasejax.infer import Ensemble
     from phasejax.predict.driver import PredictOptions
     from phasejax.train.restore import TrainedRun
 
@@ -21,7 +22,7 @@ DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--checkpoint, --device, --min-confidence, --batch-size and --workers."""
+    """--checkpoint, --device, --min-confidence, --batch-size, --workers and --ensemble."""
     p.add_argument(
         "--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint"
     )
@@ -34,6 +35,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16, help="series per model call (16)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="another run of the same inputs and classes (e.g. another seed): the "
+        "probabilities are the mean over the model and these (repeatable)",
+    )
 
 
 def usage_error(command: str, msg: str) -> int:
@@ -93,6 +102,44 @@ def load_model(args: argparse.Namespace, run_dir: str) -> TrainedRun | str:
         return load_run(run_dir, args.checkpoint)
     except ModelDirError as e:
         return str(e)
+
+
+# Settings that do not change a model's input: where its cache was and how it was read.
+_INPUT_NEUTRAL = frozenset({"cache_dir", "worker_count"})
+
+
+def load_ensemble(
+    args: argparse.Namespace, run: TrainedRun, batch_size: int
+) -> tuple[list[TrainedRun], Ensemble | None] | str:
+    """The runs of --ensemble and the `Ensemble` of `run` with them (None without any), or
+    the text of the usage error: a member must take the same input (every data.* setting
+    but the cache's location, and the same cache grid) and have the same classes."""
+    if not args.ensemble:
+        return [], None
+    from phasejax.infer import Classifier, Ensemble
+    from phasejax.predict.inputs import model_grid
+    from phasejax.train.restore import ModelDirError, load_run
+
+    def data_of(r: TrainedRun) -> dict[str, Any]:
+        return {k: v for k, v in r.cfg.to_dict()["data"].items() if k not in _INPUT_NEUTRAL}
+
+    members = []
+    for run_dir in args.ensemble:
+        try:
+            other = load_run(run_dir, args.checkpoint)
+        except ModelDirError as e:
+            return f"--ensemble {run_dir}: {e}"
+        differ = sorted(k for k, v in data_of(other).items() if data_of(run).get(k) != v)
+        if differ:
+            return (
+                f"--ensemble {run_dir}: another input than the model's "
+                f"(data.{', data.'.join(differ)} differ)"
+            )
+        if model_grid(other.cfg)[0] != model_grid(run.cfg)[0]:
+            return f"--ensemble {run_dir}: trained on another cache grid than the model"
+        members.append(other)
+    classifiers = [Classifier.for_model(r.model, batch_size=batch_size) for r in [run, *members]]
+    return members, Ensemble(classifiers)
 
 
 def model_line(run_dir: str, run: TrainedRun, classes: str) -> str:

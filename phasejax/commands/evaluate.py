@@ -3,7 +3,8 @@
     phasejax evaluate runs/quick/strategy_B ../shared/data/validation \\
         --labels ../shared/data/validation/labels.csv --out runs/quick/validation
 
-Every series under DATA is classified exactly as `phasejax predict` does; the labels CSV
+Every series under DATA is classified exactly as `phasejax predict` does (with
+`--ensemble RUN_DIR`, repeatable: by the mean of the runs' probabilities); the labels CSV
 (format: `phasejax.eval.labels`; a series is named as for `phasejax prepare`, with `file`
 as an alias of `path`, and an optional `accepts` column such as `EAP|LAP`) says which
 predicted phases count as right. Writes to --out:
@@ -81,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = run_.cfg
     print(trained.model_line(args.run_dir, run_, cfg.data.label_set), file=sys.stderr)
+    ensemble = trained.load_ensemble(args, run_, args.batch_size)
+    if isinstance(ensemble, str):
+        return _usage_error(ensemble)
+    members, classifier = ensemble
+    for run_dir, member in zip(args.ensemble, members, strict=True):
+        print("  + " + trained.model_line(run_dir, member, member.cfg.data.label_set),
+              file=sys.stderr)  # fmt: skip
     options = trained.predict_options(args)
     try:
         ev = evaluate_paths(
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             run_.model,
             folders=search_folders(args.labels, args.data),
             options=options,
+            classifier=classifier,
         )
     except LabelsError as e:
         return _usage_error(f"{args.labels}: {e}")
@@ -106,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             "step": run_.step,
             "strategy": cfg.model.strategy,
             "depth": cfg.model.depth,
+            "ensemble": [os.path.abspath(d) for d in args.ensemble],
         },
         labels_csv=os.path.abspath(args.labels),
     )

@@ -4,6 +4,7 @@
     phasejax predict scans/ --model runs/paper_B --json > phases.jsonl
     phasejax predict scans/ --model runs/paper_B --out phases.csv --resume   # after a stop
     phasejax predict scans/ --model runs/paper_B --qc                         # + header QC
+    phasejax predict scans/ --model runs/B_seed0 --ensemble runs/B_seed1      # mean of runs
 
 Discovers series like `phasejax inspect` (acquisitions sharing a SeriesInstanceUID are
 separate series), prepares each exactly as the model was trained (grid, slab, slices,
@@ -103,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
         previous = [r for r in old if r.get("status") == STATUS_OK]
 
     print(trained.model_line(args.model, run_, ",".join(_classes(cfg))), file=sys.stderr)
+    ensemble = trained.load_ensemble(args, run_, args.batch_size)
+    if isinstance(ensemble, str):
+        return _usage_error(ensemble)
+    members, classifier = ensemble
+    for run_dir, member in zip(args.ensemble, members, strict=True):
+        print("  + " + trained.model_line(run_dir, member, ",".join(_classes(member.cfg))),
+              file=sys.stderr)  # fmt: skip
     writer = None
     if args.out:
         writer = ReportWriter(args.out, columns, "jsonl" if args.json else "csv")
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             cfg,
             run_.model,
             options=options,
+            classifier=classifier,
             on_row=writer.write if writer is not None else None,
         )
     except BaseException:

@@ -21,7 +21,7 @@ from typing import Any
 from phasejax.config import Config
 from phasejax.data.cache import CacheSpec
 from phasejax.data.discover import Discovery, discover, map_plans, worker_pool
-from phasejax.infer import Classifier
+from phasejax.infer import Classifier, Ensemble
 from phasejax.phases import label_set
 from phasejax.predict.confidence import DEFAULT_MIN_CONFIDENCE, input_checks
 from phasejax.predict.inputs import PreparedSeries, PrepareJob, model_grid, prepare_job
@@ -93,7 +93,7 @@ def predict_paths(
     model: Any,
     *,
     options: PredictOptions | None = None,
-    classifier: Classifier | None = None,
+    classifier: Classifier | Ensemble | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_series: Callable[[PreparedSeries, dict[str, Any]], None] | None = None,
     discovery: Discovery | None = None,
