@@ -16,10 +16,12 @@ of its centres, moved `data.crop_anterior_mm` (default 40 mm) forwards. That reg
 lies between the vertebral body and the spinal canal (its filled cortical ring takes in the
 posterior elements); the aorta lies on the vertebral body's front. On the three series of
 ../shared/data/real the centre lands 8-23 mm from the aorta (hand-placed ROIs, tests). The
-aorta lies 20-46 mm (p10-p90 over cohort slices) in front of that region's centre, and 32-62
-mm on those real series: a small crop needs `data.translate` large enough for that spread. (Centring instead on the most vessel-like bright disc in front of
-the spine was tried and dropped: in non-contrast series no vessel stands out, the disc lands
-on the vertebra, and the crop's position then tells the phase by itself.)
+aorta lies 20-46 mm (p10-p90 over cohort slices) in front of that region's centre, but 32-62
+mm on those real series, so squares of 60-80 mm miss it on some real scans; random shifts in
+training (`data.translate`) did not make up for it (sim2real rows `crop_*`,
+ablations/README.md). Centring instead on the most vessel-like bright disc in front of the
+spine was tried and dropped: in non-contrast series no vessel stands out, the disc lands on
+the vertebra, and the crop's position then tells the phase by itself.
 """
 
 from __future__ import annotations
