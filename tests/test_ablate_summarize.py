@@ -142,6 +142,10 @@ def test_mcnemar_per_seed_and_on_the_ensemble(ablation):
     r = paired[("50", "internal", "ensemble")]
     assert (r["b"], r["c"], r["p"]) == (0, 2, pytest.approx(0.5))
     row = rows_by_value(s)["34"]
+    # The seed ensembles themselves: baseline wrong on {0..3}, 34 right everywhere, 50 = seed0.
+    ens = {v: (r["internal_ensemble_correct"], r["internal_ensemble_n"]) for v, r in
+           rows_by_value(s).items()}  # fmt: skip
+    assert ens == {"18": (16, N), "34": (N, N), "50": (16, N)}
     assert row["internal_p"] == pytest.approx(0.125)
     assert row["internal_p_seeds"] == "0.0312;0.125;1"
     assert math.isnan(rows_by_value(s)["18"]["internal_p"])
@@ -277,5 +281,6 @@ def test_real_split_scores_accepted_sets_and_pairs_them(ablation):
     r = paired[("34", "real", "0")]
     # baseline right / variant wrong: none; baseline wrong / variant right: r3 (PVP)
     assert (r["n"], r["b"], r["c"]) == (6, 0, 1) and r["p"] == pytest.approx(1.0)
+    assert rows["18"]["real_ensemble_correct"] == 3 and rows["18"]["real_ensemble_n"] == 6
     md = (summarize(ablation, figures=False, n_bootstrap=0), ablation / "summary" / "depth.md")[1]
-    assert "real acc" in md.read_text()
+    assert "real acc" in md.read_text() and "| 3/6 |" in md.read_text()

@@ -307,6 +307,13 @@ def summarize_suite(
                     "mean"
                 ]
             row[f"{prefix}_eaplap_acc"] = seed_stats([r.arterial_accuracy() for r in runs])["mean"]
+            # The seeds' mean probabilities: what `phasejax predict --ensemble` would say.
+            try:
+                ens = ensemble(runs) if runs else None
+            except ValueError:  # seeds evaluated on different series
+                ens = None
+            row[f"{prefix}_ensemble_correct"] = ens.correct if ens else 0
+            row[f"{prefix}_ensemble_n"] = ens.n if ens else 0
             # paired tests against the baseline
             row[f"{prefix}_p"] = math.nan
             row[f"{prefix}_p_seeds"] = ""
@@ -467,7 +474,7 @@ def markdown(summary: SuiteSummary) -> str:
         "",
         "Accuracy in % (mean ± SD over seeds [95% interval: t over seeds, or Wilson for one "
         "seed]); p = exact McNemar vs baseline on the seed ensembles (per-seed p in "
-        f"{summary.name}_paired.csv).",
+        f"{summary.name}_paired.csv); a seed ensemble averages the seeds' probabilities.",
         "",
     ]
     sens = [f"sens {c} (int.)" for c in summary.classes]
@@ -479,7 +486,7 @@ def markdown(summary: SuiteSummary) -> str:
         "p (int.)",
         "external acc",
         "p (ext.)",
-        *(["real acc", "p (real)"] if real else []),
+        *(["real acc", "p (real)", "real, seed ensemble"] if real else []),
         *sens,
         "EAP/LAP acc (int.)",
         "EAP/LAP acc (ext.)",
@@ -497,7 +504,17 @@ def markdown(summary: SuiteSummary) -> str:
             format_p(r.get("internal_p"), missing=""),
             _acc_cell(r, "external"),
             format_p(r.get("external_p"), missing=""),
-            *([_acc_cell(r, "real"), format_p(r.get("real_p"), missing="")] if real else []),
+            *(
+                [
+                    _acc_cell(r, "real"),
+                    format_p(r.get("real_p"), missing=""),
+                    f"{r['real_ensemble_correct']}/{r['real_ensemble_n']}"
+                    if r["real_n"]
+                    else "n/a",
+                ]
+                if real
+                else []
+            ),
             *(_fmt(r.get(f"internal_sens_{c}"), True) for c in summary.classes),
             _fmt(r.get("internal_eaplap_acc"), True),
             _fmt(r.get("external_eaplap_acc"), True),
