@@ -106,10 +106,18 @@ def test_every_stage_finishes_the_forward_pass_and_has_the_predicted_size():
             side = net.feature_size(size, stage)
             assert side == -(-size // stride)  # ceil: 50 px -> 13, 7, 4, 2
             assert fmap.shape[1:3] == (side, side)
+            assert fmap.shape[3] == net.stage_channels(stage) == 2 * 2 ** (stage - 1)
             assert net.stage_stride(stage) == stride
             assert stride * (side - 1) < size  # every feature-pixel centre is in the image
             np.testing.assert_allclose(net.classify(fmap, stage), full, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(net.feature_map(x), net.feature_map(x, 4))
+    assert net.stage_channels() == net.num_features
+    # A bottleneck stage's output has 4x its planes.
+    deep = ResNet("50", in_channels=1, num_classes=3, width=2, rngs=nnx.Rngs(2))
+    deep.eval()
+    for stage in (1, 4):
+        fmap = deep.feature_map(jnp.zeros((1, 32, 32, 1)), stage)
+        assert fmap.shape[3] == deep.stage_channels(stage) == 4 * 2 * 2 ** (stage - 1)
     with pytest.raises(ValueError, match="stages 1..4, got stage 5"):
         net.feature_map(x, 5)
 

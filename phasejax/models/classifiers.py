@@ -36,7 +36,7 @@ from flax import nnx
 from phasejax.config import Aggregation, Config, HuHead, SliceMode, Strategy
 from phasejax.data.pipeline import HU_STRUCTURES, HU_TARGET_CENTER, HU_TARGET_SCALE
 from phasejax.data.windowing import hu_range, window_names
-from phasejax.models.resnet import BOTTLENECK_EXPANSION, STAGES, ResNet, resolve_dtype
+from phasejax.models.resnet import ResNet, resolve_dtype
 from phasejax.phases import LabelSet, label_set
 
 SLICE_MODES: tuple[str, ...] = typing.get_args(SliceMode)
@@ -317,10 +317,13 @@ class _SeriesClassifier(nnx.Module):
 
     def _make_readout(self, net: ResNet, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
         if self.hu_head == "roi":
-            kind, _ = STAGES[net.depth]
-            fine = net.stem_bn.num_features * (BOTTLENECK_EXPANSION if kind != "basic" else 1)
             return RoiReadout(
-                num_classes, _num_hu(), self.num_slices, fine, net.num_features, rngs=rngs
+                num_classes,
+                _num_hu(),
+                self.num_slices,
+                net.stage_channels(1),
+                net.num_features,
+                rngs=rngs,
             )
         return HuReadout(self.hu_head, num_classes, _num_hu(), rngs=rngs)
 

@@ -183,6 +183,7 @@ class ResNet(nnx.Module):
         self.depth = depth
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.width = width
         self.dtype = dt
 
         self.stem_conv = _conv(in_channels, width, 7, 2, dt, rngs)
@@ -215,6 +216,12 @@ class ResNet(nnx.Module):
         if not 1 <= stage <= n:
             raise ValueError(f"ResNet-{self.depth} has stages 1..{n}, got stage {stage}")
         return int(stage)
+
+    def stage_channels(self, stage: int | None = None) -> int:
+        """Channels of stage `stage`'s output (1-based; None = the last stage, whose count is
+        `num_features`): width * 2**(stage - 1), times 4 at a bottleneck's output."""
+        planes = self.width * 2 ** (self._check_stage(stage) - 1)
+        return planes * (BOTTLENECK_EXPANSION if STAGES[self.depth][0] != "basic" else 1)
 
     def stage_stride(self, stage: int | None = None) -> int:
         """Input pixels per pixel of stage `stage`'s output (1-based; None = the last stage):
