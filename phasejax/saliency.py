@@ -37,12 +37,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phasejax import atomic
 from phasejax.cohort.structures import STRUCTURES, Label
+
+if TYPE_CHECKING:
+    from phasejax.data.crop import Crop
 
 SALIENCY_NPZ = "saliency.npz"
 SALIENCY_JSON = "saliency.json"
@@ -215,7 +218,7 @@ def choose_representative(
 # --------------------------------------------------------------------------- inputs
 
 
-def resize_labels(mask: np.ndarray, size: int, crop: Any = None) -> np.ndarray:
+def resize_labels(mask: np.ndarray, size: int, crop: Crop | None = None) -> np.ndarray:
     """Organ labels [S, h, h] -> [S, size, size] by nearest neighbour.
 
     Same pixel-centre mapping as the image resize (phasejax.data.augment.resample_slices

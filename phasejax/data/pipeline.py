@@ -430,7 +430,7 @@ class _Series:
         volume = load_cached(self.cache_dir, row["series_id"])
         z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
         pixel_mm = row_pixel_mm(row)
-        crop = self._crop(row_index, volume)
+        crop = self._crop(row["series_id"], volume, z_lo, z_hi, pixel_mm)
         out: dict[str, np.ndarray] = {}
         if self.training and self.hu_targets:
             if labels is None:
@@ -457,17 +457,16 @@ class _Series:
             **out,
         }
 
-    def _crop(self, row_index: int, volume: np.ndarray) -> Crop | None:
+    def _crop(
+        self, series_id: str, volume: np.ndarray, z_lo: int, z_hi: int, pixel_mm: float | None
+    ) -> Crop | None:
         # A series' crop is fixed (input_crop); finding it costs more than the rest of the
         # preprocessing, so each process finds it once per series.
         if self.data_cfg.crop_mm <= 0:
             return None
-        key = (self.cache_dir, self.rows[row_index]["series_id"], self.data_cfg)
+        key = (self.cache_dir, series_id, self.data_cfg)
         if key not in _CROPS:
-            row = self.rows[row_index]
-            _CROPS[key] = input_crop(
-                volume, int(row["z_lo"]), int(row["z_hi"]), self.data_cfg, row_pixel_mm(row)
-            )
+            _CROPS[key] = input_crop(volume, z_lo, z_hi, self.data_cfg, pixel_mm)
         return _CROPS[key]
 
     def __call__(self, position: int, row_index: int) -> dict[str, np.ndarray]:
