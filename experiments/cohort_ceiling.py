@@ -3,13 +3,16 @@
     python experiments/cohort_ceiling.py [--exams 3000] [--train-exams N] [--roi-noise 5]
 
 The paper's 98% rests on labels that radiologists assigned from the images, so they are
-visible by construction. The synthetic cohort labels each series with a kinetic rule on
-enhancement above each patient's own baseline (phasejax.cohort.kinetics.phase_of), which no
-single image shows. This script measures the gap: it plans exams of every site exactly as the
+visible by construction. The synthetic cohort labels each series with a written rule on the
+absolute HU of that series' vessels, liver, kidneys and collecting system
+(phasejax.cohort.kinetics.phase_from_hu; since cohort v6, before which it read each patient's
+own baseline and liver peak), so its labels are visible by construction too, up to ROI noise
+and the physiological spread at each threshold. This script measures how far: it plans
+exams of every site exactly as the
 cohort does (phasejax.cohort.exam.plan_exam: protocols, bolus tracking, kVp, patients; no
 pixels), reads each contrast series as an ideal observer would, i.e. the mean absolute HU of
 every structure in the liver-kidney slab at the series' voltage plus ROI measurement noise,
-and trains a small MLP on those numbers (internal site; evaluated on held-out internal exams
+and the voltage itself (from the header, exact), and trains a small MLP on those numbers (internal site; evaluated on held-out internal exams
 and on the external sites). Its accuracy approximates the best a perfect feature extractor
 could do on this cohort, and its confusions show which boundaries are ambiguous by design.
 """
@@ -52,11 +55,13 @@ def observations(
             if s.t is None or s.phase not in CLASSES:
                 continue
             hu = compartment_hu(plan.patient, s.t, plan.kvp)
-            xs.append([hu[lab] for lab in VISIBLE])
+            xs.append([hu[lab] for lab in VISIBLE] + [plan.kvp])
             ys.append(CLASSES.index(s.phase))
             exams.append(i)
     x = np.asarray(xs, np.float32)
-    noisy = x + rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
+    noise = rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
+    noise[:, -1] = 0.0  # the tube voltage is read from the header, exactly
+    noisy = x + noise
     return noisy, np.asarray(ys), np.asarray(exams)
 
 
@@ -126,7 +131,7 @@ def main() -> int:
     predict = train_mlp(x[tr], y[tr], args.seed)
     out = {
         "what": "accuracy of an MLP on ideal ROI measurements (upper bound of image models)",
-        "visible_structures": [lab.name for lab in VISIBLE],
+        "visible_structures": [lab.name for lab in VISIBLE] + ["kVp (header)"],
         "roi_noise_hu": args.roi_noise,
         "train_exams": train_exams,
         "train_series": int(tr.sum()),

@@ -101,7 +101,9 @@ def test_labels_are_the_physiological_rule_not_the_protocol(tiny_both: Path) -> 
         assert r["true_phase"] == str(phase_of(plan.patient, s.t)) == r["phase"]  # no noise
         assert float(r["seconds"]) == pytest.approx(s.seconds)
     assert {r["phase"] for r in rows if r["protocol_phase"] == "nc"} <= {"NC"}
-    assert {r["phase"] for r in rows if r["protocol_phase"] == "delayed"} == {"DP"}
+    # A delayed scan that shows neither excretion nor equilibrium yet is read as PVP.
+    delayed = [r["phase"] for r in rows if r["protocol_phase"] == "delayed"]
+    assert set(delayed) <= {"PVP", "DP"} and delayed.count("DP") > len(delayed) / 2
 
 
 def test_dicom_loader_finds_every_series_with_the_same_ids_geometry_and_hu(tiny_both: Path) -> None:

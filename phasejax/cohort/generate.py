@@ -93,7 +93,9 @@ LABEL_COLUMNS = (
 # 5: medullary washin slower (corticomedullary differentiation persists into the 70 s
 #    portal-venous phase; medulla above cortex only once tubular concentration starts) and
 #    chronic liver disease (cirrhosis) in a share of patients.
-COHORT_VERSION = 5
+# 6: the labelling rule reads only absolute HU of the series itself (kinetics.phase_from_hu),
+#    not the patient's baseline or the liver's own peak.
+COHORT_VERSION = 6
 
 
 class CohortError(RuntimeError):
