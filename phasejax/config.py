@@ -195,6 +195,10 @@ class TrainConfig(_Section):
     log_every: int = 10
     eval_batch_size: int = 64
     tensorboard: bool = False
+    # Weight each head's cross-entropy by the inverse frequency of its classes among the
+    # training series (per head: step 1 over AP / PVP / DP (+ NC), step 2 over EAP / LAP),
+    # so that a rare phase (EAP is half as frequent as LAP) counts as much as a common one.
+    class_balance: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

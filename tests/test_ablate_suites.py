@@ -101,8 +101,11 @@ def test_repository_suites_and_presets_load():
     suites = load_suites()
     assert set(suites) >= {
         "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness",
-        "kvp",
+        "kvp", "sim2real", "balance",
     }  # fmt: skip
+    balance = suites["balance"]
+    assert balance.labels == ("off", "on") and balance.baseline == "off"
+    assert [dict(v.overrides)["train.class_balance"] for v in balance.variants] == ["false", "true"]
     assert suites["depth"].labels == ("10", "18", "34", "50")
     assert suites["windowing"].labels == ("raw", "abdomen", "liver", "wide", "multi")
     assert suites["learning_curve"].labels == ("0.1", "0.25", "0.5", "1.0")

@@ -321,3 +321,23 @@ def test_spleen_arciform_early_homogeneous_late(cohort):
         assert lap > 10.0
         assert pvp < 0.3 * lap
         assert K.spleen_heterogeneity(p, None) == 0.0
+
+
+def test_phase_label_is_decided_by_the_rendered_hu(cohort):
+    """The label equals the rule applied to the mean HU the renderer paints (120 kVp)."""
+    rng = np.random.default_rng(0)
+    names = {
+        "aorta": Label.AORTA, "portal_vein": Label.PORTAL_VEIN,
+        "hepatic_vein": Label.HEPATIC_VEIN, "liver": Label.LIVER,
+        "cortex": Label.KIDNEY_CORTEX, "medulla": Label.KIDNEY_MEDULLA,
+        "collecting": Label.KIDNEY_COLLECTING,
+    }  # fmt: skip
+    order = [Phase.NC, Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP]
+    seen = set()
+    for p in cohort:
+        for t in rng.uniform(0.0, 400.0, 10):
+            hu = K.compartment_hu(p, float(t))
+            code = K.phase_from_hu(**{k: np.array([hu[lab]]) for k, lab in names.items()})
+            assert order[int(code[0])] == K.phase_of(p, float(t)), (p.patient_id, t)
+            seen.add(order[int(code[0])])
+    assert seen == set(order)

@@ -127,6 +127,13 @@ def split_rows(
     return rows
 
 
+def class_counts(cache_dir: str | Path, cfg: Config) -> np.ndarray:
+    """Training series per class of the label set (int64 [K]), as training sees them."""
+    labels = label_set(cfg.data.label_set)
+    idx = [label_index(r["phase"], labels) for r in split_rows(cache_dir, "train", cfg)]
+    return np.bincount(np.asarray(idx, np.int64), minlength=labels.num_classes)
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 

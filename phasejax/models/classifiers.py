@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -244,6 +245,26 @@ def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
     return jnp.sum(weight * values) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
+def balanced_mean(
+    values: jax.Array, labels: jax.Array, weight: jax.Array, class_weights
+) -> jax.Array:
+    """weighted_mean with each sample's weight times its class's weight (labels < 0: 0),
+    normalised by the batch's total weight, so that the loss stays a mean."""
+    cw = jnp.asarray(class_weights, jnp.float32)[jnp.maximum(labels, 0)]
+    w = weight * cw * (labels >= 0)
+    return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), 1e-6)
+
+
+def inverse_frequency(counts) -> tuple[float, ...]:
+    """Class weights n / (K n_c) of class counts (1 for an absent class): their mean over
+    the training series is 1."""
+    c = np.asarray(counts, np.float64)
+    present = c > 0
+    k = max(int(present.sum()), 1)
+    w = np.where(present, c.sum() / (k * np.maximum(c, 1.0)), 1.0)
+    return tuple(float(x) for x in w)
+
+
 def _head_accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
     if logits.ndim == 3:  # per slice: accuracy of the mean log-prob vote of the head
         logits = jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=1)
@@ -289,6 +310,9 @@ class _SeriesClassifier(nnx.Module):
         if num_slices < 1 or channels < 1:
             raise ValueError(f"need num_slices, channels >= 1, got {num_slices}, {channels}")
         self.label_set = labels
+        # Per head (one-step: one tuple; two-step: step 1, step 2): class weights of the
+        # loss, None = unweighted. Static (hashable) metadata, set by set_class_counts.
+        self.class_weights: tuple[tuple[float, ...], ...] | None = None
         self.num_slices = num_slices
         self.channels = channels
         self.slice_mode = slice_mode
@@ -392,6 +416,23 @@ class _SeriesClassifier(nnx.Module):
         hit = (jnp.argmax(out.log_probs, axis=-1) == label).astype(jnp.float32)
         return weighted_mean(hit, weight)
 
+    def _head_counts(self, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def set_class_counts(self, counts: typing.Sequence[int]) -> None:
+        """Weight each head's loss by the inverse frequency of its classes, from the
+        training series' counts per label-set class (train.class_balance)."""
+        c = np.asarray(counts, np.float64)
+        if c.shape != (self.label_set.num_classes,):
+            raise ValueError(f"need {self.label_set.num_classes} class counts, got {c.shape}")
+        self.class_weights = tuple(inverse_frequency(h) for h in self._head_counts(c))
+
+    def _head_loss(self, head: int, logits: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+        ce = cross_entropy(logits, y)
+        if self.class_weights is None:
+            return weighted_mean(ce, w)
+        return balanced_mean(ce, y, w, self.class_weights[head])
+
 
 class OneStepClassifier(_SeriesClassifier):
     """Strategy A: one ResNet over all phases of the label set."""
@@ -434,6 +475,9 @@ class OneStepClassifier(_SeriesClassifier):
         if hu_head != "none":
             self.net_readout = self._make_readout(self.net, k, rngs)
 
+    def _head_counts(self, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (counts,)
+
     def __call__(self, x: jax.Array) -> Output:
         logits, hu, seg = self._run_net("net", self.net, self._network_input(x), x)
         logits = self._series_logits(logits, x.shape[0])
@@ -457,7 +501,7 @@ class OneStepClassifier(_SeriesClassifier):
         """Cross-entropy, plus hu_loss_weight x the HU regression (and segmentation) losses
         when their targets are given."""
         w = weight.astype(jnp.float32) * (label >= 0)
-        ce = weighted_mean(cross_entropy(out.heads["logits"], label), w)
+        ce = self._head_loss(0, out.heads["logits"], label, w)
         extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
         loss = ce + extra
         aux = {"loss": loss, "accuracy": self._accuracy(out, label, w), **hu_losses}
@@ -537,6 +581,14 @@ class TwoStepClassifier(_SeriesClassifier):
             heads.update(seg_step1=seg1, seg_step2=seg2)
         return Output(log_probs=log_probs, heads=heads)
 
+    def _head_counts(self, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        c1, c2 = np.zeros(len(self.step1_classes)), np.zeros(len(self.step2_classes))
+        for n, (s1, s2) in zip(counts, self.label_set.two_step_paths()):
+            c1[s1] += n
+            if s2 >= 0:
+                c2[s2] += n
+        return c1, c2
+
     def step_labels(self, label: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Label-set indices [B] -> (step-1 index, step-2 index or -1 for non-arterial)."""
         paths = self.label_set.two_step_paths()
@@ -562,8 +614,8 @@ class TwoStepClassifier(_SeriesClassifier):
         # Network 2 learns from arterial series only (paper's step 2); normalised by
         # their (weighted) count, and exactly 0 with no gradient when a batch has none.
         w2 = weight.astype(jnp.float32) * (y2 >= 0)
-        loss1 = weighted_mean(cross_entropy(out.heads["step1"], y1), w1)
-        loss2 = weighted_mean(cross_entropy(out.heads["step2"], y2), w2)
+        loss1 = self._head_loss(0, out.heads["step1"], y1, w1)
+        loss2 = self._head_loss(1, out.heads["step2"], y2, w2)
         extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
         loss = loss1 + loss2 + extra
         aux = {

@@ -220,6 +220,12 @@ def train(
     from phasejax.data import pipeline
 
     model, optimizer = build_model_and_optimizer(cfg)
+    if cfg.train.class_balance:
+        counts = pipeline.class_counts(cache, cfg)
+        model.set_class_counts(counts)
+        if main:
+            print(f"class balance: {dict(zip(classes, counts.tolist()))} training series, loss "
+                  f"weights per head {model.class_weights}", file=sys.stderr, flush=True)  # fmt: skip
     trainer = Trainer(model, optimizer, mesh)
     del model, optimizer
     schedule = optim.make_schedule(cfg.train)
