@@ -8,12 +8,12 @@ absolute HU of that series' vessels, liver, kidneys and collecting system
 (phasejax.cohort.kinetics.phase_from_hu; since cohort v6, before which it read each patient's
 own baseline and liver peak), so its labels are visible by construction too, up to ROI noise
 and the physiological spread at each threshold. This script measures how far: it plans
-exams of every site exactly as the
-cohort does (phasejax.cohort.exam.plan_exam: protocols, bolus tracking, kVp, patients; no
-pixels), reads each contrast series as an ideal observer would, i.e. the mean absolute HU of
-every structure in the liver-kidney slab at the series' voltage plus ROI measurement noise,
-and the voltage itself (from the header, exact), and trains a small MLP on those numbers (internal site; evaluated on held-out internal exams
-and on the external sites). Its accuracy approximates the best a perfect feature extractor
+exams of every site exactly as the cohort does (phasejax.cohort.exam.plan_exam: protocols,
+bolus tracking, kVp, patients; no pixels), reads each contrast series as an ideal observer
+would, i.e. the mean absolute HU of every structure in the liver-kidney slab at the series'
+voltage plus ROI measurement noise, and the voltage itself (from the header, exact), and
+trains a small MLP on those numbers (internal site; evaluated on held-out internal exams and
+on the external sites). Its accuracy approximates the best a perfect feature extractor
 could do on this cohort, and its confusions show which boundaries are ambiguous by design.
 """
 

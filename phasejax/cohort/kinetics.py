@@ -69,9 +69,9 @@ iodine into the extracellular space of ~0.3 (was 0.12) gives both; it is in the 
 first-pass extraction fractions of small hydrophilic tracers across systemic capillaries
 (~0.3-0.5). The liver gain (x1.06) was raised to keep the PVP liver at delta >= 50 with
 the lower blood pool. Cohort v4 added tubular concentration (renal parenchyma bright in the
-excretory phase, medulla above cortex, as the real delayed series show). Cohort v6 made the labelling rule read only the absolute HU of one
-image (phase_from_hu) instead of enhancement over the patient's own baseline and the liver's
-washout from its own peak.
+excretory phase, medulla above cortex, as the real delayed series show). Cohort v6 made the
+labelling rule read only the absolute HU of one image (phase_from_hu) instead of enhancement
+over the patient's own baseline and the liver's washout from its own peak.
 
 Real-patient ROI medians quoted there (p10/p50/p90): aorta arterial 162/267/396,
 portal venous 97/121/145; portal+splenic vein arterial 53/92/138, portal venous 101/132/160
@@ -523,7 +523,7 @@ def phase_from_hu(
        - DP: iodine excreted into the renal collecting system (>= +100 HU over urine), or
          the equilibrium image: the aorta no longer arterial-bright (< 150 HU), the portal
          vein within 30 HU of the liver (vessels and parenchyma converging, DESIGN.md 2)
-         and the renal medulla at or above the cortex (tubular concentration, the
+         and the renal medulla at least 5 HU above the cortex (tubular concentration, the
          excretory nephrogram; both real delayed series of the validation set show it,
          experiments/real_roi.py).
        - PVP otherwise.

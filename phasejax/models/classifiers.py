@@ -246,7 +246,7 @@ def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
 
 
 def balanced_mean(
-    values: jax.Array, labels: jax.Array, weight: jax.Array, class_weights
+    values: jax.Array, labels: jax.Array, weight: jax.Array, class_weights: typing.Sequence[float]
 ) -> jax.Array:
     """weighted_mean with each sample's weight times its class's weight (labels < 0: 0),
     normalised by the batch's total weight, so that the loss stays a mean."""
@@ -255,7 +255,7 @@ def balanced_mean(
     return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
-def inverse_frequency(counts) -> tuple[float, ...]:
+def inverse_frequency(counts: typing.Sequence[float] | np.ndarray) -> tuple[float, ...]:
     """Class weights n / (K n_c) of class counts (1 for an absent class): their mean over
     the training series is 1."""
     c = np.asarray(counts, np.float64)
