@@ -101,8 +101,13 @@ def test_repository_suites_and_presets_load():
     suites = load_suites()
     assert set(suites) >= {
         "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness",
-        "kvp", "sim2real", "balance",
+        "kvp", "sim2real", "balance", "learning_curve_ab",
     }  # fmt: skip
+    ab = suites["learning_curve_ab"]
+    assert ab.baseline == "B_1.0" and len(ab.variants) == 8
+    got = {(dict(v.overrides)["model.strategy"], dict(v.overrides)["data.train_fraction"])
+           for v in ab.variants}  # fmt: skip
+    assert got == {(s, f) for s in ("one_step", "two_step") for f in ("0.1", "0.25", "0.5", "1.0")}
     balance = suites["balance"]
     assert balance.labels == ("off", "on") and balance.baseline == "off"
     assert [dict(v.overrides)["train.class_balance"] for v in balance.variants] == ["false", "true"]

@@ -6,8 +6,8 @@ cheap (no rendering), deterministic in (namespace, seed, site, index), and the
 generator renders and writes what it plans.
 
 Labels. The label of a series is NOT the protocol's intent: it is
-`kinetics.phase_of(patient, t)`, the written rule on the patient's physiological
-state at scan time (a "late arterial" protocol scans early arterial in a patient
+`kinetics.phase_of(patient, t)`, the written rule on the absolute HU that the image
+at scan time shows (a "late arterial" protocol scans early arterial in a patient
 with slow circulation). Optional reader-disagreement noise then replaces a share
 `label_noise` of labels by the neighbouring phase (EAP<->LAP, PVP<->DP; NC is
 never confused), as two radiologists disagree exactly at those fuzzy boundaries.
