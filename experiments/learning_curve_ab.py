@@ -3,8 +3,8 @@
     python experiments/learning_curve_ab.py DIR [--splits test external]
 
 DIR is an ablation directory holding the `learning_curve_ab` suite
-(`phasejax ablate --suite learning_curve_ab --out DIR`; B at 100% is the shared baseline in
-DIR/_baseline). The suite's summary draws both curves in one figure; this adds the paired
+(`phasejax ablate --suite learning_curve_ab --out DIR`); its runs are found through
+DIR/plan.json. The suite's summary draws both curves in one figure; this adds the paired
 test the figure cannot show: at each share, the seed ensembles of A and B (probabilities
 averaged over seeds) compared on the same series by exact McNemar (b = A right and B wrong,
 c = A wrong and B right; difference = B - A with its Newcombe interval), and each strategy's
@@ -18,23 +18,28 @@ import json
 import sys
 from pathlib import Path
 
+from phasejax.ablate.runner import RESULTS_FILE, AblationError, read_plan
 from phasejax.ablate.summarize import SPLITS, ensemble, paired, split_eval
 
 SUITE = "learning_curve_ab"
 SHARES = ("0.1", "0.25", "0.5", "1.0")
 
 
-def _results(out: Path, label: str) -> list[dict]:
-    """results.json of every seed of one value (B_1.0 lives in the shared baseline)."""
-    base = out / "_baseline" if label == "B_1.0" else out / SUITE / label
-    runs = sorted(base.glob("seed*/results.json"))
-    return [json.loads(p.read_text()) for p in runs]
+def _results(out: Path, runs: dict[str, dict[str, str]], label: str) -> list[dict]:
+    """results.json of every finished seed of one value, by the run ids of plan.json (which
+    knows that B at 100% is the shared baseline)."""
+    paths = (out / rid / RESULTS_FILE for rid in runs.get(label, {}).values())
+    return [json.loads(p.read_text()) for p in paths if p.is_file()]
 
 
 def compare(out: Path, splits: tuple[str, ...]) -> dict:
+    suite = read_plan(out)["suites"].get(SUITE)
+    if suite is None:
+        raise ValueError(f"{out}: its plan.json has no {SUITE} suite")
+    runs = {v["label"]: v["runs"] for v in suite["values"]}
     rows = []
     for share in SHARES:
-        a_runs, b_runs = _results(out, f"A_{share}"), _results(out, f"B_{share}")
+        a_runs, b_runs = _results(out, runs, f"A_{share}"), _results(out, runs, f"B_{share}")
         row: dict = {"share": float(share), "seeds": [len(a_runs), len(b_runs)]}
         if not a_runs or not b_runs:
             rows.append(row)
@@ -66,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--splits", nargs="+", default=["test", "external"], choices=list(SPLITS))
     args = ap.parse_args(argv)
-    if not (args.dir / SUITE).is_dir():
-        ap.error(f"{args.dir} holds no {SUITE} runs")
-    json.dump(compare(args.dir, tuple(args.splits)), sys.stdout, indent=1)
+    try:
+        out = compare(args.dir, tuple(args.splits))
+    except (AblationError, ValueError) as e:
+        ap.error(str(e))
+    json.dump(out, sys.stdout, indent=1)
     print()
     return 0
 
