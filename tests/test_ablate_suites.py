@@ -101,7 +101,7 @@ def test_repository_suites_and_presets_load():
     suites = load_suites()
     assert set(suites) >= {
         "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness",
-        "kvp", "sim2real", "balance", "learning_curve_ab",
+        "kvp", "sim2real", "balance", "learning_curve_ab", "quick_defaults",
     }  # fmt: skip
     ab = suites["learning_curve_ab"]
     assert ab.baseline == "B_1.0" and len(ab.variants) == 8
@@ -134,6 +134,34 @@ def test_repository_suites_and_presets_load():
                 assert plan.cells[s.name][s.baseline][0].startswith(f"{s.name}/")
                 continue
             assert plan.cells[s.name][s.baseline] == {0: "_baseline/seed0", 1: "_baseline/seed1"}
+
+
+def test_full_budget_baseline_is_the_quick_config_unchanged():
+    # Budget "full" runs the quick config at its own step count: its shared baseline must be
+    # that config exactly (a suite without a [presets.full] section of its own, e.g.
+    # resolution's 224 px generic baseline, would silently change it for every suite).
+    from phasejax.config import config_differences, load_config
+
+    suites = {k: s.for_preset("full") for k, s in load_suites().items()}
+    plan = expand(
+        [suites["quick_defaults"]],
+        load_presets()["full"].base_config(),
+        range(1),
+        preset="full",
+        all_suites=list(suites.values()),
+    )
+    runs = {r.run_id: r.config for r in plan.runs}
+    quick = load_config("quick").to_dict()
+    assert set(config_differences(quick, runs["_baseline/seed0"].to_dict())) <= {"name"}
+    assert runs["_baseline/seed0"].cohort.preset == "medium"
+    assert runs["_baseline/seed0"].train.steps == 1500
+    small = runs["quick_defaults/q_multi/seed0"]
+    assert small.data.train_fraction == pytest.approx(0.3334) and small.data.window == "multi"
+    assert runs["quick_defaults/m_liver/seed0"].data.window == "liver"
+    assert runs["quick_defaults/m_liver_3000/seed0"].train.steps == 3000
+    # CI's smoke budget skips the 3000-step value
+    smoke = load_suites()["quick_defaults"].for_preset("smoke")
+    assert smoke.labels == ("q_multi", "m_multi") and smoke.baseline == "m_multi"
 
 
 def test_suite_errors_name_file_and_reason(tmp_path):

@@ -11,7 +11,7 @@ from phasejax.config import config_differences, load_config
 # documented in each module rely on).
 PINNED = {
     "quick": {
-        "cohort.preset": "quick", "data.image_size": 96, "data.num_slices": 5,
+        "cohort.preset": "medium", "data.image_size": 96, "data.num_slices": 5,
         "data.window": "multi", "data.cache_size": 192, "model.depth": "18", "model.width": 16,
         "model.strategy": "two_step", "model.dtype": "float32", "train.batch_size": 16,
         "train.steps": 1500, "train.learning_rate": 2e-3, "train.optimizer": "adamw",
