@@ -159,7 +159,9 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     assert small.data.train_fraction == pytest.approx(0.3334) and small.data.window == "multi"
     assert runs["quick_defaults/m_liver/seed0"].data.window == "liver"
     assert runs["quick_defaults/m_liver_3000/seed0"].train.steps == 3000
-    # CI's smoke budget skips the 3000-step value
+    assert runs["quick_defaults/m_multi_3000/seed0"].train.steps == 3000
+    assert runs["quick_defaults/m_multi_128px/seed0"].data.image_size == 128
+    # CI's smoke budget skips the 3000-step and 128 px values
     smoke = load_suites()["quick_defaults"].for_preset("smoke")
     assert smoke.labels == ("q_multi", "m_multi") and smoke.baseline == "m_multi"
 
