@@ -154,16 +154,36 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     quick = load_config("quick").to_dict()
     assert set(config_differences(quick, runs["_baseline/seed0"].to_dict())) <= {"name"}
     assert runs["_baseline/seed0"].cohort.preset == "medium"
-    assert runs["_baseline/seed0"].train.steps == 1500
+    assert runs["_baseline/seed0"].train.steps == 3000
+    # (the baseline, m_multi_3000, is _baseline); the other values keep the step count they were measured at, whatever quick's default
+    steps = {r.split("/")[1]: c.train.steps for r, c in runs.items() if r.startswith("quick_")}
+    assert steps == {
+        "q_multi": 1500,
+        "m_multi": 1500,
+        "m_liver": 1500,
+        "m_liver_3000": 3000,
+        "m_multi_128px": 1500,
+    }
     small = runs["quick_defaults/q_multi/seed0"]
     assert small.data.train_fraction == pytest.approx(0.3334) and small.data.window == "multi"
     assert runs["quick_defaults/m_liver/seed0"].data.window == "liver"
-    assert runs["quick_defaults/m_liver_3000/seed0"].train.steps == 3000
-    assert runs["quick_defaults/m_multi_3000/seed0"].train.steps == 3000
     assert runs["quick_defaults/m_multi_128px/seed0"].data.image_size == 128
-    # CI's smoke budget skips the 3000-step and 128 px values
-    smoke = load_suites()["quick_defaults"].for_preset("smoke")
-    assert smoke.labels == ("q_multi", "m_multi") and smoke.baseline == "m_multi"
+    # CI's smoke budget runs the baseline and the small training set at its own (tiny) steps
+    smoke_suite = load_suites()["quick_defaults"].for_preset("smoke")
+    assert smoke_suite.labels == ("q_multi", "m_multi_3000")
+    assert smoke_suite.baseline == "m_multi_3000"
+    smoke = expand(
+        [smoke_suite],
+        load_presets()["smoke"].base_config(),
+        range(1),
+        preset="smoke",
+        all_suites=[s.for_preset("smoke") for s in load_suites().values()],
+    )
+    smoke_steps = load_config("smoke").train.steps
+    assert {r.run_id: r.config.train.steps for r in smoke.runs} == {
+        "_baseline/seed0": smoke_steps,
+        "quick_defaults/q_multi/seed0": smoke_steps,
+    }
 
 
 def test_suite_errors_name_file_and_reason(tmp_path):

@@ -14,7 +14,7 @@ PINNED = {
         "cohort.preset": "medium", "data.image_size": 96, "data.num_slices": 5,
         "data.window": "multi", "data.cache_size": 192, "model.depth": "18", "model.width": 16,
         "model.strategy": "two_step", "model.dtype": "float32", "train.batch_size": 16,
-        "train.steps": 1500, "train.learning_rate": 2e-3, "train.optimizer": "adamw",
+        "train.steps": 3000, "train.learning_rate": 2e-3, "train.optimizer": "adamw",
         "train.schedule": "cosine", "train.eval_every": 250,
     },
     "debug": {
