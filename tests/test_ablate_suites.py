@@ -138,11 +138,15 @@ def test_repository_suites_and_presets_load():
 
 def test_full_budget_baseline_is_the_quick_config_unchanged():
     # Budget "full" runs the quick config at its own step count: its shared baseline must be
-    # that config exactly (a suite without a [presets.full] section of its own, e.g.
-    # resolution's 224 px generic baseline, would silently change it for every suite).
+    # that config exactly. No suite has a [presets.full] section: they fall back to their
+    # quick one (without it, resolution's generic 224 px baseline would silently change the
+    # shared baseline for every suite).
+    from phasejax.ablate.suites import for_budget
     from phasejax.config import config_differences, load_config
 
-    suites = {k: s.for_preset("full") for k, s in load_suites().items()}
+    suites = for_budget(load_suites(), load_presets()["full"])
+    assert suites["resolution"].baseline == "96"
+    assert suites["resolution"].labels == ("64", "96", "128")
     plan = expand(
         [suites["quick_defaults"]],
         load_presets()["full"].base_config(),

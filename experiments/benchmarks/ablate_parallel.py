@@ -26,10 +26,10 @@ from pathlib import Path
 
 
 def plan_size(suite: str, preset: str) -> int:
-    from phasejax.ablate.suites import expand, load_presets, load_suites, select_suites
+    from phasejax.ablate.suites import expand, for_budget, load_presets, load_suites, select_suites
 
     p = load_presets()[preset]
-    suites = {k: s.for_preset(preset) for k, s in load_suites().items()}
+    suites = for_budget(load_suites(), p)
     selected = select_suites(suites, suite.split(","))
     plan = expand(selected, p.base_config(), range(p.seeds), preset=preset,
                   all_suites=list(suites.values()))  # fmt: skip

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -111,12 +111,18 @@ class Suite:
     def baseline_variant(self) -> Variant:
         return self.variant(self.baseline)
 
-    def for_preset(self, preset: str) -> Suite:
-        """This suite with its `[presets.<preset>]` section (values, baseline) applied."""
-        section = self.presets.get(preset)
+    def for_preset(self, preset: str, *, fallback: str = "") -> Suite:
+        """This suite with its `[presets.<preset>]` section (values, baseline) applied.
+
+        Without such a section, the `[presets.<fallback>]` one: a budget passes the name of
+        its base config, so that budget `full` (config quick at its own steps) runs a suite's
+        quick values and shares their baseline, without a copy of the section per budget.
+        """
+        name = preset if preset in self.presets else fallback
+        section = self.presets.get(name)
         if not section:
             return self
-        where = f"{self.source} [presets.{preset}]"
+        where = f"{self.source} [presets.{name}]"
         unknown = set(section) - {"values", "baseline"}
         if unknown:
             raise SuiteError(f"{where}: unknown keys {sorted(unknown)}; allowed: values, baseline")
@@ -167,6 +173,12 @@ class Preset:
 
     def base_config(self) -> Config:
         return load_config(self.config).override(dict(self.overrides))
+
+
+def for_budget(suites: Mapping[str, Suite], budget: Preset) -> dict[str, Suite]:
+    """Each suite with the `[presets.*]` section of `budget` applied, or else the section
+    named after the budget's base config (see `Suite.for_preset`)."""
+    return {k: s.for_preset(budget.name, fallback=budget.config) for k, s in suites.items()}
 
 
 # --------------------------------------------------------------------------- loading

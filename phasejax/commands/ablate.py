@@ -196,7 +196,14 @@ def _summarize(out: Path, *, figures: bool = True, n_bootstrap: int = 1000) -> i
 
 def _run(args: argparse.Namespace) -> int:
     from phasejax.ablate import runner
-    from phasejax.ablate.suites import SuiteError, expand, load_presets, load_suites, select_suites
+    from phasejax.ablate.suites import (
+        SuiteError,
+        expand,
+        for_budget,
+        load_presets,
+        load_suites,
+        select_suites,
+    )
 
     if args.out is None:
         raise SuiteError("--out DIR is required (or use: phasejax ablate summarize DIR | list)")
@@ -220,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.budget not in presets:
         raise SuiteError(f"unknown budget {args.budget!r}; known: {', '.join(sorted(presets))}")
     preset = presets[args.budget]
-    suites = {k: s.for_preset(preset.name) for k, s in load_suites(_dirs(args)).items()}
+    suites = for_budget(load_suites(_dirs(args)), preset)
     selected = select_suites(suites, suites_names)
     seeds = range(args.seeds or preset.seeds)
     plan = expand(
