@@ -75,26 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phasejax.data.discover import discover, load_plan
     from phasejax.data.windowing import apply_window
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
-    from phasejax.predict.inputs import model_grid, prepare_series
+    from phasejax.predict.inputs import prepared_inputs
 
     run, clf = load_classifier(args.run_dir, batch_size=32)
     cfg = run.cfg
     classes = [p.value for p in label_set(cfg.data.label_set).phases]
-    spec, _ = model_grid(cfg)
     fill = apply_window(np.array([FILL_HU], np.float32), cfg.data.window)[0]
-    plans = discover(args.paths).plans
     rows, figs = [], []
-    for plan in plans:
-        series, _ = load_plan(plan)
-        if series is None:
-            continue
-        image = prepare_series(series, cfg.data, spec).image
+    for prep in prepared_inputs(args.paths, cfg):
+        image = prep.image
         r = occlusion(clf, image, fill)
-        name = Path(series.source).name.replace(".nii.gz", "")
+        name = Path(prep.source).name.replace(".nii.gz", "")
         rows.append(
             {
                 "series": name,

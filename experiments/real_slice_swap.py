@@ -62,16 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phasejax.data.discover import discover, load_plan
     from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm, split_rows
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
-    from phasejax.predict.inputs import model_grid, prepare_series
+    from phasejax.predict.inputs import prepared_inputs
 
     run, clf = load_classifier(args.run_dir, batch_size=32)
     cfg = run.cfg
     classes = [p.value for p in label_set(cfg.data.label_set).phases]
-    spec, _ = model_grid(cfg)
 
     def network_input(r: dict) -> np.ndarray:
         volume = load_cached(args.cohort, r["series_id"])
@@ -90,15 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             per_phase[r["phase"]] += 1
     cohort = np.stack(chosen)
     rows = []
-    for plan in discover(args.paths).plans:
-        series, _ = load_plan(plan)
-        if series is None:
-            continue
-        image = prepare_series(series, cfg.data, spec).image
+    for prep in prepared_inputs(args.paths, cfg):
+        image = prep.image
         probs = clf.probabilities(image[None])[0]
         rows.append(
             {
-                "series": Path(series.source).name.replace(".nii.gz", ""),
+                "series": Path(prep.source).name.replace(".nii.gz", ""),
                 "predicted": classes[int(np.argmax(probs))],
                 "slices": slice_swap(clf, image, cohort, classes),
             }

@@ -31,7 +31,7 @@ from phasejax.data.prepare import cache_volume
 from phasejax.infer import Classifier, load_classifier
 from phasejax.predict.confidence import input_checks
 from phasejax.predict.driver import PredictOptions, predict_paths
-from phasejax.predict.inputs import PreparedSeries, model_grid, prepare_series
+from phasejax.predict.inputs import PreparedSeries, model_grid, prepare_series, prepared_inputs
 from phasejax.predict.report_io import read_report
 from phasejax.predict.schema import (
     STATUS_FAILED,
@@ -176,6 +176,23 @@ def jax_softmax(x):
     import jax
 
     return jax.nn.softmax(x.astype("float32"), axis=-1)
+
+
+def test_prepared_inputs_yields_each_readable_series_as_prepare_series_makes_it(
+    cohort: Path, labels: dict, trained, tmp_path: Path
+) -> None:
+    cfg, _, _ = trained
+    ids = ["s7a04951c904c", "sc0bf95f4997d"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.dcm").write_bytes(b"DICM" + b"\x00" * 64)
+    got = list(prepared_inputs([*_series_dirs(cohort, labels, *ids), bad], cfg))
+    assert sorted(p.series_id for p in got) == sorted(ids)
+    for prep in got:
+        plan = next(p for p in discover(_series_dirs(cohort, labels, prep.series_id)).plans)
+        want = prepare_series(load_plan(plan)[0], cfg.data, SPEC)
+        np.testing.assert_array_equal(prep.image, want.image)
+        assert (prep.z_lo, prep.z_hi) == (want.z_lo, want.z_hi)
 
 
 def test_padding_and_batch_composition_do_not_change_probabilities(

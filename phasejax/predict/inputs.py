@@ -4,13 +4,15 @@
 decoded series onto it with the training code itself (`cache_volume`: the run's cache
 grid and the liver-to-kidney slab of `phasejax prepare`; `preprocess`: slice selection,
 resize, window) and keeps what the report needs. `prepare_job` is that step for one
-discovery plan in a worker process (no JAX there).
+discovery plan in a worker process (no JAX there); `prepared_inputs`, the same for every
+series under some paths, one after the other, for scripts that probe a model on real scans.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from phasejax.config import Config, DataConfig
 from phasejax.data.cache import CacheSpec, read_spec
 from phasejax.data.dicom import Skipped, slice_normal
-from phasejax.data.discover import Plan, hu_percentiles, load_plan
+from phasejax.data.discover import Plan, discover, hu_percentiles, load_plan
 
 # The orientation flags are prepare's own helper, so that the slab of a predicted
 # series is found exactly as it was for the prepared training cache.
@@ -116,3 +118,13 @@ def prepare_job(job: PrepareJob) -> tuple[PreparedSeries | None, list[Skipped], 
         return None, bad, time.perf_counter() - t0
     prep = prepare_series(series, job.data_cfg, job.spec)
     return prep, bad, time.perf_counter() - t0
+
+
+def prepared_inputs(paths: Sequence[str | Path], cfg: Config) -> Iterator[PreparedSeries]:
+    """Every readable series under `paths`, prepared for a model trained with `cfg`, in
+    discovery order (in this process; series that cannot be read are passed over)."""
+    spec, _ = model_grid(cfg)
+    for plan in discover(paths).plans:
+        series, _ = load_plan(plan)
+        if series is not None:
+            yield prepare_series(series, cfg.data, spec)
