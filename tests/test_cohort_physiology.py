@@ -341,3 +341,19 @@ def test_phase_label_is_decided_by_the_rendered_hu(cohort):
             assert order[int(code[0])] == K.phase_of(p, float(t)), (p.patient_id, t)
             seen.add(order[int(code[0])])
     assert seen == set(order)
+
+
+def test_structure_hu_over_time_is_compartment_hu_at_each_time(cohort):
+    # One table, two views: the labelling rule (phase_series) reads the vectorised one, the
+    # renderer the per-time one, so they must never drift apart.
+    times = np.array([0.0, 12.5, 31.0, 70.0, 180.0, 600.0])
+    for p in cohort[:5]:
+        for kvp in (80.0, 120.0, 140.0):
+            many = K.structure_hu(p, times, kvp)
+            for i, t in enumerate(times):
+                one = K.compartment_hu(p, float(t), kvp)
+                assert {lab: float(v[i]) for lab, v in many.items()} == one
+            nc = K.structure_hu(p, None, kvp)
+            assert {lab: float(v) for lab, v in nc.items()} == K.compartment_hu(p, None, kvp)
+        assert K.phase_series(p, times) == [K.phase_of(p, float(t)) for t in times]
+        assert K.compartment_hu(p, 70.0)[Label.AORTA] > K.compartment_hu(p, None)[Label.AORTA] + 50

@@ -273,6 +273,20 @@ def test_roi_readout_measures_the_hu_inside_its_segmentation() -> None:
     assert _hu(float(est[0, AORTA])) == pytest.approx(float(hu_image.mean()), rel=1e-3)
 
 
+def test_roi_networks_carry_no_unused_linear_head() -> None:
+    # The roi readout classifies from the segmentation of the feature maps: the ResNets'
+    # own linear heads would be parameters that no loss reaches.
+    cfg = Config(
+        data=DataConfig(window="multi"),
+        model=ModelConfig(hu_head="roi", strategy="two_step", depth="tiny", width=4),
+    )
+    model = build_classifier(cfg, rngs=nnx.Rngs(0))
+    assert model.step1.head is None and model.step2.head is None
+    paths = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert not any(".head." in p or p.endswith(".head") for p in paths)
+    assert any(p.startswith("step1_readout.fine") for p in paths)
+
+
 def test_roi_head_needs_the_wide_window() -> None:
     with pytest.raises(ValueError, match="wide window"):
         build_classifier(

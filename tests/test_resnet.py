@@ -46,6 +46,19 @@ def test_width_and_input_channels_change_the_count_as_expected() -> None:
     assert _abstract("tiny", in_channels=1, num_classes=2, width=8).num_features == 16
 
 
+def test_num_classes_zero_is_the_trunk_without_a_head() -> None:
+    # The head of ResNet-18 width 16 on 4 classes: 128 * 4 weights + 4 biases.
+    with_head = count_params(_abstract("18", in_channels=3, num_classes=4, width=16))
+    trunk = ResNet("18", in_channels=3, num_classes=0, width=16, rngs=nnx.Rngs(0))
+    assert trunk.head is None and count_params(trunk) == with_head - (128 * 4 + 4)
+    x = jnp.ones((1, 32, 32, 3))
+    assert trunk.feature_map(x, 1).shape == (1, 8, 8, 16)
+    with pytest.raises(ValueError, match="has no head"):
+        trunk(x)
+    with pytest.raises(ValueError, match="num_classes >= 0"):
+        ResNet("18", in_channels=3, num_classes=-1, rngs=nnx.Rngs(0))
+
+
 def test_unknown_depth_is_a_named_error() -> None:
     with pytest.raises(ValueError, match="unknown ResNet depth '20'"):
         ResNet("20", in_channels=3, num_classes=4, rngs=nnx.Rngs(0))

@@ -428,17 +428,27 @@ def _kvp_scale(hu: float, material: str, kvp: float, patient: Patient) -> float:
     return hu
 
 
+def structure_hu(
+    patient: Patient, times: np.ndarray | None, kvp: float = 120.0
+) -> dict[Label, np.ndarray]:
+    """HU of every structure at each of `times` (s after injection start; None =
+    non-contrast): the table `compartment_hu` gives for one time, for many at once."""
+    c = curves(patient)
+    f = iodine_factor(kvp)
+    t = None if times is None else np.asarray(times, dtype=float)
+    out: dict[Label, np.ndarray] = {}
+    for lab, (base, material, comp) in _unenhanced(patient).items():
+        v = np.full(() if t is None else t.shape, _kvp_scale(base, material, kvp, patient))
+        if comp is not None and t is not None:
+            v = v + f * np.interp(t, c.t, c.delta[comp], left=0.0)
+        out[lab] = v
+    return out
+
+
 def compartment_hu(patient: Patient, t: float | None, kvp: float = 120.0) -> dict[Label, float]:
     """Mean HU of every structure at t seconds after injection start (None = non-contrast)."""
-    enh = enhancement(patient, t)
-    f = iodine_factor(kvp)
-    out: dict[Label, float] = {}
-    for lab, (base, material, comp) in _unenhanced(patient).items():
-        v = _kvp_scale(base, material, kvp, patient)
-        if comp is not None:
-            v += f * enh[comp]
-        out[lab] = float(v)
-    return out
+    times = None if t is None else float(t)
+    return {lab: float(v) for lab, v in structure_hu(patient, times, kvp).items()}
 
 
 def hu_lut(patient: Patient, t: float | None, kvp: float = 120.0) -> np.ndarray:
@@ -545,19 +555,11 @@ def phase_from_hu(
 
 
 def phase_series(patient: Patient, times: np.ndarray) -> list[Phase]:
-    """`phase_of` at many times at once."""
-    c = curves(patient)
-    t = np.asarray(times, dtype=float)
-    unenhanced = _unenhanced(patient)
-
-    def hu(label: Label) -> np.ndarray:
-        base, _, comp = unenhanced[label]
-        assert comp is not None
-        return base + np.interp(t, c.t, c.delta[comp], left=0.0)
-
+    """`phase_of` at many times at once (the rule reads HU at 120 kVp, see phase_of)."""
+    hu = structure_hu(patient, np.asarray(times, dtype=float))
     code = phase_from_hu(
-        hu(Label.AORTA), hu(Label.PORTAL_VEIN), hu(Label.HEPATIC_VEIN), hu(Label.LIVER),
-        hu(Label.KIDNEY_CORTEX), hu(Label.KIDNEY_MEDULLA), hu(Label.KIDNEY_COLLECTING),
+        hu[Label.AORTA], hu[Label.PORTAL_VEIN], hu[Label.HEPATIC_VEIN], hu[Label.LIVER],
+        hu[Label.KIDNEY_CORTEX], hu[Label.KIDNEY_MEDULLA], hu[Label.KIDNEY_COLLECTING],
     )  # fmt: skip
     return [_PHASE_CODES[int(k)] for k in code]
 

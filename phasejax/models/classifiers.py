@@ -93,9 +93,12 @@ class HuReadout(nnx.Module):
 
     @staticmethod
     def head_outputs(mode: str, num_classes: int, num_hu: int) -> int:
-        """Outputs the network's linear head needs for `mode` ("none": num_classes)."""
+        """Outputs the network's linear head needs for `mode` ("none": num_classes; "roi": 0,
+        no head: RoiReadout classifies from the segmentation of the feature maps)."""
         if mode == "none":
             return num_classes
+        if mode == "roi":
+            return 0
         return num_hu if mode == "bottleneck" else num_classes + num_hu
 
     def __call__(self, raw: jax.Array) -> tuple[jax.Array, jax.Array]:

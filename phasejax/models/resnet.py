@@ -157,7 +157,10 @@ class ResNet(nnx.Module):
     width * 2**i (times 4 at a bottleneck's output). `dtype` is the compute dtype
     of convs and the head; parameters and BatchNorm are always float32.
     `model.train()` / `model.eval()` switch BatchNorm between batch statistics
-    (updating the running averages) and the running averages.
+    (updating the running averages) and the running averages. `num_classes=0` builds
+    the trunk without a head, for callers that read `feature_map` only (the "roi"
+    readout of phasejax.models.classifiers): a head nothing reads would still be
+    decayed, checkpointed and counted.
     """
 
     def __init__(
@@ -173,10 +176,10 @@ class ResNet(nnx.Module):
         depth = str(depth)
         if depth not in STAGES:
             raise ValueError(f"unknown ResNet depth {depth!r}; known: {list(STAGES)}")
-        if in_channels < 1 or num_classes < 1 or width < 1:
+        if in_channels < 1 or num_classes < 0 or width < 1:
             raise ValueError(
-                f"ResNet needs in_channels, num_classes and width >= 1, got "
-                f"{in_channels}, {num_classes}, {width}"
+                f"ResNet needs in_channels, width >= 1 and num_classes >= 0, got "
+                f"{in_channels}, {width}, {num_classes}"
             )
         kind, counts = STAGES[depth]
         dt = resolve_dtype(dtype)
@@ -202,7 +205,11 @@ class ResNet(nnx.Module):
                     cin = planes * BOTTLENECK_EXPANSION
         self.blocks = nnx.List(blocks)
         self.num_features = cin
-        self.head = nnx.Linear(cin, num_classes, dtype=dt, param_dtype=jnp.float32, rngs=rngs)
+        self.head = (
+            nnx.Linear(cin, num_classes, dtype=dt, param_dtype=jnp.float32, rngs=rngs)
+            if num_classes
+            else None
+        )
 
     @property
     def num_stages(self) -> int:
@@ -280,6 +287,8 @@ class ResNet(nnx.Module):
     def classify(self, feature_map: jax.Array, stage: int | None = None) -> jax.Array:
         """float32 logits [N, num_classes] from stage `stage`'s output (None = the last
         stage's [N, h, w, num_features]): the later stages' blocks, pool, head."""
+        if self.head is None:
+            raise ValueError(f"this ResNet-{self.depth} has no head (built with num_classes=0)")
         for block in list(self.blocks)[self._stage_end(self._check_stage(stage)) :]:
             feature_map = block(feature_map)
         # Logits back in float32: log_softmax / cross-entropy of bf16 logits lose
