@@ -21,6 +21,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from phasejax.ablate import runner
@@ -282,5 +283,34 @@ def test_real_split_scores_accepted_sets_and_pairs_them(ablation):
     # baseline right / variant wrong: none; baseline wrong / variant right: r3 (PVP)
     assert (r["n"], r["b"], r["c"]) == (6, 0, 1) and r["p"] == pytest.approx(1.0)
     assert rows["18"]["real_ensemble_correct"] == 3 and rows["18"]["real_ensemble_n"] == 6
+    # Log score: -ln p(accepted), floored at 1e-3 (the 4-class model gives NC nothing).
+    floor = -math.log(1e-3)
+    base_nll = (2 * floor + 2 * -math.log(0.8) - math.log(0.1) - math.log(0.7)) / 6
+    var_nll = (2 * floor + 2 * -math.log(0.8) - 2 * math.log(0.7)) / 6
+    assert rows["18"]["real_nll_mean"] == pytest.approx(base_nll)
+    assert rows["34"]["real_nll_mean"] == pytest.approx(var_nll)
+    assert rows["34"]["real_nll_ensemble"] == pytest.approx(var_nll)
+    # One series differs (r3): Wilcoxon's smallest p for one pair is 1.
+    assert rows["34"]["real_nll_p"] == pytest.approx(1.0)
     md = (summarize(ablation, figures=False, n_bootstrap=0), ablation / "summary" / "depth.md")[1]
-    assert "real acc" in md.read_text() and "| 3/6 |" in md.read_text()
+    text = md.read_text()
+    assert "real acc" in text and "| 3/6 |" in text
+    assert f"| {base_nll:.2f} (ens. {base_nll:.2f}) |" in text
+
+
+def test_paired_log_score_detects_a_shift_that_flips_no_call() -> None:
+    from phasejax.ablate.summarize import SplitEval, paired_nll
+
+    def ev(p_right: float) -> SplitEval:
+        n = 8
+        probs = np.tile([p_right, 1 - p_right, 0.0, 0.0], (n, 1))
+        return SplitEval(tuple(CLASSES), np.array([f"s{i}" for i in range(n)]),
+                         np.array([f"P{i}" for i in range(n)]), np.array([""] * n),
+                         np.zeros(n, np.int64), probs)  # fmt: skip
+
+    base, better = ev(0.6), ev(0.9)
+    assert base.correct == better.correct == 8  # accuracy cannot tell them apart
+    r = paired_nll(base, better)
+    assert r["diff"] == pytest.approx(math.log(0.6) - math.log(0.9))
+    assert r["p"] == pytest.approx(2 / 2**8)  # exact: all 8 pairs improve
+    assert math.isnan(paired_nll(base, ev(0.6))["p"])

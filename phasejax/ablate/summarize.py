@@ -43,6 +43,13 @@ SPLITS = {"test": "internal", "external": "external", "real": "real"}
 ARTERIAL = ("EAP", "LAP")
 SUMMARY_DIR = "summary"
 CONFIDENCE = 0.95
+# A real set is small (the validation set: 12 series), so right/wrong moves in steps of 8
+# points and McNemar on a dozen series can detect only large effects. The log score of the
+# probability a model gives to the accepted phases (a proper scoring rule) also counts how
+# sure it was, right or wrong, so that two recipes can be told apart before either flips a
+# call. Probabilities are floored at 1e-3 (NLL <= 6.9 nats): one confident miss must not
+# outweigh the rest of the set.
+NLL_FLOOR = 1e-3
 
 
 # --------------------------------------------------------------------------- per run
@@ -84,6 +91,25 @@ class SplitEval:
     @property
     def accuracy(self) -> float:
         return self.correct / self.n if self.n else math.nan
+
+    @property
+    def accepted_prob(self) -> np.ndarray:
+        """float [N]: the probability given to the accepted phases (the reference class
+        without an accepted set; 0 when the model cannot name it)."""
+        if self.accepted is not None:
+            return np.sum(self.probs * self.accepted, axis=1)
+        k = self.probs.shape[1]
+        hit = self.y_true < k
+        return np.where(hit, self.probs[np.arange(self.n), np.minimum(self.y_true, k - 1)], 0.0)
+
+    @property
+    def series_nll(self) -> np.ndarray:
+        """float [N]: -ln(accepted_prob), floored at NLL_FLOOR."""
+        return -np.log(np.clip(self.accepted_prob, NLL_FLOOR, 1.0))
+
+    @property
+    def nll(self) -> float:
+        return float(self.series_nll.mean()) if self.n else math.nan
 
     def sensitivity(self, code: str) -> float:
         if code not in self.classes:
@@ -185,6 +211,19 @@ def seed_stats(values: Sequence[float | None]) -> dict[str, float]:
     # Clipped to [0, 1]: with 2-3 seeds t's interval easily passes 100%, which no proportion can.
     lo, hi = max(0.0, mean - half), min(1.0, mean + half)
     return {"mean": mean, "std": std, "lo": lo, "hi": hi, "n": int(v.size)}
+
+
+def paired_nll(base: SplitEval, variant: SplitEval) -> dict[str, Any]:
+    """Wilcoxon signed-rank test of the per-series log score, variant vs baseline, on their
+    common series (diff = mean NLL of variant - baseline: negative = the variant is better).
+    Series the two give the same score drop out (Wilcoxon's zero rule); p is NaN when none
+    differ."""
+    b, v, note = align(base, variant)
+    d = v.series_nll - b.series_nll
+    p = math.nan
+    if np.any(d != 0):
+        p = float(sps.wilcoxon(v.series_nll, b.series_nll, zero_method="wilcox").pvalue)
+    return {"n": b.n, "diff": float(d.mean()) if b.n else math.nan, "p": p, "note": note}
 
 
 def paired(base: SplitEval, variant: SplitEval, *, n_bootstrap: int = 1000) -> dict[str, Any]:
@@ -314,6 +353,12 @@ def summarize_suite(
                 ens = None
             row[f"{prefix}_ensemble_correct"] = ens.correct if ens else 0
             row[f"{prefix}_ensemble_n"] = ens.n if ens else 0
+            if prefix == "real":
+                nlls = [r.nll for r in runs]
+                row["real_nll_mean"] = float(np.mean(nlls)) if nlls else math.nan
+                row["real_nll_std"] = float(np.std(nlls, ddof=1)) if len(nlls) > 1 else math.nan
+                row["real_nll_ensemble"] = ens.nll if ens else math.nan
+                row["real_nll_p"] = math.nan
             # paired tests against the baseline
             row[f"{prefix}_p"] = math.nan
             row[f"{prefix}_p_seeds"] = ""
@@ -341,6 +386,11 @@ def summarize_suite(
                 )
                 row[f"{prefix}_p"] = pr["p"]
                 row[f"{prefix}_p_seeds"] = ";".join(f"{p:.3g}" for p in ps)
+                if prefix == "real":
+                    row["real_nll_p"] = paired_nll(
+                        ensemble([base_evals[s][split] for s in seeds]),
+                        ensemble([evals[label][s][split] for s in seeds]),
+                    )["p"]
         # An evaluate run re-uses a trained model: its training time is the baseline's.
         evaluated = meta.get("kind") == "evaluate" and label != base_label
         tr = [] if evaluated else list(trains[label].values())
@@ -462,6 +512,16 @@ def _acc_cell(row: Mapping[str, Any], prefix: str) -> str:
     )
 
 
+def _nll_cell(row: Mapping[str, Any]) -> str:
+    """Mean ± SD over seeds of the real set's log score, and the seed ensemble's."""
+    m = row.get("real_nll_mean", math.nan)
+    if not np.isfinite(m):
+        return "n/a"
+    sd = row.get("real_nll_std", math.nan)
+    sd_txt = f" ± {sd:.2f}" if np.isfinite(sd) else ""
+    return f"{m:.2f}{sd_txt} (ens. {row['real_nll_ensemble']:.2f})"
+
+
 def markdown(summary: SuiteSummary) -> str:
     meta = summary.meta
     lines = [
@@ -479,6 +539,14 @@ def markdown(summary: SuiteSummary) -> str:
     ]
     sens = [f"sens {c} (int.)" for c in summary.classes]
     real = any(r.get("real_n") for r in summary.rows)
+    if real:
+        lines[-1:-1] = [
+            "Real NLL: mean over the real series of -ln(probability given to the accepted "
+            f"phases, floored at {NLL_FLOOR:g}), in nats, lower is better (mean ± SD over "
+            "seeds, and of the seed ensemble); p (real NLL) = Wilcoxon signed-rank test of "
+            "the ensembles' per-series values vs baseline. It tells recipes apart before "
+            "either flips a call on a small real set.",
+        ]
     header = [
         "value",
         "seeds",
@@ -486,7 +554,11 @@ def markdown(summary: SuiteSummary) -> str:
         "p (int.)",
         "external acc",
         "p (ext.)",
-        *(["real acc", "p (real)", "real, seed ensemble"] if real else []),
+        *(
+            ["real acc", "p (real)", "real, seed ensemble", "real NLL", "p (real NLL)"]
+            if real
+            else []
+        ),
         *sens,
         "EAP/LAP acc (int.)",
         "EAP/LAP acc (ext.)",
@@ -511,6 +583,8 @@ def markdown(summary: SuiteSummary) -> str:
                     f"{r['real_ensemble_correct']}/{r['real_ensemble_n']}"
                     if r["real_n"]
                     else "n/a",
+                    _nll_cell(r),
+                    format_p(r.get("real_nll_p"), missing=""),
                 ]
                 if real
                 else []
