@@ -167,7 +167,11 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_liver": 1500,
         "m_liver_3000": 3000,
         "m_multi_128px": 1500,
+        "m_r10_3000": 3000,
+        "m_9sl_3000": 3000,
     }
+    assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
+    assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]
     assert small.data.train_fraction == pytest.approx(0.3334) and small.data.window == "multi"
     assert runs["quick_defaults/m_liver/seed0"].data.window == "liver"
