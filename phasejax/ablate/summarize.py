@@ -541,6 +541,7 @@ def markdown(summary: SuiteSummary) -> str:
     real = any(r.get("real_n") for r in summary.rows)
     if real:
         lines[-1:-1] = [
+            "",
             "Real NLL: mean over the real series of -ln(probability given to the accepted "
             f"phases, floored at {NLL_FLOOR:g}), in nats, lower is better (mean ± SD over "
             "seeds, and of the seed ensemble); p (real NLL) = Wilcoxon signed-rank test of "
