@@ -61,6 +61,7 @@ from phasejax.eval.labels import (
     label_order,
     match_eval_labels,
 )
+from phasejax.eval.metrics import ACCEPTED_NLL_FLOOR, accepted_nll
 from phasejax.eval.stats import DEFAULT_CONFIDENCE, jsonable, wilson_interval
 from phasejax.infer import Classifier, Ensemble
 from phasejax.phases import Phase, label_set
@@ -283,6 +284,12 @@ def _accepts(row: dict[str, Any]) -> frozenset[str]:
     return _codes(row["accepts"])
 
 
+def _series_nll(rows: list[dict[str, Any]], classes: Sequence[str]) -> np.ndarray:
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], np.float64)
+    accepted = np.array([[c in _accepts(r) for c in classes] for r in rows], bool)
+    return accepted_nll(probs, accepted)
+
+
 def evaluation_summary(
     ev: Evaluation, *, confidence: float = DEFAULT_CONFIDENCE, **meta: Any
 ) -> dict[str, Any]:
@@ -317,6 +324,10 @@ def evaluation_summary(
         "accuracy_contrast": _proportion(
             sum(int(r["correct"]) for r in contrast), len(contrast), confidence
         ),
+        # Mean log score of the accepted phases: on a small set it separates two models
+        # that accuracy cannot (phasejax.eval.metrics.accepted_nll).
+        "nll": float(np.mean(_series_nll(scored, ev.classes))) if scored else None,
+        "nll_floor": ACCEPTED_NLL_FLOOR,
         "inexpressible": [r["name"] for r in inexpressible],
         "low_confidence": sum(r["confidence"] == "low" for r in scored),
         "per_label": per_label,
@@ -424,6 +435,11 @@ def format_evaluation(ev: Evaluation, summary: dict[str, Any]) -> str:
         f"accuracy {_pct(summary['accuracy'])} ({level}% Wilson)",
         f"contrast-enhanced only (no NC accepted): {_pct(summary['accuracy_contrast'])}",
     ]
+    if summary["nll"] is not None:
+        lines.append(
+            f"log score {summary['nll']:.3f} nats: mean -ln(probability of the accepted "
+            f"phases), floored at {summary['nll_floor']:g}; lower is better"
+        )
     if summary["inexpressible"]:
         lines.append(
             f"{len(summary['inexpressible'])} series cannot be right: their reference is not "

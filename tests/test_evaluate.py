@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -234,6 +235,8 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     assert s["confusion"]["rows"] == ["NC", "any"]
     assert np.asarray(s["confusion"]["counts"]).sum(1).tolist() == [1, 4]
     assert s["per_label"]["NC"]["expressible"] is False
+    # Log score: "any" puts all probability on accepted phases (0 nats), NC none (the floor).
+    assert s["nll"] == pytest.approx(-math.log(1e-3) / 5, abs=1e-4) and s["nll_floor"] == 1e-3
 
     # The kept input is the one predict built: prepare_series on the decoded series.
     plan = next(p for p in discover([data / "case_PVP.nii.gz"]).plans)
@@ -277,6 +280,7 @@ def test_command_writes_exact_accuracy_sheets_and_reports_missing_rows(
     assert "contrast-enhanced only (no NC accepted): 3/4 = 75.0%" in stdout
     assert "missing: 1 CSV rows name no series" in stdout and "line 7: path 'gone.nii.gz'" in stdout
     assert "unlabelled: 1 series" in stdout and "extra_PVP.nii.gz" in stdout
+    assert "log score " in stdout and "nats: mean -ln(probability of the accepted" in stdout
 
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["correct"], summary["n"], summary["n_labels"]) == (3, 5, 6)
@@ -301,6 +305,12 @@ def test_command_writes_exact_accuracy_sheets_and_reports_missing_rows(
     ]  # fmt: skip
     assert [r["site"] for r in table] == ["siteEAP", "siteLAP", "sitePVP", "siteDP", "siteN"]
     assert (table[4]["reference"], table[4]["accepts"], table[4]["format"]) == ("NC", "NC", "dicom")
+    # The summary's log score is the mean over the scored rows of -ln p(accepted phases).
+    p_acc = [
+        sum(float(r[f"p_{c}"]) for c in CLASSES if c in r["accepts"].split("|")) for r in table
+    ]
+    want = np.mean([-math.log(min(max(p, 1e-3), 1.0)) for p in p_acc])
+    assert summary["nll"] == pytest.approx(want, abs=1e-4)
     for r in table:
         assert r["predicted"] == predicted[r["series_id"]]  # the same model, the same answer
         assert sum(float(r[f"p_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-5)

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from phasejax.ablate.runner import GROUPS_FILE, REAL_FILE, RESULTS_FILE, read_plan
+from phasejax.eval.metrics import ACCEPTED_NLL_FLOOR, accepted_nll
 from phasejax.safe_text import csv_cell
 from phasejax.tables import format_p
 
@@ -44,12 +45,9 @@ ARTERIAL = ("EAP", "LAP")
 SUMMARY_DIR = "summary"
 CONFIDENCE = 0.95
 # A real set is small (the validation set: 12 series), so right/wrong moves in steps of 8
-# points and McNemar on a dozen series can detect only large effects. The log score of the
-# probability a model gives to the accepted phases (a proper scoring rule) also counts how
-# sure it was, right or wrong, so that two recipes can be told apart before either flips a
-# call. Probabilities are floored at 1e-3 (NLL <= 6.9 nats): one confident miss must not
-# outweigh the rest of the set.
-NLL_FLOOR = 1e-3
+# points and McNemar on a dozen series can detect only large effects; the real split also gets
+# the log score of the accepted phases (phasejax.eval.metrics.accepted_nll), which tells two
+# recipes apart before either flips a call.
 
 
 # --------------------------------------------------------------------------- per run
@@ -93,19 +91,13 @@ class SplitEval:
         return self.correct / self.n if self.n else math.nan
 
     @property
-    def accepted_prob(self) -> np.ndarray:
-        """float [N]: the probability given to the accepted phases (the reference class
-        without an accepted set; 0 when the model cannot name it)."""
-        if self.accepted is not None:
-            return np.sum(self.probs * self.accepted, axis=1)
-        k = self.probs.shape[1]
-        hit = self.y_true < k
-        return np.where(hit, self.probs[np.arange(self.n), np.minimum(self.y_true, k - 1)], 0.0)
-
-    @property
     def series_nll(self) -> np.ndarray:
-        """float [N]: -ln(accepted_prob), floored at NLL_FLOOR."""
-        return -np.log(np.clip(self.accepted_prob, NLL_FLOOR, 1.0))
+        """float [N]: the log score of each series' accepted phases (its reference class
+        without an accepted set; a reference the model cannot name gets the floor)."""
+        accepted = self.accepted
+        if accepted is None:
+            accepted = np.arange(self.probs.shape[1])[None, :] == self.y_true[:, None]
+        return accepted_nll(self.probs, accepted)
 
     @property
     def nll(self) -> float:
@@ -543,7 +535,7 @@ def markdown(summary: SuiteSummary) -> str:
         lines[-1:-1] = [
             "",
             "Real NLL: mean over the real series of -ln(probability given to the accepted "
-            f"phases, floored at {NLL_FLOOR:g}), in nats, lower is better (mean ± SD over "
+            f"phases, floored at {ACCEPTED_NLL_FLOOR:g}), in nats, lower is better (mean ± SD over "
             "seeds, and of the seed ensemble); p (real NLL) = Wilcoxon signed-rank test of "
             "the ensembles' per-series values vs baseline. It tells recipes apart before "
             "either flips a call on a small real set.",

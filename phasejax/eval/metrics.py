@@ -28,6 +28,9 @@ from phasejax.phases import LabelSet
 DEFAULT_BINS = 10  # 10 equal-width confidence bins: ~29 series per bin on the paper's 288
 MAJORITY_EPS = 1e-3  # must equal the epsilon of the model's in-graph majority vote
 LOG_FLOOR = 1e-12  # probability floor for the log loss (a hard 0 on the true class)
+# Floor of the accepted-set log score of a small labelled set (a real validation set): at most
+# -ln(1e-3) = 6.9 nats per series, so that one confident miss does not outweigh the rest.
+ACCEPTED_NLL_FLOOR = 1e-3
 
 
 # --------------------------------------------------------------------------- basics
@@ -59,6 +62,17 @@ def _check_inputs(
         if worst > 1e-3:
             raise ValueError(f"probs rows must sum to 1 (a row is off by {worst:.3g})")
     return y_true.astype(np.int64), probs
+
+
+def accepted_nll(probs: np.ndarray, accepted: np.ndarray) -> np.ndarray:
+    """Per-series log score of a set-valued reference: -ln(probability given to the accepted
+    classes), floored at ACCEPTED_NLL_FLOOR; probs [N, K], accepted bool [N, K] -> [N].
+
+    The log score is a proper scoring rule: on a small set, where right/wrong moves in large
+    steps, it also counts how sure each call was, right or wrong.
+    """
+    p = np.sum(np.asarray(probs, np.float64) * np.asarray(accepted, bool), axis=-1)
+    return -np.log(np.clip(p, ACCEPTED_NLL_FLOOR, 1.0))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
