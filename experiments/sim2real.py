@@ -8,7 +8,8 @@ on the real examples (`<shared>/real`, labelled by experiments/real_labels.csv f
 folder's README: HCC_015 early arterial and portal venous, a non-contrast NIfTI), and prints
 one JSON object: per set and combined, accuracy with its 95% Wilson interval over all series
 and over contrast-enhanced series (NC excluded), per reference label, and every series'
-prediction. With --out, each set's evaluate outputs (series.csv, summary.json, confusion
+prediction, and the log score (`nll`: mean -ln of the probability given to the accepted
+phases, floored at 0.001; phasejax.evaluate). With --out, each set's evaluate outputs (series.csv, summary.json, confusion
 figure, contact sheets) are written to OUT/<set>/.
 
 Measure with it; never train or tune on these series (DEVELOPERS' guide).
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         out[name] = {
             "accuracy": summary["accuracy"],
             "accuracy_contrast": summary["accuracy_contrast"],
+            "nll": summary["nll"],
             "per_label": summary["per_label"],
             "series": _series(ev),
         }
