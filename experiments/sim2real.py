@@ -9,8 +9,8 @@ folder's README: HCC_015 early arterial and portal venous, a non-contrast NIfTI)
 one JSON object: per set and combined, accuracy with its 95% Wilson interval over all series
 and over contrast-enhanced series (NC excluded), per reference label, and every series'
 prediction, and the log score (`nll`: mean -ln of the probability given to the accepted
-phases, floored at 0.001; phasejax.evaluate). With --out, each set's evaluate outputs (series.csv, summary.json, confusion
-figure, contact sheets) are written to OUT/<set>/.
+phases, floored at 0.001; phasejax.evaluate). With --out, each set's evaluate outputs
+(series.csv, summary.json, confusion figure, contact sheets) are written to OUT/<set>/.
 
 Measure with it; never train or tune on these series (DEVELOPERS' guide).
 """
