@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -185,7 +186,13 @@ def test_prepared_inputs_yields_each_readable_series_as_prepare_series_makes_it(
     ids = ["s7a04951c904c", "sc0bf95f4997d"]
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "broken.dcm").write_bytes(b"DICM" + b"\x00" * 64)
+    (bad / "broken.dcm").write_bytes(b"DICM" + b"\x00" * 64)  # no plan: skipped at discovery
+    # A plan whose voxels cannot be decoded: a NIfTI cut in half after a valid header.
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 20), np.int16), np.diag([1.0, 1.0, 5.0, 1.0])),
+             bad / "cut.nii")  # fmt: skip
+    data = (bad / "cut.nii").read_bytes()
+    (bad / "cut.nii").write_bytes(data[: len(data) // 2])
+    assert len(discover([bad]).plans) == 1
     got = list(prepared_inputs([*_series_dirs(cohort, labels, *ids), bad], cfg))
     assert sorted(p.series_id for p in got) == sorted(ids)
     for prep in got:
