@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         images.append(
             preprocess(
                 volume, int(r["z_lo"]), int(r["z_hi"]), run.cfg.data, pixel_mm=row_pixel_mm(r)
-            )  # fmt: skip
+            )
         )
     probs = clf.classify_all(images) if images else np.zeros((0, len(classes)))
     predicted = [classes[int(i)] for i in probs.argmax(1)]
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "structure": args.structure,
         "bins": binned(
             [s["phase"] for s in series], np.array([s["hu"] for s in series]), predicted, edges
-        ),  # fmt: skip
+        ),
         "series": series,
     }
     json.dump(out, sys.stdout, indent=1)

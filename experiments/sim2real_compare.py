@@ -24,23 +24,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from phasejax.ablate.runner import REAL_FILE
 from phasejax.ablate.summarize import SplitEval, align, ensemble, paired, paired_nll, split_eval
 
 
-def seed_evals(root: Path, suite: str, value: str) -> dict[str, SplitEval]:
-    """seed folder name -> the real split of that run (sorted by seed)."""
+def seed_evals(root: Path, suite: str, value: str) -> tuple[dict[str, SplitEval], dict[str, str]]:
+    """(seed folder name -> the real split of that run, sorted by seed; series id -> name)."""
     base = root / suite / value if (root / suite / value).is_dir() else root
-    out = {}
+    out, names = {}, {}
     for path in sorted(base.glob(f"seed*/{REAL_FILE}")):
-        ev = split_eval(json.loads(path.read_text()), "real")
+        results = json.loads(path.read_text())
+        ev = split_eval(results, "real")
         if ev is not None:
             out[path.parent.name] = ev
+            for p in results["splits"]["real"]["predictions"]:
+                names[p["series_id"]] = p.get("name", p["series_id"])
     if not out:
         raise SystemExit(f"no {REAL_FILE} with a labelled real split under {base}")
-    return out
+    return out, names
 
 
 def describe(evals: dict[str, SplitEval]) -> dict[str, Any]:
@@ -61,30 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--value", default="off")
     args = ap.parse_args(argv)
 
-    a = seed_evals(args.base, args.suite, args.value)
-    b = seed_evals(args.variant, args.suite, args.value)
+    a, names = seed_evals(args.base, args.suite, args.value)
+    b, _ = seed_evals(args.variant, args.suite, args.value)
     ea, eb, note = align(ensemble(list(a.values())), ensemble(list(b.values())))
     mc = paired(ea, eb, n_bootstrap=0)
     wx = paired_nll(ea, eb)
-    names = {}
-    for path in sorted(args.base.rglob(REAL_FILE))[:1]:
-        for p in json.loads(path.read_text())["splits"]["real"]["predictions"]:
-            names[p["series_id"]] = p.get("name", p["series_id"])
 
     def calls(evals: dict[str, SplitEval], sid: str) -> list[str]:
         return [e.classes[int(e.pred[list(e.series_ids).index(sid)])] for e in evals.values()]
 
     series = []
     for i, sid in enumerate(ea.series_ids):
-        ok = (
-            ea.accepted[i]
-            if ea.accepted is not None
-            else np.arange(len(ea.classes)) == ea.y_true[i]
-        )
         series.append(
             {
                 "series": names.get(sid, sid),
-                "accepts": [c for c, yes in zip(ea.classes, ok) if yes],
+                "accepts": [c for c, yes in zip(ea.classes, ea.accepts[i]) if yes],
                 "base": {"seeds": calls(a, sid), "ensemble": ea.classes[int(ea.pred[i])],
                          "right": bool(ea.right[i]), "nll": round(float(ea.series_nll[i]), 3)},
                 "variant": {"seeds": calls(b, sid), "ensemble": eb.classes[int(eb.pred[i])],

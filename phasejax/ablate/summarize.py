@@ -76,11 +76,17 @@ class SplitEval:
         return int(self.y_true.size)
 
     @property
+    def accepts(self) -> np.ndarray:
+        """bool [N, K]: the classes that count as right per series (the accepted set, else
+        the reference class; none where the model cannot name the reference)."""
+        if self.accepted is not None:
+            return self.accepted
+        return np.arange(self.probs.shape[1])[None, :] == self.y_true[:, None]
+
+    @property
     def right(self) -> np.ndarray:
         """bool [N]: the prediction counts as right."""
-        if self.accepted is not None:
-            return self.accepted[np.arange(self.n), self.pred]
-        return self.pred == self.y_true
+        return self.accepts[np.arange(self.n), self.pred]
 
     @property
     def correct(self) -> int:
@@ -92,12 +98,9 @@ class SplitEval:
 
     @property
     def series_nll(self) -> np.ndarray:
-        """float [N]: the log score of each series' accepted phases (its reference class
-        without an accepted set; a reference the model cannot name gets the floor)."""
-        accepted = self.accepted
-        if accepted is None:
-            accepted = np.arange(self.probs.shape[1])[None, :] == self.y_true[:, None]
-        return accepted_nll(self.probs, accepted)
+        """float [N]: the log score of each series' accepted phases (`accepts`; a reference
+        the model cannot name gets the floor)."""
+        return accepted_nll(self.probs, self.accepts)
 
     @property
     def nll(self) -> float:
