@@ -357,3 +357,10 @@ def test_structure_hu_over_time_is_compartment_hu_at_each_time(cohort):
             assert {lab: float(v) for lab, v in nc.items()} == K.compartment_hu(p, None, kvp)
         assert K.phase_series(p, times) == [K.phase_of(p, float(t)) for t in times]
         assert K.compartment_hu(p, 70.0)[Label.AORTA] > K.compartment_hu(p, None)[Label.AORTA] + 50
+        # Real values behind the table: iodine enhancement x1.6 at 80 kVp (DESIGN.md 2), and
+        # nothing before injection (t = 0).
+        e120 = K.structure_hu(p, times, 120.0)[Label.AORTA] - K.compartment_hu(p, None)[Label.AORTA]
+        nc80 = K.compartment_hu(p, None, 80.0)[Label.AORTA]
+        e80 = K.structure_hu(p, times, 80.0)[Label.AORTA] - nc80
+        np.testing.assert_allclose(e80, 1.6 * e120, rtol=1e-9, atol=1e-9)
+        assert abs(e120[0]) < 1e-9 and e120[3] > 50.0
