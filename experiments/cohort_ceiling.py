@@ -1,6 +1,7 @@
 """How separable are the cohort's phase labels from what a reader can measure? (prints JSON)
 
     python experiments/cohort_ceiling.py [--exams 3000] [--train-exams N] [--roi-noise 5]
+        [--delayed-rule excretion_or_equilibrium|excretion]
 
 The paper's 98% rests on labels that radiologists assigned from the images, so they are
 visible by construction. The synthetic cohort labels each series with a written rule on the
@@ -29,7 +30,7 @@ import numpy as np
 import optax
 
 from phasejax.cohort.exam import plan_exam
-from phasejax.cohort.kinetics import compartment_hu
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES, compartment_hu
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES
 from phasejax.cohort.structures import Label
 from phasejax.eval.metrics import confusion_matrix
@@ -45,12 +46,19 @@ CLASSES = (Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)
 
 
 def observations(
-    site: str, n: int, roi_noise: float, rng: np.random.Generator
+    site: str,
+    n: int,
+    roi_noise: float,
+    rng: np.random.Generator,
+    delayed_rule: str = DEFAULT_DELAYED_RULE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, class index, exam index) of every EAP/LAP/PVP/DP series of n exams."""
+    """(features, class index, exam index) of every EAP/LAP/PVP/DP series of n exams,
+    labelled with the cohort's `delayed_rule` (cohort.delayed_rule)."""
     xs, ys, exams = [], [], []
     for i in range(n):
-        plan = plan_exam(SITES[site], i, cohort_seed=0, namespace="ceiling")
+        plan = plan_exam(
+            SITES[site], i, cohort_seed=0, namespace="ceiling", delayed_rule=delayed_rule
+        )
         for s in plan.series:
             if s.t is None or s.phase not in CLASSES:
                 continue
@@ -119,13 +127,19 @@ def main() -> int:
     ap.add_argument("--external-per-site", type=int, default=200)
     ap.add_argument("--roi-noise", type=float, default=5.0, help="SD (HU) of an ROI mean")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--delayed-rule",
+        choices=DELAYED_RULES,
+        default=DEFAULT_DELAYED_RULE,
+        help="the cohort's labelling rule for DP (config cohort.delayed_rule)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     train_exams = args.train_exams if args.train_exams is not None else args.exams * 4 // 5
     if not 0 < train_exams < args.exams:
         ap.error(f"--train-exams must be between 1 and {args.exams - 1}")
-    x, y, exam = observations(INTERNAL_SITE, args.exams, args.roi_noise, rng)
+    x, y, exam = observations(INTERNAL_SITE, args.exams, args.roi_noise, rng, args.delayed_rule)
     # One exam per patient: split by exam, so no patient is on both sides.
     tr, te = exam < train_exams, exam >= train_exams
     predict = train_mlp(x[tr], y[tr], args.seed)
@@ -133,6 +147,7 @@ def main() -> int:
         "what": "accuracy of an MLP on ideal ROI measurements (upper bound of image models)",
         "visible_structures": [lab.name for lab in VISIBLE] + ["kVp (header)"],
         "roi_noise_hu": args.roi_noise,
+        "delayed_rule": args.delayed_rule,
         "train_exams": train_exams,
         "train_series": int(tr.sum()),
         "internal_test": report(np.asarray(predict(x[te])), y[te]),
@@ -140,7 +155,9 @@ def main() -> int:
         "external": {},
     }
     for site in EXTERNAL_SITES:
-        xe, ye, _ = observations(site, args.external_per_site, args.roi_noise, rng)
+        xe, ye, _ = observations(
+            site, args.external_per_site, args.roi_noise, rng, args.delayed_rule
+        )
         out["external"][site] = report(np.asarray(predict(xe)), ye)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))

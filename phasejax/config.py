@@ -48,6 +48,8 @@ HuHead = Literal["none", "auxiliary", "bottleneck", "roi"]
 Dtype = Literal["float32", "bfloat16"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
+# What makes a synthetic series delayed (phasejax.cohort.kinetics.phase_from_hu).
+DelayedRule = Literal["excretion_or_equilibrium", "excretion"]
 
 
 class ConfigError(ValueError):
@@ -97,6 +99,11 @@ class CohortConfig(_Section):
     # Reader-disagreement label noise: share of series whose label is replaced by a
     # neighbouring phase (EAP<->LAP, PVP<->DP), as two readers would disagree.
     label_noise: float = 0.0
+    # What a reader needs to call a series delayed (DP): iodine in the renal collecting
+    # system, or (the default since cohort v6) that or the equilibrium image (vessels and
+    # liver converged, medulla above cortex). DESIGN.md's DP row names both; the equilibrium
+    # thresholds leave more series near a boundary (phasejax.cohort.kinetics.phase_from_hu).
+    delayed_rule: DelayedRule = "excretion_or_equilibrium"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,7 +49,8 @@ ENUMERATED = sorted(choices())
 
 def test_the_enumerated_settings_are_the_literal_typed_fields():
     assert sorted([
-        "cohort.preset", "data.label_set", "data.slice_mode", "data.slice_selection",
+        "cohort.delayed_rule", "cohort.preset", "data.label_set", "data.slice_mode",
+        "data.slice_selection",
         "data.window", "model.aggregation", "model.depth", "model.dtype", "model.hu_head",
         "model.strategy",
         "train.optimizer", "train.schedule",

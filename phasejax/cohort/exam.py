@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from phasejax.cohort.dicom_writer import make_uid
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE
 from phasejax.cohort.sites import ArterialTiming, Site
 from phasejax.data.series import make_series_id
 from phasejax.phases import Phase
@@ -153,11 +154,13 @@ def plan_exam(
     namespace: str = "",
     label_noise: float = 0.0,
     min_slice_thickness_mm: float = 0.0,
+    delayed_rule: str = DEFAULT_DELAYED_RULE,
 ) -> ExamPlan:
     """Everything about exam `index` of `site` except its pixels.
 
     `min_slice_thickness_mm` lets small presets force thick slices (after all random
-    draws, so the exam is otherwise the same).
+    draws, so the exam is otherwise the same). `delayed_rule` is the labelling rule's
+    (kinetics.phase_from_hu); it changes labels only, never a random draw or a pixel.
     """
     from phasejax.cohort.kinetics import phase_of
     from phasejax.cohort.patient import sample_patient
@@ -224,7 +227,7 @@ def plan_exam(
         else:
             uid, acquisition = make_uid(*uid_ns, pphase), ""
             series_number = 2 + k
-        true_phase = Phase(phase_of(patient, t))
+        true_phase = Phase(phase_of(patient, t, delayed_rule))
         phase, flipped = given_label(
             true_phase,
             label_noise=label_noise,

@@ -51,6 +51,7 @@ import numpy as np
 
 from phasejax import atomic
 from phasejax.cohort.exam import ExamPlan, SeriesPlan, plan_exam, rng_for
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES, Site
 from phasejax.data import cache as cache_mod
 from phasejax.data.cache import CacheSpec
@@ -396,6 +397,7 @@ class _Job:
     preset: str
     seed: int
     label_noise: float
+    delayed_rule: str
     fmt: str
     spacing_z: float
     size: int
@@ -496,6 +498,7 @@ def _run_exam(job: _Job) -> list[dict]:
         namespace=job.preset,
         label_noise=job.label_noise,
         min_slice_thickness_mm=preset.min_slice_thickness_mm,
+        delayed_rule=job.delayed_rule,
     )
     todo = [s for s in plan.series if not _series_done(out, s.series_id, job.fmt)]
     if not todo:
@@ -565,12 +568,15 @@ def _run_exam(job: _Job) -> list[dict]:
 # --------------------------------------------------------------------------- driver
 
 
-def _cohort_info(preset: Preset, seed: int, fmt: str, spec: CacheSpec, label_noise: float) -> dict:
+def _cohort_info(
+    preset: Preset, seed: int, fmt: str, spec: CacheSpec, label_noise: float, delayed_rule: str
+) -> dict:
     return {
         "version": COHORT_VERSION,
         "preset": preset.name,
         "seed": int(seed),
         "label_noise": float(label_noise),
+        "delayed_rule": delayed_rule,
         "format": fmt,
         "cache_spacing_z": float(spec.spacing_z),
         "cache_size": int(spec.size),
@@ -584,7 +590,17 @@ def _check_same_cohort(out: Path, info: dict) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    keys = ("version", "preset", "seed", "label_noise", "cache_spacing_z", "cache_size")
+    keys = (
+        "version",
+        "preset",
+        "seed",
+        "label_noise",
+        "delayed_rule",
+        "cache_spacing_z",
+        "cache_size",
+    )
+    # cohort.json written before delayed_rule existed: the rule was the default one
+    old.setdefault("delayed_rule", DEFAULT_DELAYED_RULE)
     diff = {k: (old.get(k), info[k]) for k in keys if old.get(k) != info[k]}
     if old.get("format") != info["format"]:
         diff["format"] = (old.get("format"), info["format"])
@@ -596,7 +612,13 @@ def _check_same_cohort(out: Path, info: dict) -> None:
 
 
 def _jobs(
-    out: Path, preset: Preset, seed: int, fmt: str, spec: CacheSpec, label_noise: float
+    out: Path,
+    preset: Preset,
+    seed: int,
+    fmt: str,
+    spec: CacheSpec,
+    label_noise: float,
+    delayed_rule: str = DEFAULT_DELAYED_RULE,
 ) -> Iterator[_Job]:
     splits = internal_splits(preset, seed)
     for site_name, idx in exam_list(preset):
@@ -605,8 +627,8 @@ def _jobs(
 
         split = splits[patient_id_for(site, idx)] if site.internal else "external"
         yield _Job(
-            out=str(out), preset=preset.name, seed=seed, label_noise=float(label_noise), fmt=fmt,
-            spacing_z=spec.spacing_z, size=spec.size, site=site_name, index=idx, split=split,
+            out=str(out), preset=preset.name, seed=seed, label_noise=float(label_noise),
+            delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size, site=site_name, index=idx, split=split,
         )  # fmt: skip
 
 
@@ -631,6 +653,7 @@ def generate(
     workers: int = 1,
     cache_spec: CacheSpec | None = None,
     label_noise: float = 0.0,
+    delayed_rule: str = DEFAULT_DELAYED_RULE,
     progress: bool = True,
 ) -> Path:
     """Generate (or finish generating) a cohort into `out`; returns `out`.
@@ -646,9 +669,11 @@ def generate(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    if delayed_rule not in DELAYED_RULES:
+        raise ValueError(f"delayed_rule must be one of {DELAYED_RULES}, got {delayed_rule!r}")
     p = get_preset(preset)
     out = Path(out)
-    info = _cohort_info(p, seed, fmt, cache_spec, label_noise)
+    info = _cohort_info(p, seed, fmt, cache_spec, label_noise, delayed_rule)
     _check_same_cohort(out, info)
     out.mkdir(parents=True, exist_ok=True)
     (out / ".progress").mkdir(exist_ok=True)
@@ -664,7 +689,7 @@ def generate(
             cohort_version=COHORT_VERSION,
         )
 
-    jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise))
+    jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise, delayed_rule))
     bar = tqdm(
         total=len(jobs), unit="exam", desc=f"cohort {p.name}", disable=not progress, file=sys.stderr
     )
@@ -733,9 +758,13 @@ def cohort_home() -> Path:
 
 
 def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
+    # The default labelling rule adds nothing, so the folders of earlier cohorts keep
+    # their names (and their caches stay valid).
+    rule = cohort_cfg.delayed_rule
+    tag = "" if rule == DEFAULT_DELAYED_RULE else f"-dp{rule}"
     return (
         f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
-        f"-noise{float(cohort_cfg.label_noise):g}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
+        f"-noise{float(cohort_cfg.label_noise):g}{tag}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
     )
 
 
@@ -744,7 +773,7 @@ def ensure_cohort_cache(cohort_cfg: Any, spec: CacheSpec, root: Path | None = No
     on first use (and finished if an earlier run was interrupted), reused afterwards.
 
     Lives in `root` (default $PHASEJAX_HOME or ~/.cache/phasejax) under a folder named by
-    preset, generator version (COHORT_VERSION), seed, label noise and grid: a cohort made
+    preset, generator version (COHORT_VERSION), seed, label noise, labelling rule and grid: a cohort made
     by an older generator lives elsewhere and is never reused. Concurrent callers are
     serialised by a file lock, so two trainings started together generate it once.
     """
@@ -772,6 +801,7 @@ def ensure_cohort_cache(cohort_cfg: Any, spec: CacheSpec, root: Path | None = No
                     workers=max(1, min(4, (os.cpu_count() or 1))),
                     cache_spec=spec,
                     label_noise=float(cohort_cfg.label_noise),
+                    delayed_rule=cohort_cfg.delayed_rule,
                 )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

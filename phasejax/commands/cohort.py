@@ -13,11 +13,12 @@ import typing
 from pathlib import Path
 
 from phasejax.commands._aliases import add_alias
-from phasejax.config import CohortSize
+from phasejax.config import CohortSize, DelayedRule
 
 # cohort.preset's values (phasejax.cohort.generate.PRESETS has one entry per name), read
 # from the config's Literal: parsing the command line should not import the renderer.
 SIZES: tuple[str, ...] = typing.get_args(CohortSize)
+DELAYED_RULE_CHOICES: tuple[str, ...] = typing.get_args(DelayedRule)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of series whose label is flipped to the neighbouring phase (EAP<->LAP, "
         "PVP<->DP), as readers disagree (default 0)",
     )
+    g.add_argument(
+        "--delayed-rule",
+        choices=DELAYED_RULE_CHOICES,
+        default=DELAYED_RULE_CHOICES[0],
+        help="what makes a series delayed (DP): iodine in the renal collecting system or the "
+        "equilibrium image (default), or excretion only",
+    )
     g.add_argument("--cache-spacing-z", type=float, default=5.0, help="cache slice spacing, mm")
     g.add_argument("--cache-size", type=int, default=256, help="cache in-plane matrix")
     g.add_argument("--no-progress", action="store_true")
@@ -98,6 +106,7 @@ def run_generate(args: argparse.Namespace) -> int:
             workers=args.workers,
             cache_spec=CacheSpec(spacing_z=args.cache_spacing_z, size=args.cache_size),
             label_noise=args.label_noise,
+            delayed_rule=args.delayed_rule,
             progress=not args.no_progress,
         )
     except (CohortError, ValueError) as e:
