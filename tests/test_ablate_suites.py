@@ -169,8 +169,17 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_multi_128px": 1500,
         "m_r10_3000": 3000,
         "m_9sl_3000": 3000,
+        "m_multi_3000_dpx": 3000,
     }
     assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
+    # the one value on another cohort: the same one, labelled by the excretion-only rule
+    dpx = runs["quick_defaults/m_multi_3000_dpx/seed0"]
+    assert dpx.cohort.delayed_rule == "excretion"
+    assert runs["_baseline/seed0"].cohort.delayed_rule == "excretion_or_equilibrium"
+    assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx.to_dict())) <= {
+        "name",
+        "cohort.delayed_rule",
+    }
     assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]
     assert small.data.train_fraction == pytest.approx(0.3334) and small.data.window == "multi"

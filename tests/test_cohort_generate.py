@@ -438,3 +438,72 @@ def test_direct_cache_render_noise_follows_the_kernel() -> None:
     # Along z, 1 mm slices averaged into 5 mm cache slices: ~5 slices each.
     counts = G._slab_counts(100, 1.0, 5.0)
     assert counts.min() >= 5 and counts.max() <= 6
+
+
+def _collecting_hu(patient, t: float) -> float:
+    from phasejax.cohort.kinetics import compartment_hu
+
+    return compartment_hu(patient, t, 120.0)[Label.KIDNEY_COLLECTING]
+
+
+def test_delayed_rule_relabels_equilibrium_series_and_changes_nothing_else() -> None:
+    # The rule reads the same images: same times, noise, UIDs; only series that the default
+    # rule calls DP without excretion (collecting system below urine 8 + 100 HU) become PVP,
+    # never the other way round.
+    site = SITES["INT"]
+    changed = 0
+    for i in range(40):
+        a = plan_exam(site, i, cohort_seed=0, namespace="t")
+        b = plan_exam(site, i, cohort_seed=0, namespace="t", delayed_rule="excretion")
+        assert len(a.series) == len(b.series)
+        for sa, sb in zip(a.series, b.series):
+            assert (sa.t, sa.noise_seed, sa.series_uid) == (sb.t, sb.noise_seed, sb.series_uid)
+            if sb.phase == Phase.DP:
+                assert _collecting_hu(b.patient, sb.t) >= 108.0
+            if sa.phase != sb.phase:
+                assert (sa.phase, sb.phase) == (Phase.DP, Phase.PVP)
+                assert _collecting_hu(a.patient, sa.t) < 108.0
+                changed += 1
+    assert changed >= 3
+
+
+def test_cohort_folder_names_the_delayed_rule_only_when_it_is_not_the_default(
+    tmp_path: Path,
+) -> None:
+    spec = CacheSpec(spacing_z=5.0, size=192)
+    v = G.COHORT_VERSION
+    default = CohortConfig(preset="medium")
+    assert G.cohort_dir_name(default, spec) == f"cohort-medium-v{v}-seed0-noise0-z5-px192"
+    excretion = CohortConfig(preset="medium", delayed_rule="excretion")
+    assert (
+        G.cohort_dir_name(excretion, spec)
+        == f"cohort-medium-v{v}-seed0-noise0-dpexcretion-z5-px192"
+    )
+    # A cohort.json written before the rule existed holds the default rule's labels: it is
+    # the same cohort for the default, another one for the excretion rule.
+    info = G._cohort_info(G.get_preset("tiny"), 0, "cache", spec, 0.0, "excretion_or_equilibrium")
+    old = {k: v for k, v in info.items() if k != "delayed_rule"}
+    (tmp_path / "cohort.json").write_text(json.dumps(old))
+    G._check_same_cohort(tmp_path, info)
+    other = G._cohort_info(G.get_preset("tiny"), 0, "cache", spec, 0.0, "excretion")
+    with pytest.raises(
+        G.CohortError, match="delayed_rule: 'excretion_or_equilibrium' != 'excretion'"
+    ):
+        G._check_same_cohort(tmp_path, other)
+
+
+def test_cohort_generate_passes_the_delayed_rule_on(monkeypatch, tmp_path: Path) -> None:
+    seen = {}
+
+    def fake_generate(size, out, **kw):
+        seen.update(kw, size=size)
+        return Path(out)
+
+    monkeypatch.setattr(G, "generate", fake_generate)
+    argv = ["cohort", "generate", "--size", "tiny", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--delayed-rule", "excretion"]) == 0
+    assert (seen["size"], seen["delayed_rule"]) == ("tiny", "excretion")
+    assert cli.main(argv) == 0
+    assert seen["delayed_rule"] == "excretion_or_equilibrium"
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--delayed-rule", "washout"])

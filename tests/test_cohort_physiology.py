@@ -364,3 +364,37 @@ def test_structure_hu_over_time_is_compartment_hu_at_each_time(cohort):
         e80 = K.structure_hu(p, times, 80.0)[Label.AORTA] - nc80
         np.testing.assert_allclose(e80, 1.6 * e120, rtol=1e-9, atol=1e-9)
         assert abs(e120[0]) < 1e-9 and e120[3] > 50.0
+
+
+# delayed_rule: DP from excretion alone, or from excretion or the equilibrium image.
+# Columns: aorta, portal vein, hepatic vein, liver, renal cortex, medulla, collecting system.
+_HU_CASES = {
+    # vessels and liver converged, medulla above cortex, nothing excreted yet
+    "equilibrium": (120, 110, 110, 100, 150, 160, 20),
+    "excreted": (110, 100, 100, 95, 150, 170, 300),
+    "portal_venous": (170, 180, 150, 110, 180, 170, 10),
+    "late_arterial": (300, 120, 60, 75, 200, 60, 10),
+    "non_contrast": (45, 40, 40, 55, 35, 33, 8),
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("excretion_or_equilibrium", {"equilibrium": 4, "excreted": 4}),
+        ("excretion", {"equilibrium": 3, "excreted": 4}),
+    ],
+)
+def test_delayed_rule_decides_only_whether_equilibrium_without_excretion_is_delayed(
+    rule: str, expected: dict[str, int]
+) -> None:
+    cols = np.array(list(_HU_CASES.values()), dtype=float).T
+    codes = dict(zip(_HU_CASES, K.phase_from_hu(*cols, delayed_rule=rule).tolist()))
+    # the other phases do not depend on the rule: PVP 3, LAP 2, NC 0
+    assert codes == {**expected, "portal_venous": 3, "late_arterial": 2, "non_contrast": 0}
+
+
+def test_unknown_delayed_rule_is_refused() -> None:
+    cols = np.array([_HU_CASES["equilibrium"]], dtype=float).T
+    with pytest.raises(ValueError, match="unknown delayed_rule 'washout'"):
+        K.phase_from_hu(*cols, delayed_rule="washout")
