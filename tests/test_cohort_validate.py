@@ -156,3 +156,14 @@ def test_dicom_source_reads_series_back_in_z_order(tmp_path: Path) -> None:
     z_liver = np.nonzero((lab == Label.LIVER).any(axis=(1, 2)))[0]
     z_kidney = np.nonzero((lab == Label.KIDNEY_CORTEX).any(axis=(1, 2)))[0]
     assert z_kidney.min() < z_liver.max()  # index 0 inferior, as the cache
+
+
+def test_curve_phase_windows_follow_the_cohort_delayed_rule() -> None:
+    from phasejax.cohort.validate import population_curves
+
+    def dp_start(rule: str) -> float:
+        _, _, windows = population_curves(n_patients=12, delayed_rule=rule)
+        return min(t0 for t0, _, phase in windows if phase == "DP")
+
+    # excretion comes after the equilibrium image in most patients: DP begins later
+    assert dp_start("excretion") > dp_start("excretion_or_equilibrium") + 10.0

@@ -628,7 +628,8 @@ def _jobs(
         split = splits[patient_id_for(site, idx)] if site.internal else "external"
         yield _Job(
             out=str(out), preset=preset.name, seed=seed, label_noise=float(label_noise),
-            delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size, site=site_name, index=idx, split=split,
+            delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
+            site=site_name, index=idx, split=split,
         )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE
 from phasejax.cohort.structures import Label
 from phasejax.hu import AIR_THRESHOLD_HU
 
@@ -378,12 +379,17 @@ def _write_tables(table: list[dict[str, object]], out: Path, note: str) -> list[
 
 
 def population_curves(
-    n_patients: int = 60, t_max: float = 300.0, dt: float = 2.0, seed: int = 0
+    n_patients: int = 60,
+    t_max: float = 300.0,
+    dt: float = 2.0,
+    seed: int = 0,
+    delayed_rule: str = DEFAULT_DELAYED_RULE,
 ) -> tuple[
     np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], list[tuple[float, float, str]]
 ]:
     """Median / p10 / p90 curves over patients of the internal population at 120 kVp, and
-    the phase windows (runs of the most common `phase_of` label at each time)."""
+    the phase windows (runs of the most common `phase_of` label at each time, under the
+    cohort's `delayed_rule`)."""
     from phasejax.cohort.kinetics import compartment_hu, phase_of
     from phasejax.cohort.patient import sample_patient
     from phasejax.cohort.sites import INTERNAL_SITE, SITES
@@ -398,7 +404,7 @@ def population_curves(
             hu = compartment_hu(p, float(tt), 120.0)
             for i, (_, lab) in enumerate(CURVE_LABELS):
                 vals[i, j, k] = hu[lab]
-            phase_votes[PHASES.index(str(phase_of(p, float(tt)))), k] += 1
+            phase_votes[PHASES.index(str(phase_of(p, float(tt), delayed_rule))), k] += 1
     curves = {
         name: (
             np.median(vals[i], axis=0),
@@ -509,7 +515,13 @@ def validate(
         if r["in_range"] == "no"
     ]
 
-    t, curves, windows = population_curves(n_patients=curve_patients)
+    meta = (
+        json.loads((cohort_dir / "cohort.json").read_text())
+        if (cohort_dir / "cohort.json").exists()
+        else {}
+    )
+    rule = meta.get("delayed_rule", DEFAULT_DELAYED_RULE)
+    t, curves, windows = population_curves(n_patients=curve_patients, delayed_rule=rule)
     points: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for r, m in measured:
         for name in curves:
@@ -527,11 +539,6 @@ def validate(
     by_site: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         by_site[r["site"]].append(r)
-    meta = (
-        json.loads((cohort_dir / "cohort.json").read_text())
-        if (cohort_dir / "cohort.json").exists()
-        else {}
-    )
     site_order = [s for s in meta.get("sites", sorted(by_site)) if s in by_site]
     for site in tqdm(site_order, desc="montages", unit="site", disable=not progress):
         exam = _montage_patient(by_site[site])
