@@ -314,3 +314,21 @@ def test_paired_log_score_detects_a_shift_that_flips_no_call() -> None:
     assert r["diff"] == pytest.approx(math.log(0.6) - math.log(0.9))
     assert r["p"] == pytest.approx(2 / 2**8)  # exact: all 8 pairs improve
     assert math.isnan(paired_nll(base, ev(0.6))["p"])
+
+
+def test_runs_labelled_differently_are_paired_right_against_right() -> None:
+    # A value on a cohort with another labelling rule (cohort.delayed_rule): the same series,
+    # two of them relabelled DP -> PVP. Each run counts against its own labels.
+    from phasejax.ablate.summarize import SplitEval, paired
+
+    n = 6
+    ids, pats, sites = (np.array([f"{c}{i}" for i in range(n)]) for c in ("s", "P", "x"))
+    y_base = np.array([3, 3, 2, 2, 2, 2])  # DP DP PVP PVP PVP PVP
+    y_var = np.array([2, 2, 2, 2, 2, 2])  # the two DP are PVP under the variant's rule
+    says_dp = np.tile(np.eye(4)[3], (n, 1))  # both models call every series DP
+    base = SplitEval(tuple(CLASSES), ids, pats, sites, y_base, says_dp)
+    variant = SplitEval(tuple(CLASSES), ids, pats, sites, y_var, says_dp)
+    r = paired(base, variant, n_bootstrap=0)
+    # baseline right on the two DP-labelled series, the variant on none
+    assert (r["n"], r["b"], r["c"]) == (6, 2, 0)
+    assert r["note"] == "labels differ on 2 series (each run against its own)"
