@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from phasejax.cohort.dicom_writer import make_uid
-from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, aorta_trigger_time, phase_of
+from phasejax.cohort.patient import sample_patient
 from phasejax.cohort.sites import ArterialTiming, Site
 from phasejax.data.series import make_series_id
 from phasejax.phases import Phase
@@ -135,8 +136,6 @@ def given_label(
 
 
 def _tracking_trigger(patient: Any, protocol: Any, kvp: float, rng: np.random.Generator) -> float:
-    from phasejax.cohort.kinetics import aorta_trigger_time
-
     crossing = float(aorta_trigger_time(patient, protocol.trigger_threshold_hu, kvp=kvp))
     # The ROI is sampled on a grid that starts at a random phase; the trigger is the
     # first sample at or after the true crossing.
@@ -162,9 +161,6 @@ def plan_exam(
     draws, so the exam is otherwise the same). `delayed_rule` is the labelling rule's
     (kinetics.phase_from_hu); it changes labels only, never a random draw or a pixel.
     """
-    from phasejax.cohort.kinetics import phase_of
-    from phasejax.cohort.patient import sample_patient
-
     pid = patient_id_for(site, index)
     ns = (namespace, cohort_seed, site.name, index)
     rng = rng_for("exam", *ns)

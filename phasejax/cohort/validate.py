@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, compartment_hu, phase_of
 from phasejax.cohort.structures import Label
 from phasejax.hu import AIR_THRESHOLD_HU
 
@@ -390,7 +390,6 @@ def population_curves(
     """Median / p10 / p90 curves over patients of the internal population at 120 kVp, and
     the phase windows (runs of the most common `phase_of` label at each time, under the
     cohort's `delayed_rule`)."""
-    from phasejax.cohort.kinetics import compartment_hu, phase_of
     from phasejax.cohort.patient import sample_patient
     from phasejax.cohort.sites import INTERNAL_SITE, SITES
 
