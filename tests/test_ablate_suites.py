@@ -101,8 +101,16 @@ def test_repository_suites_and_presets_load():
     suites = load_suites()
     assert set(suites) >= {
         "strategy", "depth", "windowing", "slices", "resolution", "learning_curve", "robustness",
-        "kvp", "sim2real", "balance", "learning_curve_ab", "quick_defaults",
+        "kvp", "sim2real", "balance", "learning_curve_ab", "quick_defaults", "optim",
     }  # fmt: skip
+    optim = suites["optim"]
+    assert optim.labels == ("lr_1e-3", "lr_2e-3", "lr_4e-3", "lr_8e-3", "wd_0.05")
+    got = {v.label: (float(dict(v.overrides)["train.learning_rate"]),
+                     float(dict(v.overrides)["train.weight_decay"])) for v in optim.variants}  # fmt: skip
+    assert got["lr_8e-3"] == (8e-3, 1e-4) and got["wd_0.05"] == (2e-3, 0.05)
+    # The baseline's label names the quick config's own optimiser: it must stay that config.
+    quick = load_presets()["quick"].base_config()
+    assert got[optim.baseline] == (quick.train.learning_rate, quick.train.weight_decay)
     ab = suites["learning_curve_ab"]
     assert ab.baseline == "B_1.0" and len(ab.variants) == 8
     got = {(dict(v.overrides)["model.strategy"], dict(v.overrides)["data.train_fraction"])
