@@ -87,6 +87,35 @@ def test_patient_grid_covers_lung_bases_to_below_kidneys(patients):
         assert (lab[z_hi_i - 1] == Label.LIVER).any() and not (lab[z_hi_i:] == Label.LIVER).any()
 
 
+def test_heart_rests_on_the_diaphragm_in_the_top_input_slice():
+    # Cohort v7: the heart sits on the central tendon, so the slab's top slice (the liver
+    # dome) cuts it, also in the scans that start below the dome (patient 4 here).
+    starts_below_dome = []
+    for seed in (0, 4):
+        p = _patient(seed)
+        lay = anatomy._layout(p)
+        starts_below_dome.append(lay.z_hi < lay.diaphragm.right_z)
+        g = _grid(p)
+        lab = anatomy.label_map(p, g).labels
+        _, z_hi = liver_kidney_range(lab)
+        top = lab[z_hi - 1]
+        assert (top == Label.LIVER).any() and (top == Label.HEART).sum() > 100
+        heart_z = np.nonzero((lab == Label.HEART).any(axis=(1, 2)))[0]
+        # its lower pole below the liver dome, not floating above the slab
+        assert heart_z.min() < z_hi - 1
+    assert starts_below_dome == [False, True]
+
+
+def test_one_scan_in_five_starts_below_the_liver_dome():
+    below = [
+        (lay.z_hi < lay.diaphragm.right_z, lay.z_hi >= lay.diaphragm.right_z - 30.0)
+        for lay in (anatomy._layout(_patient(seed)) for seed in range(300))
+    ]
+    share = np.mean([b for b, _ in below])
+    assert 0.12 < share < 0.28
+    assert all(within for _, within in below)  # at most 30 mm below
+
+
 def _centroid_mm(lab: np.ndarray, g: Grid, label: Label) -> np.ndarray:
     kz, ky, kx = np.nonzero(lab == int(label))
     x = g.origin[0] + g.spacing[2] * kx.mean()

@@ -329,6 +329,11 @@ class Diaphragm:
     right_dome: tuple[float, float]
     left_dome: tuple[float, float]
     curvature: float  # mm, radius of the dome paraboloid
+    # The central tendon, on which the heart rests: a bowl below both domes (Gray's Anatomy:
+    # central tendon at the xiphisternal level, T9-T10; right dome T8-T9).
+    tendon_z: float
+    tendon_xy: tuple[float, float]
+    tendon_radius: float  # mm, radius of the bowl paraboloid
 
 
 @dataclass(frozen=True)
@@ -636,6 +641,17 @@ def _layout(patient: Patient) -> Layout:
             cysts.append(
                 Cyst(p, float(rng.uniform(5.0, 14.0)), (L.KIDNEY_CORTEX, L.KIDNEY_MEDULLA))
             )
+    # The central tendon from a random stream of its own, so that every other draw (and so
+    # every other organ of every patient) stays as it was.
+    trng = np.random.default_rng(np.random.SeedSequence([patient.seed, 0xCE47]))
+    tendon_z = D - float(trng.uniform(35.0, 50.0))
+    tendon_xy = (20.0 + float(trng.normal(0.0, 6.0)), -0.45 * Bant)
+    # One scan in five starts below the liver dome, as liver-protocol scans often do (the
+    # slab then runs to the top of the scan, as `phasejax.data.prepare.find_slab` does for
+    # real scans without lung bases). The tendon lies 35-50 mm below the dome, so the top
+    # input slice still cuts the heart, nearer its lower pole and with less lung around it.
+    if trng.random() < 0.2:
+        z_hi = D - float(trng.uniform(0.0, 30.0))
     return Layout(
         body=Body(
             scale=s,
@@ -648,7 +664,14 @@ def _layout(patient: Patient) -> Layout:
             obese=obese,
         ),
         diaphragm=Diaphragm(
-            right_z=D, left_z=Dl, right_dome=dome_r, left_dome=dome_l, curvature=dome_curv
+            right_z=D,
+            left_z=Dl,
+            right_dome=dome_r,
+            left_dome=dome_l,
+            curvature=dome_curv,
+            tendon_z=tendon_z,
+            tendon_xy=tendon_xy,
+            tendon_radius=45.0,
         ),
         spine=Spine(period=vert_period, phase=vert_phase, radii=vert_r),
         z_lo=z_lo,
@@ -708,7 +731,10 @@ def _diaphragm(lay: Layout, X2: np.ndarray, Y2: np.ndarray) -> np.ndarray:
     )
     zl = d.left_z - ((X2 - d.left_dome[0]) ** 2 + (Y2 - d.left_dome[1]) ** 2 * (k / yr)) / (2 * k)
     # the posterior costophrenic recesses reach down to ~L1 (about the upper renal poles)
-    return np.maximum(np.maximum(zr, zl), d.right_z - 85.0 * lay.body.scale)
+    domes = np.maximum(np.maximum(zr, zl), d.right_z - 85.0 * lay.body.scale)
+    tx, ty = d.tendon_xy
+    bowl = d.tendon_z + ((X2 - tx) ** 2 + (Y2 - ty) ** 2) / (2 * d.tendon_radius)
+    return np.minimum(domes, bowl)
 
 
 _LAYER_LUT = np.array([L.SKIN, L.FAT_SUBCUT, L.MUSCLE, L.FAT_VISCERAL], dtype=np.uint8)
@@ -887,8 +913,12 @@ def _spleen(cv: _Canvas, lay: Layout, zd: np.ndarray) -> None:
 
 
 def _heart(cv: _Canvas, lay: Layout, zd: np.ndarray) -> None:
-    c = np.array([12.0, -35.0, lay.diaphragm.left_z + 52.0])
+    # Resting on the central tendon: its lower pole a tenth of its height below the tendon
+    # (the part below is cut off by the diaphragm), so that the top input slice, at the
+    # liver dome, cuts the ventricles as on real CT.
     r = (62.0, 48.0, 55.0)
+    d = lay.diaphragm
+    c = np.array([d.tendon_xy[0], d.tendon_xy[1], d.tendon_z - 0.2 * r[2] + r[2]])
     b = cv.box(c - np.array(r) - 8, c + np.array(r) + 8)
     if b is None:
         return

@@ -96,7 +96,10 @@ LABEL_COLUMNS = (
 #    chronic liver disease (cirrhosis) in a share of patients.
 # 6: the labelling rule reads only absolute HU of the series itself (kinetics.phase_from_hu),
 #    not the patient's baseline or the liver's own peak.
-COHORT_VERSION = 6
+# 7: the heart rests on the diaphragm's central tendon (so the top input slice, at the liver
+#    dome, cuts the ventricles as on real CT), and one scan in five starts 0-30 mm below the
+#    liver dome, as liver-protocol scans often do (ablations/README.md, "Cohort v7").
+COHORT_VERSION = 7
 
 
 class CohortError(RuntimeError):
