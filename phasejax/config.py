@@ -40,6 +40,7 @@ LabelSetName = Literal["paper4", "full5"]
 Window = Literal["raw", "abdomen", "liver", "wide", "multi"]
 SliceMode = Literal["channels", "per_slice"]
 SliceSelection = Literal["central", "even"]
+SlabSource = Literal["manifest", "image"]
 # ResNet depths (phasejax.models.resnet.STAGES has one entry per name).
 Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
 Strategy = Literal["one_step", "two_step"]
@@ -160,6 +161,13 @@ class DataConfig(_Section):
     # found from the image in training, evaluation and predict alike.
     crop_mm: float = 0.0
     crop_anterior_mm: float = 40.0
+    # Where a series' liver-to-kidney slab comes from: "manifest" = the cache's z_lo / z_hi
+    # (the built-in cohort: its organ masks, liver dome to the kidneys' lower poles; a
+    # prepared cache: the image-based finder); "image" = phasejax.data.prepare.find_slab on
+    # the cached volume, the rule `predict` applies to real scans, so that training on the
+    # cohort sees the slab as real inputs get it (it lands within one slice of the masks'
+    # slab in 75-85% of cohort series).
+    slab: SlabSource = "manifest"
     train_fraction: float = 1.0  # learning-curve ablation: share of training patients kept
     worker_count: int = 0  # Grain worker processes (0 = in-process)
     cache_spacing_z: float = 5.0  # mm between cached slices

@@ -353,3 +353,20 @@ def test_missing_volume_error_names_the_file(tmp_path):
     (root / "volumes" / "p004_PVP.npy").unlink()
     with pytest.raises(CacheError, match=r"p004_PVP\.npy"):
         list(pipeline.eval_batches(root, "test", _cfg(), batch_size=4))
+
+
+def test_image_slab_replaces_the_manifest_range_by_the_finder_on_the_volume(tmp_path):
+    from phasejax.data.prepare import find_slab
+
+    root = make_fake_cache(tmp_path, patients=6, size=32, slices=12)
+    manifest = pipeline.split_rows(root, "train", Config())
+    image = pipeline.split_rows(root, "train", Config().override({"data.slab": "image"}))
+    assert [r["series_id"] for r in image] == [r["series_id"] for r in manifest]
+    moved = 0
+    for m, r in zip(manifest, image):
+        volume = np.asarray(load_volume(root, r["series_id"]))
+        slab = find_slab(volume, float(r["spacing_z"]), pipeline.row_pixel_mm(r))
+        assert (int(r["z_lo"]), int(r["z_hi"])) == (slab.z_lo, slab.z_hi)
+        assert (m["z_lo"], m["z_hi"]) == ("1", "11")  # the fake cache's manifest range
+        moved += (int(r["z_lo"]), int(r["z_hi"])) != (1, 11)
+    assert moved > 0  # on this phantom the finder's slab is not the manifest's

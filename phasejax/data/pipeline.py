@@ -124,7 +124,25 @@ def split_rows(
         n_keep = max(1, int(round(frac * len(patients))))
         keep = set(sorted(patients, key=key)[:n_keep])
         rows = [r for r in rows if r["patient_id"] in keep]
+    if cfg.data.slab == "image":
+        rows = [{**r, **image_slab(cache_dir, r)} for r in rows]
     return rows
+
+
+_IMAGE_SLABS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def image_slab(cache_dir: str | Path, row: dict[str, str]) -> dict[str, str]:
+    """{"z_lo", "z_hi"} of a cached series by `find_slab` on its volume (data.slab "image"),
+    found once per process and series."""
+    from phasejax.data.prepare import find_slab
+
+    key = (str(cache_dir), row["series_id"])
+    if key not in _IMAGE_SLABS:
+        volume = np.asarray(load_cached(cache_dir, row["series_id"]))
+        slab = find_slab(volume, float(row["spacing_z"]), row_pixel_mm(row))
+        _IMAGE_SLABS[key] = {"z_lo": str(int(slab.z_lo)), "z_hi": str(int(slab.z_hi))}
+    return _IMAGE_SLABS[key]
 
 
 def class_counts(cache_dir: str | Path, cfg: Config) -> np.ndarray:
