@@ -133,7 +133,8 @@ JSON schema (`accelerator_check.json`; "schema" names its version):
                              repeats, warmup, compile_s_note, xla_mem_fraction}, jobs
                              [{depths, dtypes, batches, timeout_s, exit_code, timed_out,
                              wall_s, error}], runs [{depth, dtype, batch, images_per_s,
-                             step_ms, compile_s, flops_per_step, tflops_per_s,
+                             step_ms, compile_s, flops_per_step (of the lowered
+                             program), flops_per_step_compiled, tflops_per_s,
                              peak_tflops, mfu, mfu_vs_fp32_peak (float32), devices,
                              device_kind, torch {images_per_s, step_ms, tflops_per_s, mfu,
                              device, version} | {status}}], missing [{depth, dtype, batch}]
@@ -1003,6 +1004,7 @@ def _throughput_row(entry: dict[str, Any], peaks: dict[str, float]) -> dict[str,
         "step_ms": pj.get("step_ms"),
         "compile_s": pj.get("compile_s"),
         "flops_per_step": pj.get("flops_per_step"),
+        "flops_per_step_compiled": pj.get("flops_per_step_compiled"),
         "tflops_per_s": tflops,
         "peak_tflops": peak,
         "mfu": round(tflops / peak, 4) if tflops is not None and peak else None,
@@ -1494,11 +1496,8 @@ def child_cohort(out_dir: str, spec: dict[str, int]) -> dict[str, Any]:
     from phasejax.cohort import generate as G
     from phasejax.data.cache import CacheSpec
 
-    name = "accelerator_check"
-    # A preset of our own size, registered for this process only: generate() takes
-    # presets by name, and the built-in ones are too big (paper) or too small (tiny).
-    G.PRESETS[name] = G.Preset(
-        name=name,
+    preset = G.Preset(
+        name="accelerator_check",
         internal=spec["internal"],
         internal_test=spec["internal_test"],
         internal_val=spec["internal_val"],
@@ -1506,7 +1505,7 @@ def child_cohort(out_dir: str, spec: dict[str, int]) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     out = G.generate(
-        name,
+        preset,
         Path(out_dir),
         fmt="cache",
         workers=spec["workers"],
@@ -1519,7 +1518,6 @@ def child_cohort(out_dir: str, spec: dict[str, int]) -> dict[str, Any]:
     splits: dict[str, int] = {}
     for r in rows:
         splits[r["split"]] = splits.get(r["split"], 0) + 1
-    preset = G.PRESETS[name]
     return {
         "exams": preset.num_exams,
         "internal": preset.internal,

@@ -243,6 +243,24 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tiny_cache: Path, tmp_pa
     assert [k for k in first if first[k] != again[k]] == []
 
 
+def test_a_preset_of_ones_own_reaches_spawned_workers(tmp_path: Path) -> None:
+    # Workers are spawned processes that know only the built-in presets by name; a
+    # caller's own Preset used to fail there ("unknown cohort preset") once workers > 1.
+    own = G.Preset(name="own", internal=3, internal_test=1, internal_val=1, external_per_site=0)
+    assert own.name not in G.PRESETS
+    for workers in (1, 2):
+        G.generate(
+            own, tmp_path / f"w{workers}", fmt="cache", cache_spec=SPEC, workers=workers,
+            progress=False,
+        )  # fmt: skip
+    one, two = _tree_bytes(tmp_path / "w1"), _tree_bytes(tmp_path / "w2")
+    rows = list(csv.DictReader((tmp_path / "w2" / "labels.csv").open()))
+    splits = {r["patient_id"]: r["split"] for r in rows}
+    assert sorted(Counter(splits.values()).items()) == [("test", 1), ("train", 1), ("val", 1)]
+    assert sorted(one) == sorted(two)
+    assert [k for k in one if one[k] != two[k]] == []
+
+
 def test_dicom_bytes_are_reproducible(tiny_both: Path, tmp_path: Path) -> None:
     job = next(
         j

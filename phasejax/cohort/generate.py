@@ -397,7 +397,9 @@ def _series_dir(plan: ExamPlan, s: SeriesPlan) -> str:
 @dataclass(frozen=True, kw_only=True)
 class _Job:
     out: str
-    preset: str
+    # The preset itself, not its name: workers are spawned processes, which know only the
+    # built-in PRESETS, so a caller's own preset must travel with the job.
+    preset: Preset
     seed: int
     label_noise: float
     delayed_rule: str
@@ -483,7 +485,7 @@ def run_exam(job: _Job) -> list[dict]:
         raise
     except Exception as e:
         raise CohortError(
-            f"exam {job.index} of site {job.site} (cohort {job.preset}, seed {job.seed}) "
+            f"exam {job.index} of site {job.site} (cohort {job.preset.name}, seed {job.seed}) "
             f"failed: {type(e).__name__}: {e}"
         ) from e
 
@@ -492,13 +494,13 @@ def _run_exam(job: _Job) -> list[dict]:
     from phasejax.cohort import render
 
     out = Path(job.out)
-    preset = get_preset(job.preset)
+    preset = job.preset
     spec = CacheSpec(spacing_z=job.spacing_z, size=job.size)
     plan = plan_exam(
         SITES[job.site],
         job.index,
         cohort_seed=job.seed,
-        namespace=job.preset,
+        namespace=preset.name,
         label_noise=job.label_noise,
         min_slice_thickness_mm=preset.min_slice_thickness_mm,
         delayed_rule=job.delayed_rule,
@@ -630,7 +632,7 @@ def _jobs(
 
         split = splits[patient_id_for(site, idx)] if site.internal else "external"
         yield _Job(
-            out=str(out), preset=preset.name, seed=seed, label_noise=float(label_noise),
+            out=str(out), preset=preset, seed=seed, label_noise=float(label_noise),
             delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
             site=site_name, index=idx, split=split,
         )  # fmt: skip
@@ -649,7 +651,7 @@ def _write_labels_csv(out: Path) -> tuple[Path, list[dict]]:
 
 
 def generate(
-    preset: str,
+    preset: str | Preset,
     out: Path,
     *,
     seed: int = 0,
@@ -662,6 +664,7 @@ def generate(
 ) -> Path:
     """Generate (or finish generating) a cohort into `out`; returns `out`.
 
+    preset: a built-in preset's name (PRESETS) or a Preset of one's own size.
     fmt: "dicom" (DICOM + organ npz), "cache" (training cache only, rendered directly on
     the cache grid) or "both" (DICOM, and a cache made from exactly the DICOM pixels).
     The training cache, when made, is `out / "cache"`.
@@ -675,7 +678,7 @@ def generate(
         raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
     if delayed_rule not in DELAYED_RULES:
         raise ValueError(f"delayed_rule must be one of {DELAYED_RULES}, got {delayed_rule!r}")
-    p = get_preset(preset)
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
     out = Path(out)
     info = _cohort_info(p, seed, fmt, cache_spec, label_noise, delayed_rule)
     _check_same_cohort(out, info)

@@ -5,12 +5,13 @@ synthetic cohort, for one GPU.
     phasejax train --config paper --out runs/paper_A --set model.strategy=one_step
     phasejax train --config paper --out runs/paper_B34 --set model.depth=34
 
-Expected time on one H100/H200-class GPU (an estimate, not yet measured): about
-10-20 minutes per strategy for 4000 steps of 64 series (~90 epochs of the ~2,900
-training series) in bfloat16. ResNet-18 steps at 224 px run at thousands of
-images/s there, so the CPU input pipeline sets the pace: give it Grain worker
+Time on one H200 (measured by experiments/accelerator_check.py, README "Benchmarks"):
+7.7 steps/s with 8 Grain workers, so about 10 minutes per strategy for 4000 steps of 64
+series (~90 epochs of the ~2,900 training series) in bfloat16, plus the one-time cohort
+generation. ResNet-18 steps at 224 px run at over 10,000 images/s there, so the CPU
+input pipeline (672 series/s with 8 workers) sets the pace: give it Grain worker
 processes (data.worker_count) and compare experiments/benchmarks/pipeline_throughput.py
-with train_throughput.py. Plus the one-time cohort generation. On a CPU it is
+with train_throughput.py. On a CPU it is
 impractical (days). Input 224 px as in ImageNet-style ResNets; the paper does not
 publish its preprocessing, which is what the ablation suite varies.
 
