@@ -103,6 +103,66 @@ def test_resize_keeps_uniform_hu_and_antialiases_fine_stripes():
     assert out.std() < 0.02 * stripes.std()
 
 
+def test_skipping_the_prefilter_below_one_tap_changes_no_bit():
+    # 256 -> 224 px (the paper config): sigma 0.07, a one-tap kernel; resample_slices skips
+    # the pass, which must be exactly what the filtered input would have given.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.0, 300.0, (2, 256, 256)).astype(np.float32)
+    sigma = (256 / 224 - 1.0) / 2.0
+    filtered = ndimage.gaussian_filter(img, sigma=(0.0, sigma, sigma), mode="nearest")
+    np.testing.assert_array_equal(filtered, img)
+    affine = augment.Affine(rotation_deg=7.0, scale=1.1, shift_x=0.05)
+    got = augment.resample_slices(img, 224, affine)
+    want = np.stack(
+        [
+            ndimage.affine_transform(
+                s,
+                *augment_matrix(256, 224, affine),
+                output_shape=(224, 224),
+                order=1,
+                mode="constant",
+                cval=augment.AIR_HU,
+                prefilter=False,
+            )  # fmt: skip
+            for s in filtered
+        ]
+    )
+    np.testing.assert_array_equal(got, want)
+    # At 2x (sigma 0.5) the prefilter still runs: the output differs from unfiltered sampling.
+    half = augment.resample_slices(img, 128)
+    plain = np.stack(
+        [
+            ndimage.affine_transform(
+                s,
+                *augment_matrix(256, 128, augment.IDENTITY),
+                output_shape=(128, 128),
+                order=1,
+                mode="constant",
+                cval=augment.AIR_HU,
+                prefilter=False,
+            )  # fmt: skip
+            for s in img
+        ]
+    )
+    assert np.abs(half - plain).mean() > 10.0
+
+
+def augment_matrix(h: int, size: int, affine: augment.Affine) -> tuple[np.ndarray, np.ndarray]:
+    """resample_slices' (matrix, offset) for an uncropped square input, written out."""
+    import math
+
+    f = h / size
+    t = math.radians(affine.rotation_deg)
+    m2 = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]) * (f / affine.scale)
+    if affine.flip_lr:
+        m2 = m2 @ np.diag([1.0, -1.0])
+    c_out = (size - 1) / 2.0
+    centre = np.array([c_out + affine.shift_y * size, c_out + affine.shift_x * size])
+    return m2, np.array([(h - 1) / 2.0] * 2) - m2 @ centre
+
+
 def test_affine_moves_known_pixels():
     img = np.full((1, 16, 16), -1000.0, np.float32)
     img[0, 3, 4] = 500.0

@@ -111,8 +111,11 @@ def resample_slices(
         return slices.copy()
     f = (h if crop is None else crop.side) / size
     factor = f / affine.scale  # input pixels per output pixel
-    if factor > 1.0:
-        sigma = (factor - 1.0) / 2.0
+    sigma = (factor - 1.0) / 2.0
+    # gaussian_filter's kernel radius is int(4 sigma + 0.5) (truncate=4): below sigma 0.125
+    # (e.g. 256 -> 224 px, the paper config) the kernel is [1.0] and the pass returns its
+    # input bit for bit, at ~15% of the preprocessing's time there.
+    if int(4.0 * sigma + 0.5) > 0:
         slices = ndimage.gaussian_filter(slices, sigma=(0.0, sigma, sigma), mode="nearest")
     t = math.radians(affine.rotation_deg)
     rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # R(-theta), (y, x)
