@@ -332,3 +332,33 @@ def test_runs_labelled_differently_are_paired_right_against_right() -> None:
     # baseline right on the two DP-labelled series, the variant on none
     assert (r["n"], r["b"], r["c"]) == (6, 2, 0)
     assert r["note"] == "labels differ on 2 series (each run against its own)"
+
+
+def test_a_categorical_suite_run_in_part_shows_only_the_values_with_results(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from phasejax.plotting import ablation
+
+    def row(value, acc=None, baseline=False):
+        r = {"value": value, "x": None, "group": "", "baseline": baseline}
+        for p in ("internal", "external", "real"):
+            r[f"{p}_acc_mean"], r[f"{p}_acc_lo"], r[f"{p}_acc_hi"] = acc, acc, acc
+        return r
+
+    rows = [row("off", 0.85, True), row("erase"), row("image_slab", 0.84), row("kidney")]
+    assert all(p.is_file() for p in ablation.plot_suite(rows, {"name": "s"}, tmp_path / "s"))
+    fig, ax = plt.subplots()
+    ablation._draw_axis(ax, rows, {"axis": "a"}, legend=False)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["off", "image_slab"]
+    assert ax.get_xticklabels()[0].get_fontweight() == "bold"
+    plt.close(fig)
+
+
+def test_values_without_a_finished_run_leave_the_table(ablation):
+    (ablation / "depth/50/seed0" / "results.json").unlink()
+    summarize(ablation, n_bootstrap=0, figures=False)
+    md = (ablation / "summary" / "depth.md").read_text()
+    rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert rows == ["| value", "| **18** (baseline)", "| 34"]
+    assert "Values without a finished run (not in the table): 50." in md
+    assert "Runs without results yet" not in md  # 50's runs are named by the line above

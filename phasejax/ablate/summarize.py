@@ -569,7 +569,10 @@ def markdown(summary: SuiteSummary) -> str:
     ]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
-    for r in summary.rows:
+    # A suite run in part (`--only`): values without any finished run leave the table.
+    shown = [r for r in summary.rows if r["seeds"]] or summary.rows
+    not_run = [r["value"] for r in summary.rows if r not in shown]
+    for r in shown:
         value = f"**{r['value']}** (baseline)" if r["baseline"] else r["value"]
         cells = [
             value,
@@ -614,8 +617,17 @@ def markdown(summary: SuiteSummary) -> str:
                 f"{_fmt(g['acc_hi'], True)}]"
             )
             lines.append(f"| {g['group_by']} | {g['group']} | {g['split']} | {g['n']} | {acc} |")
-    if summary.missing:
-        lines += ["", f"Runs without results yet: {', '.join(summary.missing)}."]
+    if not_run:
+        lines += ["", f"Values without a finished run (not in the table): {', '.join(not_run)}."]
+    unrun = {
+        rid
+        for v in summary.meta.get("values", [])
+        if v["label"] in not_run
+        for rid in v["runs"].values()
+    }
+    partial = [rid for rid in summary.missing if rid not in unrun]
+    if partial:
+        lines += ["", f"Runs without results yet: {', '.join(partial)}."]
     return "\n".join(lines) + "\n"
 
 
