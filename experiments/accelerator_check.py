@@ -133,8 +133,8 @@ JSON schema (`accelerator_check.json`; "schema" names its version):
                              repeats, warmup, compile_s_note, xla_mem_fraction}, jobs
                              [{depths, dtypes, batches, timeout_s, exit_code, timed_out,
                              wall_s, error}], runs [{depth, dtype, batch, images_per_s,
-                             step_ms, compile_s, flops_per_step (of the lowered
-                             program), flops_per_step_compiled, tflops_per_s,
+                             step_ms, compile_s, flops_per_step (of the step
+                             lowered for the CPU), flops_per_step_compiled, tflops_per_s,
                              peak_tflops, mfu, mfu_vs_fp32_peak (float32), devices,
                              device_kind, torch {images_per_s, step_ms, tflops_per_s, mfu,
                              device, version} | {status}}], missing [{depth, dtype, batch}]

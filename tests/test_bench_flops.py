@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
@@ -16,14 +15,6 @@ sys.path.insert(0, str(BENCH))
 
 import check_mfu  # noqa: E402
 import train_throughput as T  # noqa: E402
-
-
-def _batch(n: int, size: int) -> dict[str, np.ndarray]:
-    return {
-        "image": np.zeros((n, 3, size, size, 1), np.float32),
-        "label": np.zeros(n, np.int32),
-        "weight": np.ones(n, np.float32),
-    }
 
 
 def test_step_flops_count_the_convolutions_and_scale_with_the_batch():
@@ -36,15 +27,17 @@ def test_step_flops_count_the_convolutions_and_scale_with_the_batch():
     from phasejax.train.step import Trainer
 
     cfg = T._config("10", 8, 32, 4, "float32")
-    flops = T.step_flops(cfg, _batch(4, 32))
+    flops = T.step_flops(cfg, T.synthetic_batch(4, 32))
     model = build_classifier(cfg, rngs=nnx.Rngs(0))
     mesh = parallel.make_mesh(jax.devices("cpu")[:1])
     trainer = Trainer(model, optim.create_optimizer(model, cfg.train), mesh)
-    compiled = T._flops(trainer.lower_train(parallel.to_global(_batch(4, 32), mesh)).compile())
+    compiled = T._flops(
+        trainer.lower_train(parallel.to_global(T.synthetic_batch(4, 32), mesh)).compile()
+    )
     assert flops == pytest.approx(compiled, rel=0.1)
     # Forward + backward of the convolutions dominate: twice the batch, ~twice the FLOPs
     # (the optimizer update's share does not grow with the batch).
-    double = T.step_flops(T._config("10", 8, 32, 8, "float32"), _batch(8, 32))
+    double = T.step_flops(T._config("10", 8, 32, 8, "float32"), T.synthetic_batch(8, 32))
     assert 1.8 < double / flops < 2.0
 
 
@@ -76,7 +69,7 @@ def test_check_mfu_recounts_flops_and_keeps_the_measured_step_times(tmp_path, ca
     assert check_mfu.main() == 0
     (out,) = json.loads(capsys.readouterr().out)
     (r,) = out["runs"]
-    flops = T.step_flops(T._config("10", 8, 32, 4, "bfloat16"), _batch(4, 32))
+    flops = T.step_flops(T._config("10", 8, 32, 4, "bfloat16"), T.synthetic_batch(4, 32))
     assert r["flops_per_step"] == flops and r["flops_per_step_reported"] == 1.0
     assert r["phasejax"]["tflops_per_s"] == round(flops / 0.010 / 1e12, 2)
     assert r["torch"]["mfu"] == round(flops / 0.020 / 1e12 / 0.5, 4)

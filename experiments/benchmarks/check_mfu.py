@@ -28,25 +28,18 @@ import train_throughput as T  # noqa: E402
 def _rate(flops: float, step_ms: float | None, peak: float | None) -> dict[str, float | None]:
     if not step_ms:
         return {"tflops_per_s": None, "mfu": None}
-    tflops = flops / (step_ms / 1000.0) / 1e12
+    tflops = T.tflops_per_s(flops, step_ms)
     return {"tflops_per_s": round(tflops, 2), "mfu": round(tflops / peak, 4) if peak else None}
 
 
 def recount(check: dict[str, Any]) -> list[dict[str, Any]]:
-    import numpy as np
-
     result = check["stages"]["throughput"]["result"]
     settings = result["settings"]
     out = []
     for run in result["runs"]:
         batch = int(run["batch"])
         cfg = T._config(run["depth"], settings["width"], settings["size"], batch, run["dtype"])
-        batch_np = {
-            "image": np.zeros((batch, 3, settings["size"], settings["size"], 1), np.float32),
-            "label": np.zeros(batch, np.int32),
-            "weight": np.ones(batch, np.float32),
-        }
-        flops = T.step_flops(cfg, batch_np)
+        flops = T.step_flops(cfg, T.synthetic_batch(batch, settings["size"]))
         peak = run.get("peak_tflops")
         torch = run.get("torch") or {}
         out.append(

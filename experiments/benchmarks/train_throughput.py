@@ -88,6 +88,22 @@ def _flops(compiled: Any) -> float | None:
     return float(cost["flops"])
 
 
+def synthetic_batch(batch_size: int, size: int) -> dict[str, Any]:
+    """The fixed batch every measurement uses: one 3-slice series per image."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {
+        "image": rng.uniform(0, 1, (batch_size, 3, size, size, 1)).astype(np.float32),
+        "label": (np.arange(batch_size) % NUM_CLASSES).astype(np.int32),
+        "weight": np.ones(batch_size, np.float32),
+    }
+
+
+def tflops_per_s(flops: float, step_ms: float) -> float:
+    return flops / (step_ms / 1000.0) / 1e12
+
+
 def step_flops(cfg: Any, batch_np: dict[str, Any]) -> float | None:
     """FLOPs of one train step: XLA's cost analysis of the step lowered for the CPU.
 
@@ -141,9 +157,12 @@ def bench_phasejax(cfg, args, batch_np) -> tuple[dict[str, Any], Any]:
     trainer = Trainer(model, optim.create_optimizer(model, cfg.train), mesh)
     batch = parallel.to_global(batch_np, mesh)
     t0 = time.perf_counter()
-    compiled = trainer.lower_train(batch).compile()
+    lowered = trainer.lower_train(batch)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    flops = step_flops(cfg, batch_np)
+    # On the CPU the step just lowered is the one step_flops would build and lower again.
+    on_cpu = jax.default_backend() == "cpu"
+    flops = _flops(lowered) if on_cpu else step_flops(cfg, batch_np)
     flops_compiled = _flops(compiled)
 
     def run(n: int) -> None:
@@ -225,15 +244,8 @@ def bench_torch(cfg, args, batch_np, nnx_model) -> dict[str, Any]:
 def _measure(
     depth: str, dtype: str, batch_size: int, args: argparse.Namespace, peak: float | None
 ) -> dict[str, Any]:
-    import numpy as np
-
     cfg = _config(depth, args.width, args.size, batch_size, dtype)
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.uniform(0, 1, (batch_size, 3, args.size, args.size, 1)).astype(np.float32),
-        "label": (np.arange(batch_size) % NUM_CLASSES).astype(np.int32),
-        "weight": np.ones(batch_size, np.float32),
-    }
+    batch = synthetic_batch(batch_size, args.size)
     entry: dict[str, Any] = {"depth": depth, "dtype": dtype, "batch": batch_size}
     pj, model = bench_phasejax(cfg, args, batch)
     entry["phasejax"] = pj
@@ -247,7 +259,7 @@ def _measure(
         res = entry.get(side)
         if not res or "step_ms" not in res or not flops:
             continue
-        tflops = flops / (res["step_ms"] / 1000.0) / 1e12
+        tflops = tflops_per_s(flops, res["step_ms"])
         res["tflops_per_s"] = round(tflops, 4)
         if peak:
             res["mfu"] = round(tflops / peak, 4)
