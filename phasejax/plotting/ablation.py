@@ -48,10 +48,11 @@ def _with_results(rows: Sequence[Row]) -> list[Row]:
 
 def _draw_axis(ax: Any, rows: Sequence[Row], meta: Mapping[str, Any], *, legend: bool) -> None:
     xs, ticklabels = _positions(rows)
-    if ticklabels is not None and _with_results(rows):
+    kept = _with_results(rows)
+    if ticklabels is not None and kept:
         # A categorical suite run in part (`--only`): only the values with results get a
         # place, or a few recipes would sit among twenty empty tick labels.
-        rows = _with_results(rows)
+        rows = kept
         xs, ticklabels = _positions(rows)
     groups = list(dict.fromkeys(str(r.get("group", "")) for r in rows))
     # Offset the groups and splits a little so that error bars do not hide each other.
