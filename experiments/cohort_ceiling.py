@@ -51,20 +51,27 @@ def observations(
     roi_noise: float,
     rng: np.random.Generator,
     delayed_rule: str = DEFAULT_DELAYED_RULE,
+    *,
+    structures: tuple[Label, ...] = VISIBLE,
+    classes: tuple[Phase, ...] = CLASSES,
+    kvp: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, class index, exam index) of every EAP/LAP/PVP/DP series of n exams,
-    labelled with the cohort's `delayed_rule` (cohort.delayed_rule)."""
+    """(features, class index, exam index) of every series of n exams whose phase is in
+    `classes`, labelled with the cohort's `delayed_rule` (cohort.delayed_rule). Features:
+    the mean HU of each of `structures` and the tube voltage, read at `kvp` instead of the
+    exam's own when given (the label does not change: the rule reads HU at 120 kVp)."""
     xs, ys, exams = [], [], []
     for i in range(n):
         plan = plan_exam(
             SITES[site], i, cohort_seed=0, namespace="ceiling", delayed_rule=delayed_rule
         )
+        v = plan.kvp if kvp is None else kvp
         for s in plan.series:
-            if s.t is None or s.phase not in CLASSES:
+            if s.phase not in classes:
                 continue
-            hu = compartment_hu(plan.patient, s.t, plan.kvp)
-            xs.append([hu[lab] for lab in VISIBLE] + [plan.kvp])
-            ys.append(CLASSES.index(s.phase))
+            hu = compartment_hu(plan.patient, s.t, v)
+            xs.append([hu[lab] for lab in structures] + [v])
+            ys.append(classes.index(s.phase))
             exams.append(i)
     x = np.asarray(xs, np.float32)
     noise = rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
@@ -73,10 +80,13 @@ def observations(
     return noisy, np.asarray(ys), np.asarray(exams)
 
 
-def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, steps: int = 3000):
+def train_mlp(
+    x: np.ndarray, y: np.ndarray, seed: int, steps: int = 3000, num_classes: int = len(CLASSES)
+):
+    """Full-batch MLP; returns a jitted function from features to class probabilities."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
     key = jax.random.key(seed)
-    sizes = (x.shape[1], 128, 128, len(CLASSES))
+    sizes = (x.shape[1], 128, 128, num_classes)
     params = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         key, k = jax.random.split(key)
@@ -103,7 +113,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, steps: int = 3000):
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     for _ in range(steps):  # full batch: a few thousand rows
         params, state = step(params, state, xj, yj)
-    return jax.jit(lambda xb: jnp.argmax(logits(params, xb), -1))
+    return jax.jit(lambda xb: jax.nn.softmax(logits(params, xb), -1))
 
 
 def report(pred: np.ndarray, y: np.ndarray) -> dict:
@@ -142,7 +152,11 @@ def main() -> int:
     x, y, exam = observations(INTERNAL_SITE, args.exams, args.roi_noise, rng, args.delayed_rule)
     # One exam per patient: split by exam, so no patient is on both sides.
     tr, te = exam < train_exams, exam >= train_exams
-    predict = train_mlp(x[tr], y[tr], args.seed)
+    probs = train_mlp(x[tr], y[tr], args.seed)
+
+    def predict(xb):
+        return np.argmax(np.asarray(probs(xb)), -1)
+
     out = {
         "what": "accuracy of an MLP on ideal ROI measurements (upper bound of image models)",
         "visible_structures": [lab.name for lab in VISIBLE] + ["kVp (header)"],
