@@ -14,7 +14,6 @@ person can check that it is the aorta.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -26,19 +25,14 @@ from phasejax.data.aorta import DISC_MM, read_aorta
 from phasejax.data.cache import CacheSpec
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.prepare import cache_volume
-from phasejax.eval.labels import parse_accepts
+from phasejax.eval.labels import read_eval_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def accepted(paths: list[Path]) -> dict[str, set[str]]:
-    """series name (`file`, or the last part of `path`) -> accepted phases."""
-    out: dict[str, set[str]] = {}
-    for path in paths:
-        with path.open(newline="") as f:
-            for r in csv.DictReader(f):
-                out[r.get("file") or Path(r["path"]).name] = set(parse_accepts(r["accepts"]))
-    return out
+    """series name (the last part of a row's `path` or `file`) -> accepted phase codes."""
+    return {Path(r.path).name: set(r.accepts) for p in paths for r in read_eval_labels(p)}
 
 
 def right(call: str, accepts: set[str]) -> bool:

@@ -21,7 +21,6 @@ values are measurements by one reader at hand-chosen coordinates, used here only
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from cohort_ceiling import observations, train_mlp
 from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES
 from phasejax.cohort.sites import INTERNAL_SITE
 from phasejax.cohort.structures import Label
-from phasejax.eval.labels import parse_accepts
+from phasejax.eval.labels import read_eval_labels
 from phasejax.phases import Phase
 
 # real_roi.json's ROI names -> cohort structures
@@ -50,13 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def accepted_phases(labels_csv: Path) -> dict[str, set[str]]:
-    """series name (`file`, or the last part of `path`) -> accepted phase names, from a
-    labels CSV with an `accepts` column (the validation set's, experiments/real_labels.csv)."""
-    with labels_csv.open(newline="") as f:
-        return {
-            r.get("file") or Path(r["path"]).name: set(parse_accepts(r["accepts"]))
-            for r in csv.DictReader(f)
-        }
+    """series name (the last part of the row's `path` or `file`) -> accepted phase codes."""
+    return {Path(r.path).name: set(r.accepts) for r in read_eval_labels(labels_csv)}
 
 
 def main() -> int:
