@@ -9,6 +9,11 @@ Every readable series under --data is brought onto the built-in cohort's cache g
 reading, the hand ROI's median (`experiments/real_roi.py`), their difference, and where the
 aorta was found; the figure shows the found disc on one slice of every series so that a
 person can check that it is the aorta.
+
+With `--cohort CACHE` (a prepared cohort cache, e.g. the medium cohort's under
+~/.cache/phasejax/cohorts) it instead reads `--cohort-series` random series of that cohort and
+compares with the median HU inside the aorta's mask over the same slab, and the call with
+the series' phase: how the reader does on the phantom's anatomy.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from phasejax.cohort.aorta_reference import CALLS, call_from_aorta
+from phasejax.cohort.structures import Label
 from phasejax.data.aorta import DISC_MM, read_aorta
-from phasejax.data.cache import CacheSpec
+from phasejax.data.cache import CacheSpec, load_mask, load_volume, read_manifest
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.prepare import cache_volume
 from phasejax.eval.labels import read_eval_labels
@@ -38,6 +44,41 @@ def accepted(paths: list[Path]) -> dict[str, set[str]]:
 def right(call: str, accepts: set[str]) -> bool:
     """An "AP" call (early or late arterial) is right where an arterial phase is accepted."""
     return bool(set(p.value for p in CALLS[call]) & accepts) if call else False
+
+
+def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
+    """The reader on n random series of a cohort cache, against the aorta mask's median."""
+    rows = read_manifest(cache)
+    pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
+    errors, right_calls, out = [], 0, []
+    for i in sorted(int(k) for k in pick):
+        r = rows[i]
+        vol, mask = load_volume(cache, r["series_id"]), load_mask(cache, r["series_id"])
+        lo, hi = int(r["z_lo"]), int(r["z_hi"])
+        truth = float(np.median(vol[lo:hi][mask[lo:hi] == int(Label.AORTA)]))
+        got = read_aorta(vol, lo, hi, float(r["spacing_xy"]))
+        call = "" if got is None else call_from_aorta(got.hu).call
+        ok = right(call, {r["phase"]})
+        right_calls += ok
+        if got is not None:
+            errors.append(abs(got.hu - truth))
+        out.append({
+            "series_id": r["series_id"], "phase": r["phase"], "mask_hu": round(truth, 1),
+            "auto_hu": None if got is None else round(got.hu, 1), "call": call, "correct": ok,
+        })  # fmt: skip
+    return {
+        "what": "automatic aorta HU against the cohort's aorta mask, random cohort series",
+        "cache": str(cache),
+        "n": len(out),
+        "found": len(errors),
+        "abs_diff_hu": {
+            "median": float(np.median(errors)) if errors else None,
+            "p90": float(np.percentile(errors, 90)) if errors else None,
+            "over_25": int(sum(e > 25 for e in errors)),
+        },
+        "calls_right": right_calls,
+        "series": out,
+    }
 
 
 def main() -> int:
@@ -61,7 +102,12 @@ def main() -> int:
         ],
     )
     ap.add_argument("--figure", type=Path, default=None)
+    ap.add_argument("--cohort", type=Path, default=None, help="check on this cohort cache instead")
+    ap.add_argument("--cohort-series", type=int, default=60)
     args = ap.parse_args()
+    if args.cohort is not None:
+        print(json.dumps(cohort_check(args.cohort, args.cohort_series), indent=1))
+        return 0
     t0 = time.perf_counter()
     hand = {
         s["file"]: s["rois"]["aorta"]["median"]
