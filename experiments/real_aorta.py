@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasejax.cohort.aorta_reference import CALLS, call_from_aorta
+from phasejax.cohort.aorta_reference import call_accepted, call_from_aorta
 from phasejax.cohort.structures import Label
 from phasejax.data.aorta import DISC_MM, read_aorta
 from phasejax.data.cache import CacheSpec, load_mask, load_volume, read_manifest
@@ -41,11 +41,6 @@ def accepted(paths: list[Path]) -> dict[str, set[str]]:
     return {Path(r.path).name: set(r.accepts) for p in paths for r in read_eval_labels(p)}
 
 
-def right(call: str, accepts: set[str]) -> bool:
-    """An "AP" call (early or late arterial) is right where an arterial phase is accepted."""
-    return bool(set(p.value for p in CALLS[call]) & accepts) if call else False
-
-
 def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
     """The reader on n random series of a cohort cache, against the aorta mask's median."""
     rows = read_manifest(cache)
@@ -58,7 +53,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         truth = float(np.median(vol[lo:hi][mask[lo:hi] == int(Label.AORTA)]))
         got = read_aorta(vol, lo, hi, float(r["spacing_xy"]))
         call = "" if got is None else call_from_aorta(got.hu).call
-        ok = right(call, {r["phase"]})
+        ok = call_accepted(call, {r["phase"]})
         right_calls += ok
         if got is not None:
             errors.append(abs(got.hu - truth))
@@ -140,7 +135,7 @@ def main() -> int:
             "probs": None if call is None else {k: round(v, 3) for k, v in call.probs.items()},
             "correct": None
             if name not in accepts
-            else (call is not None and right(call.call, accepts[name])),
+            else (call is not None and call_accepted(call.call, accepts[name])),
         }
         rows.append(row)
         if got is not None:

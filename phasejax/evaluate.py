@@ -31,6 +31,9 @@ Per-series columns (`evaluation_columns(classes)`, then the CSV's carried column
     correct         1 | 0 ("" when failed)
     p_<PHASE>       probability of each class of the model
     top_prob, confidence, confidence_reasons   as `phasejax predict`
+    aorta_hu, aorta_phase   as `phasejax predict`: the aorta found from anatomy, its call
+    aorta_correct   1 | 0 when the aorta's call is among the accepted phases ("AP" where EAP
+                    or LAP is), "" without a reading
     z_lo, z_hi, z_method   the liver-to-kidney slab on the cache grid
     slices          the cache slice index of each network input slice
     num_slices, slice_mm   the series as acquired
@@ -52,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from phasejax.cohort.aorta_reference import call_accepted
 from phasejax.config import Config
 from phasejax.data.discover import discover
 from phasejax.eval.labels import (
@@ -98,6 +102,9 @@ BASE_COLUMNS = (
     "top_prob",
     "confidence",
     "confidence_reasons",
+    "aorta_hu",
+    "aorta_phase",
+    "aorta_correct",
     "z_lo",
     "z_hi",
     "z_method",
@@ -110,8 +117,8 @@ BASE_COLUMNS = (
 )
 _COPIED = (
     "series_id", "path", "format", "status", "predicted", "top_prob", "confidence",
-    "confidence_reasons", "z_lo", "z_hi", "z_method", "num_slices", "slice_mm", "problems",
-    "reason", "detail",
+    "confidence_reasons", "aorta_hu", "aorta_phase", "z_lo", "z_hi", "z_method", "num_slices",
+    "slice_mm", "problems", "reason", "detail",
 )  # fmt: skip
 
 
@@ -236,6 +243,9 @@ def score_row(pred: dict[str, Any], label: EvalLabel, classes: Sequence[str]) ->
         reference=label.label,
         accepts=label.accepts_text,
         correct=int(pred["predicted"] in label.accepts) if ok else "",
+        aorta_correct=int(call_accepted(pred["aorta_phase"], label.accepts))
+        if ok and pred.get("aorta_phase")
+        else "",
     )
     return row
 
@@ -330,6 +340,13 @@ def evaluation_summary(
         "nll_floor": ACCEPTED_NLL_FLOOR,
         "inexpressible": [r["name"] for r in inexpressible],
         "low_confidence": sum(r["confidence"] == "low" for r in scored),
+        # The anatomy-based second opinion (phasejax.data.aorta), over the series it read.
+        "aorta_found": sum(r["aorta_correct"] != "" for r in scored),
+        "aorta_accuracy": _proportion(
+            sum(int(r["aorta_correct"]) for r in scored if r["aorta_correct"] != ""),
+            sum(r["aorta_correct"] != "" for r in scored),
+            confidence,
+        ),
         "per_label": per_label,
         "confusion": {"rows": order, "columns": list(ev.classes), "counts": counts.tolist()},
         "failed": [
@@ -445,6 +462,10 @@ def format_evaluation(ev: Evaluation, summary: dict[str, Any]) -> str:
             f"{len(summary['inexpressible'])} series cannot be right: their reference is not "
             f"in the model's classes {','.join(ev.classes)} ({', '.join(summary['inexpressible'])})"
         )
+    lines.append(
+        f"aorta reader (anatomy + the cohort's aortic HU, no learned image features): "
+        f"{_pct(summary['aorta_accuracy'])} of the series whose aorta was found"
+    )
     per = ", ".join(f"{k} {v['k']}/{v['n']}" for k, v in summary["per_label"].items())
     if per:
         lines.append(f"per reference: {per}")

@@ -14,6 +14,7 @@ tests/fake_cache.py written as NIfTI files and as one DICOM series
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -237,6 +238,18 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     assert s["per_label"]["NC"]["expressible"] is False
     # Log score: "any" puts all probability on accepted phases (0 nats), NC none (the floor).
     assert s["nll"] == pytest.approx(-math.log(1e-3) / 5, abs=1e-4) and s["nll_floor"] == 1e-3
+    # The aorta reader is scored over the series whose aorta was found, and only those.
+    read = [r for r in ev.rows if r["aorta_phase"]]
+    assert all(r["aorta_correct"] == "" for r in ev.rows if not r["aorta_phase"])
+    assert s["aorta_found"] == s["aorta_accuracy"]["n"] == len(read)
+    assert s["aorta_accuracy"]["k"] == sum(r["aorta_correct"] for r in read)
+    first = {**ev.rows[0], "aorta_hu": None, "aorta_phase": "", "aorta_correct": ""}
+    s2 = evaluation_summary(dataclasses.replace(ev, rows=[first, *ev.rows[1:]]))
+    assert (
+        s2["aorta_found"]
+        == s2["aorta_accuracy"]["n"]
+        == len([r for r in read if r is not ev.rows[0]])
+    )
 
     # The kept input is the one predict built: prepare_series on the decoded series.
     plan = next(p for p in discover([data / "case_PVP.nii.gz"]).plans)
@@ -247,6 +260,22 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     row = next(r for r in ev.rows if r["series_id"] == plan.series_id)
     assert len(row["slices"]) == 3 and row["z_lo"] <= row["slices"][0] < row["slices"][-1]
     assert ev.exit_status == 0
+
+
+def test_score_row_scores_the_aorta_call_against_the_accepted_phases() -> None:
+    from phasejax.eval.labels import EvalLabel
+    from phasejax.evaluate import score_row
+
+    arterial = EvalLabel(line=2, path="a.nii.gz", label="AP", accepts=frozenset({"EAP", "LAP"}))
+    venous = EvalLabel(line=3, path="b.nii.gz", label="PVP", accepts=frozenset({"PVP"}))
+    pred = {"status": "ok", "predicted": "DP", "aorta_hu": 340.0, "aorta_phase": "AP"}
+    assert score_row(pred, arterial, CLASSES)["aorta_correct"] == 1  # AP = EAP or LAP
+    assert score_row(pred, venous, CLASSES)["aorta_correct"] == 0
+    assert score_row({**pred, "aorta_phase": "PVP"}, venous, CLASSES)["aorta_correct"] == 1
+    unread = {**pred, "aorta_hu": None, "aorta_phase": ""}
+    assert score_row(unread, venous, CLASSES)["aorta_correct"] == ""
+    failed = {"status": "failed", "predicted": "", "aorta_phase": ""}
+    assert score_row(failed, venous, CLASSES)["aorta_correct"] == ""
 
 
 def test_command_writes_exact_accuracy_sheets_and_reports_missing_rows(

@@ -38,7 +38,7 @@ from phasejax.predict.schema import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
-    header_agreement,
+    phase_agreement,
     series_row,
 )
 from phasejax.train.restore import ModelDirError, load_run, load_trained
@@ -511,9 +511,20 @@ def test_confidence_flag_and_header_agreement() -> None:
     nifti = series_row(_prep(fmt="nifti", header={}), probs, classes, min_confidence=0.4,
                        out_of_range=[])  # fmt: skip
     assert (nifti["header_phase"], nifti["header_agrees"], nifti["header_evidence"]) == ("", "", [])
-    assert header_agreement("AP", "LAP") == header_agreement("AP", "EAP") == "yes"
-    assert header_agreement("AP", "PVP") == header_agreement("DP", "PVP") == "no"
-    assert header_agreement("unknown", "PVP") == "" and header_agreement("NC", "EAP") == "no"
+    assert phase_agreement("AP", "LAP") == phase_agreement("AP", "EAP") == "yes"
+    assert phase_agreement("AP", "PVP") == phase_agreement("DP", "PVP") == "no"
+    assert phase_agreement("unknown", "PVP") == "" and phase_agreement("NC", "EAP") == "no"
+
+
+def test_aorta_second_opinion_columns() -> None:
+    classes = ("NC", "EAP", "LAP", "PVP", "DP")
+    probs = np.array([0.05, 0.6, 0.2, 0.1, 0.05])
+    row = series_row(_prep(aorta_hu=352.4), probs, classes, min_confidence=0.4, out_of_range=[])
+    assert (row["aorta_hu"], row["aorta_phase"], row["aorta_agrees"]) == (352.4, "AP", "yes")
+    row = series_row(_prep(aorta_hu=41.0), probs, classes, min_confidence=0.4, out_of_range=[])
+    assert (row["aorta_phase"], row["aorta_agrees"]) == ("NC", "no")
+    row = series_row(_prep(), probs, classes, min_confidence=0.4, out_of_range=[])
+    assert (row["aorta_hu"], row["aorta_phase"], row["aorta_agrees"]) == (None, "", "")
 
 
 def test_run_config_carries_the_grid_training_used(tmp_path):

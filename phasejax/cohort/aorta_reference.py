@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,11 @@ def _likelihood(values: np.ndarray, hu: float, noise_sd: float) -> float:
     sd = math.sqrt(bw * bw + noise_sd * noise_sd)
     z = (hu - values) / sd
     return float(np.exp(-0.5 * z * z).mean() / (sd * math.sqrt(2 * math.pi)))
+
+
+def call_accepted(call: str, accepts: Iterable[str]) -> bool:
+    """Whether a call names an accepted phase: "AP" is right where EAP or LAP is accepted."""
+    return bool(call) and bool({p.value for p in CALLS[call]} & set(accepts))
 
 
 def call_from_aorta(hu: float, noise_sd: float = READING_SD_HU) -> AortaCall:

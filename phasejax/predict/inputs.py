@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from phasejax.config import Config, DataConfig
+from phasejax.data.aorta import read_aorta
 from phasejax.data.cache import CacheSpec, read_spec
 from phasejax.data.dicom import Skipped, slice_normal
 from phasejax.data.discover import Plan, discover, hu_percentiles, load_plan
@@ -69,6 +70,7 @@ class PreparedSeries:
     z_hi: int
     z_method: str
     slab_clipped_mm: float = 0.0  # of the liver-to-kidney slab, cut off by the scan range
+    aorta_hu: float | None = None  # phasejax.data.aorta over the slab; None: not found
 
 
 def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> PreparedSeries:
@@ -77,6 +79,7 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
 
     cached = cache_volume(series, spec)
     image = preprocess(cached.volume, cached.z_lo, cached.z_hi, data_cfg, pixel_mm=cached.pixel_mm)
+    aorta = read_aorta(cached.volume, cached.z_lo, cached.z_hi, cached.pixel_mm)
     p1, p50, p99 = hu_percentiles(series.hu)
     n = slice_normal(series.orientation)
     oblique = math.degrees(math.acos(min(1.0, abs(float(n[2])))))
@@ -100,6 +103,7 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
         z_hi=cached.z_hi,
         z_method=cached.z_method,
         slab_clipped_mm=cached.slab_clipped_mm,
+        aorta_hu=None if aorta is None else aorta.hu,
     )
 
 

@@ -23,6 +23,13 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     header_phase        phasejax.data.header hint: NC|EAP|LAP|AP|PVP|DP|unknown ("" NIfTI)
     header_agrees       yes | no | "" (no usable hint); AP agrees with EAP and LAP
     header_evidence     [the hint's evidence strings]
+    aorta_hu            the aorta's HU over the slab, found from anatomy (phasejax.data.aorta;
+                        None where it was not found)
+    aorta_phase         what that HU says by the cohort's physiology: NC|AP|PVP|DP
+                        (phasejax.cohort.aorta_reference; AP = early or late arterial)
+    aorta_agrees        yes | no | "" (no reading); AP agrees with EAP and LAP. A second
+                        opinion that reads no learned image features: it named 11 of the 12
+                        real validation series (README, "Where the gap is")
     seconds_after_injection   from ContrastBolusStartTime and AcquisitionTime, when both exist
     description, contrast_agent, acquisition_time, kvp   header fields (acquisition_time:
                         AcquisitionTime, else ContentTime, else SeriesTime, DICOM TM)
@@ -43,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from phasejax.cohort.aorta_reference import call_from_aorta
 from phasejax.data.dicom import Skipped
 from phasejax.data.discover import NiftiPlan, Plan
 from phasejax.data.header import header_phase_hint
@@ -73,6 +81,9 @@ BASE_COLUMNS = (
     "header_phase",
     "header_agrees",
     "header_evidence",
+    "aorta_hu",
+    "aorta_phase",
+    "aorta_agrees",
     "seconds_after_injection",
     "description",
     "contrast_agent",
@@ -93,7 +104,7 @@ BASE_COLUMNS = (
 )
 LIST_COLUMNS = ("confidence_reasons", "header_evidence", "problems")
 _NUMERIC = frozenset(
-    {"top_prob", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm", "hu_p1",
+    {"top_prob", "aorta_hu", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm", "hu_p1",
      "hu_p50", "hu_p99", "z_lo", "z_hi"}
 )  # fmt: skip
 
@@ -108,16 +119,17 @@ def report_columns(classes: Sequence[str]) -> list[str]:
     return [*BASE_COLUMNS[:i], *(prob_column(c) for c in classes), *BASE_COLUMNS[i:]]
 
 
-def header_agreement(header_phase: str, predicted: str) -> str:
-    """ "yes" / "no" when the header gives a phase, "" when it says nothing ("unknown").
+def phase_agreement(hint: str, predicted: str) -> str:
+    """ "yes" / "no" when a second source (the header, the aorta) gives a phase, "" when it
+    says nothing ("" or "unknown").
 
-    A header "AP" (arterial, early or late not said) agrees with EAP and LAP.
+    A hint "AP" (arterial, early or late not said) agrees with EAP and LAP.
     """
-    if not header_phase or header_phase == "unknown" or not predicted:
+    if not hint or hint == "unknown" or not predicted:
         return ""
-    if header_phase == "AP":
+    if hint == "AP":
         return "yes" if predicted in {p.value for p in ARTERIAL} else "no"
-    return "yes" if header_phase == predicted else "no"
+    return "yes" if hint == predicted else "no"
 
 
 def _round(x: float | None, nd: int = 1) -> float | None:
@@ -139,6 +151,7 @@ def series_row(
     reasons = confidence_reasons(top, min_confidence, out_of_range)
     hint = header_phase_hint(prep.header) if prep.fmt == "dicom" else None
     header_phase = hint.phase if hint else ""
+    aorta_phase = "" if prep.aorta_hu is None else call_from_aorta(prep.aorta_hu).call
     row: dict[str, Any] = {
         "series_id": prep.series_id,
         "patient_id": prep.patient_id,
@@ -153,8 +166,11 @@ def series_row(
         "confidence": "low" if reasons else "high",
         "confidence_reasons": reasons,
         "header_phase": header_phase,
-        "header_agrees": header_agreement(header_phase, predicted),
+        "header_agrees": phase_agreement(header_phase, predicted),
         "header_evidence": list(hint.evidence) if hint else [],
+        "aorta_hu": _round(prep.aorta_hu),
+        "aorta_phase": aorta_phase,
+        "aorta_agrees": phase_agreement(aorta_phase, predicted),
         "seconds_after_injection": _round(hint.seconds) if hint else None,
         "description": prep.header.get("SeriesDescription", ""),
         "contrast_agent": prep.header.get("ContrastBolusAgent", ""),
