@@ -104,8 +104,8 @@ BASE_COLUMNS = (
 )
 LIST_COLUMNS = ("confidence_reasons", "header_evidence", "problems")
 _NUMERIC = frozenset(
-    {"top_prob", "aorta_hu", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm", "hu_p1",
-     "hu_p50", "hu_p99", "z_lo", "z_hi"}
+    {"top_prob", "aorta_hu", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm",
+     "hu_p1", "hu_p50", "hu_p99", "z_lo", "z_hi"}
 )  # fmt: skip
 
 
