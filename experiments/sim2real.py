@@ -9,9 +9,9 @@ folder's README: HCC_015 early arterial and portal venous, a non-contrast NIfTI)
 one JSON object: per set and combined, accuracy with its 95% Wilson interval over all series
 and over contrast-enhanced series (NC excluded), per reference label, and every series'
 prediction, and the log score (`nll`: mean -ln of the probability given to the accepted
-phases, floored at 0.001; phasejax.evaluate), and the accuracy of the aorta reader that
-`predict` reports beside the network (`aorta_accuracy`, over the series whose aorta was
-found; phasejax.data.aorta). With --out, each set's evaluate outputs
+phases, floored at 0.001; phasejax.evaluate), and the accuracy of the anatomy reader that
+`predict` reports beside the network (`anatomy_accuracy`, over the series where it read the
+aorta or the kidneys; phasejax.data.aorta, phasejax.data.kidney). With --out, each set's evaluate outputs
 (series.csv, summary.json, confusion figure, contact sheets) are written to OUT/<set>/.
 
 Measure with it; never train or tune on these series (DEVELOPERS' guide).
@@ -34,7 +34,8 @@ SETS = {
 
 def _series(ev: Any) -> list[dict[str, Any]]:
     keep = ("name", "reference", "accepts", "predicted", "correct", "top_prob", "confidence",
-            "aorta_hu", "aorta_phase", "aorta_correct")  # fmt: skip
+            "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
+            "anatomy_correct")  # fmt: skip
     return [{k: r.get(k) for k in keep} for r in ev.rows]
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy": summary["accuracy"],
             "accuracy_contrast": summary["accuracy_contrast"],
             "nll": summary["nll"],
-            "aorta_accuracy": summary["aorta_accuracy"],
+            "anatomy_accuracy": summary["anatomy_accuracy"],
             "per_label": summary["per_label"],
             "series": _series(ev),
         }

@@ -31,9 +31,10 @@ Per-series columns (`evaluation_columns(classes)`, then the CSV's carried column
     correct         1 | 0 ("" when failed)
     p_<PHASE>       probability of each class of the model
     top_prob, confidence, confidence_reasons   as `phasejax predict`
-    aorta_hu, aorta_phase   as `phasejax predict`: the aorta found from anatomy, its call
-    aorta_correct   1 | 0 when the aorta's call is among the accepted phases ("AP" where EAP
-                    or LAP is), "" without a reading
+    aorta_hu, kidney_cortex_hu, kidney_medulla_hu, anatomy_phase   as `phasejax predict`:
+                    the aorta and kidneys found from anatomy, and their call
+    anatomy_correct 1 | 0 when the anatomy's call is among the accepted phases ("AP" where
+                    EAP or LAP is), "" without a reading
     z_lo, z_hi, z_method   the liver-to-kidney slab on the cache grid
     slices          the cache slice index of each network input slice
     num_slices, slice_mm   the series as acquired
@@ -55,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from phasejax.cohort.aorta_reference import call_accepted
+from phasejax.cohort.anatomy_reference import call_accepted
 from phasejax.config import Config
 from phasejax.data.discover import discover
 from phasejax.eval.labels import (
@@ -103,8 +104,10 @@ BASE_COLUMNS = (
     "confidence",
     "confidence_reasons",
     "aorta_hu",
-    "aorta_phase",
-    "aorta_correct",
+    "kidney_cortex_hu",
+    "kidney_medulla_hu",
+    "anatomy_phase",
+    "anatomy_correct",
     "z_lo",
     "z_hi",
     "z_method",
@@ -117,8 +120,8 @@ BASE_COLUMNS = (
 )
 _COPIED = (
     "series_id", "path", "format", "status", "predicted", "top_prob", "confidence",
-    "confidence_reasons", "aorta_hu", "aorta_phase", "z_lo", "z_hi", "z_method", "num_slices",
-    "slice_mm", "problems", "reason", "detail",
+    "confidence_reasons", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
+    "z_lo", "z_hi", "z_method", "num_slices", "slice_mm", "problems", "reason", "detail",
 )  # fmt: skip
 
 
@@ -243,8 +246,8 @@ def score_row(pred: dict[str, Any], label: EvalLabel, classes: Sequence[str]) ->
         reference=label.label,
         accepts=label.accepts_text,
         correct=int(pred["predicted"] in label.accepts) if ok else "",
-        aorta_correct=int(call_accepted(pred["aorta_phase"], label.accepts))
-        if ok and pred.get("aorta_phase")
+        anatomy_correct=int(call_accepted(pred["anatomy_phase"], label.accepts))
+        if ok and pred.get("anatomy_phase")
         else "",
     )
     return row
@@ -340,11 +343,12 @@ def evaluation_summary(
         "nll_floor": ACCEPTED_NLL_FLOOR,
         "inexpressible": [r["name"] for r in inexpressible],
         "low_confidence": sum(r["confidence"] == "low" for r in scored),
-        # The anatomy-based second opinion (phasejax.data.aorta), over the series it read.
-        "aorta_found": sum(r["aorta_correct"] != "" for r in scored),
-        "aorta_accuracy": _proportion(
-            sum(int(r["aorta_correct"]) for r in scored if r["aorta_correct"] != ""),
-            sum(r["aorta_correct"] != "" for r in scored),
+        # The anatomy-based second opinion (phasejax.data.aorta, phasejax.data.kidney),
+        # over the series it read.
+        "anatomy_read": sum(r["anatomy_correct"] != "" for r in scored),
+        "anatomy_accuracy": _proportion(
+            sum(int(r["anatomy_correct"]) for r in scored if r["anatomy_correct"] != ""),
+            sum(r["anatomy_correct"] != "" for r in scored),
             confidence,
         ),
         "per_label": per_label,
@@ -463,8 +467,8 @@ def format_evaluation(ev: Evaluation, summary: dict[str, Any]) -> str:
             f"in the model's classes {','.join(ev.classes)} ({', '.join(summary['inexpressible'])})"
         )
     lines.append(
-        f"aorta reader (anatomy + the cohort's aortic HU, no learned image features): "
-        f"{_pct(summary['aorta_accuracy'])} of the series whose aorta was found"
+        f"anatomy reader (aorta and kidneys found from anatomy + the cohort's HU physiology, "
+        f"no learned image features): {_pct(summary['anatomy_accuracy'])} of the series it read"
     )
     per = ", ".join(f"{k} {v['k']}/{v['n']}" for k, v in summary["per_label"].items())
     if per:

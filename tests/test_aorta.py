@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phasejax.cohort.aorta_reference import call_from_aorta
+from phasejax.cohort.anatomy_reference import call_from_anatomy
 from phasejax.data.aorta import read_aorta
 
 PX = 2.0  # mm per pixel
@@ -68,8 +68,8 @@ def test_no_reading_without_a_vertebra():
 @pytest.mark.parametrize(
     ("hu", "call"), [(38.0, "NC"), (330.0, "AP"), (170.0, "PVP"), (85.0, "DP")]
 )
-def test_call_from_aorta_follows_the_cohort_physiology(hu, call):
-    got = call_from_aorta(hu)
+def test_call_from_the_aorta_follows_the_cohort_physiology(hu, call):
+    got = call_from_anatomy(aorta=hu)
     assert got.call == call
     assert sum(got.probs.values()) == pytest.approx(1.0)
     assert got.probs[call] > 0.6

@@ -239,15 +239,15 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     # Log score: "any" puts all probability on accepted phases (0 nats), NC none (the floor).
     assert s["nll"] == pytest.approx(-math.log(1e-3) / 5, abs=1e-4) and s["nll_floor"] == 1e-3
     # The aorta reader is scored over the series whose aorta was found, and only those.
-    read = [r for r in ev.rows if r["aorta_phase"]]
-    assert all(r["aorta_correct"] == "" for r in ev.rows if not r["aorta_phase"])
-    assert s["aorta_found"] == s["aorta_accuracy"]["n"] == len(read)
-    assert s["aorta_accuracy"]["k"] == sum(r["aorta_correct"] for r in read)
-    first = {**ev.rows[0], "aorta_hu": None, "aorta_phase": "", "aorta_correct": ""}
+    read = [r for r in ev.rows if r["anatomy_phase"]]
+    assert all(r["anatomy_correct"] == "" for r in ev.rows if not r["anatomy_phase"])
+    assert s["anatomy_read"] == s["anatomy_accuracy"]["n"] == len(read)
+    assert s["anatomy_accuracy"]["k"] == sum(r["anatomy_correct"] for r in read)
+    first = {**ev.rows[0], "aorta_hu": None, "anatomy_phase": "", "anatomy_correct": ""}
     s2 = evaluation_summary(dataclasses.replace(ev, rows=[first, *ev.rows[1:]]))
     assert (
-        s2["aorta_found"]
-        == s2["aorta_accuracy"]["n"]
+        s2["anatomy_read"]
+        == s2["anatomy_accuracy"]["n"]
         == len([r for r in read if r is not ev.rows[0]])
     )
 
@@ -268,14 +268,14 @@ def test_score_row_scores_the_aorta_call_against_the_accepted_phases() -> None:
 
     arterial = EvalLabel(line=2, path="a.nii.gz", label="AP", accepts=frozenset({"EAP", "LAP"}))
     venous = EvalLabel(line=3, path="b.nii.gz", label="PVP", accepts=frozenset({"PVP"}))
-    pred = {"status": "ok", "predicted": "DP", "aorta_hu": 340.0, "aorta_phase": "AP"}
-    assert score_row(pred, arterial, CLASSES)["aorta_correct"] == 1  # AP = EAP or LAP
-    assert score_row(pred, venous, CLASSES)["aorta_correct"] == 0
-    assert score_row({**pred, "aorta_phase": "PVP"}, venous, CLASSES)["aorta_correct"] == 1
-    unread = {**pred, "aorta_hu": None, "aorta_phase": ""}
-    assert score_row(unread, venous, CLASSES)["aorta_correct"] == ""
-    failed = {"status": "failed", "predicted": "", "aorta_phase": ""}
-    assert score_row(failed, venous, CLASSES)["aorta_correct"] == ""
+    pred = {"status": "ok", "predicted": "DP", "aorta_hu": 340.0, "anatomy_phase": "AP"}
+    assert score_row(pred, arterial, CLASSES)["anatomy_correct"] == 1  # AP = EAP or LAP
+    assert score_row(pred, venous, CLASSES)["anatomy_correct"] == 0
+    assert score_row({**pred, "anatomy_phase": "PVP"}, venous, CLASSES)["anatomy_correct"] == 1
+    unread = {**pred, "aorta_hu": None, "anatomy_phase": ""}
+    assert score_row(unread, venous, CLASSES)["anatomy_correct"] == ""
+    failed = {"status": "failed", "predicted": "", "anatomy_phase": ""}
+    assert score_row(failed, venous, CLASSES)["anatomy_correct"] == ""
 
 
 def test_command_writes_exact_accuracy_sheets_and_reports_missing_rows(

@@ -516,15 +516,30 @@ def test_confidence_flag_and_header_agreement() -> None:
     assert phase_agreement("unknown", "PVP") == "" and phase_agreement("NC", "EAP") == "no"
 
 
-def test_aorta_second_opinion_columns() -> None:
+def test_anatomy_second_opinion_columns() -> None:
     classes = ("NC", "EAP", "LAP", "PVP", "DP")
     probs = np.array([0.05, 0.6, 0.2, 0.1, 0.05])
-    row = series_row(_prep(aorta_hu=352.4), probs, classes, min_confidence=0.4, out_of_range=[])
-    assert (row["aorta_hu"], row["aorta_phase"], row["aorta_agrees"]) == (352.4, "AP", "yes")
-    row = series_row(_prep(aorta_hu=41.0), probs, classes, min_confidence=0.4, out_of_range=[])
-    assert (row["aorta_phase"], row["aorta_agrees"]) == ("NC", "no")
-    row = series_row(_prep(), probs, classes, min_confidence=0.4, out_of_range=[])
-    assert (row["aorta_hu"], row["aorta_phase"], row["aorta_agrees"]) == (None, "", "")
+    kw = {"classes": classes, "min_confidence": 0.4, "out_of_range": []}
+    row = series_row(_prep(aorta_hu=352.4), probs, **kw)
+    assert (row["aorta_hu"], row["anatomy_phase"], row["anatomy_agrees"]) == (352.4, "AP", "yes")
+    row = series_row(_prep(aorta_hu=41.0), probs, **kw)
+    assert (row["anatomy_phase"], row["anatomy_agrees"]) == ("NC", "no")
+    # 125 HU in the aorta is portal venous or delayed; the kidneys decide.
+    venous = _prep(aorta_hu=125.0, kidney_cortex_hu=175.0, kidney_medulla_hu=140.0)
+    delayed = _prep(aorta_hu=125.0, kidney_cortex_hu=150.0, kidney_medulla_hu=200.0)
+    row = series_row(venous, probs, **kw)
+    assert (row["kidney_cortex_hu"], row["kidney_medulla_hu"]) == (175.0, 140.0)
+    assert row["anatomy_phase"] == "PVP"
+    assert series_row(delayed, probs, **kw)["anatomy_phase"] == "DP"
+    # The reference follows the header's tube voltage: 150 HU is delayed at 80 kVp.
+    at80 = _prep(aorta_hu=150.0, header={"KVP": "80"})
+    assert (
+        series_row(_prep(aorta_hu=150.0, header={"KVP": "120"}), probs, **kw)["anatomy_phase"]
+        == "PVP"
+    )
+    assert series_row(at80, probs, **kw)["anatomy_phase"] == "DP"
+    row = series_row(_prep(), probs, **kw)
+    assert (row["aorta_hu"], row["anatomy_phase"], row["anatomy_agrees"]) == (None, "", "")
 
 
 def test_run_config_carries_the_grid_training_used(tmp_path):

@@ -23,7 +23,7 @@ and is excluded with it on that slice (then a neighbour is read instead: HCC_015
 venous series reads 172 against a hand ROI of 239 HU); the thresholds were set while looking
 at the real series of ../shared/data (positions only, not their labels), so the held-out
 real set is their fair test; on the phantom's anatomy the reading is less reliable than on
-real scans. Measured in `experiments/real_aorta.py`.
+real scans. Measured in `experiments/real_anatomy.py`.
 """
 
 from __future__ import annotations

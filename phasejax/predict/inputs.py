@@ -23,6 +23,7 @@ from phasejax.data.aorta import read_aorta
 from phasejax.data.cache import CacheSpec, read_spec
 from phasejax.data.dicom import Skipped, slice_normal
 from phasejax.data.discover import Plan, discover, hu_percentiles, load_plan
+from phasejax.data.kidney import read_kidneys
 
 # The orientation flags are prepare's own helper, so that the slab of a predicted
 # series is found exactly as it was for the prepared training cache.
@@ -71,6 +72,8 @@ class PreparedSeries:
     z_method: str
     slab_clipped_mm: float = 0.0  # of the liver-to-kidney slab, cut off by the scan range
     aorta_hu: float | None = None  # phasejax.data.aorta over the slab; None: not found
+    kidney_cortex_hu: float | None = None  # phasejax.data.kidney; None: not found
+    kidney_medulla_hu: float | None = None
 
 
 def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> PreparedSeries:
@@ -80,6 +83,8 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
     cached = cache_volume(series, spec)
     image = preprocess(cached.volume, cached.z_lo, cached.z_hi, data_cfg, pixel_mm=cached.pixel_mm)
     aorta = read_aorta(cached.volume, cached.z_lo, cached.z_hi, cached.pixel_mm)
+    lm = cached.landmarks
+    kidney = read_kidneys(cached.volume, lm.get("kidney_lo"), lm.get("kidney_hi"), cached.pixel_mm)
     p1, p50, p99 = hu_percentiles(series.hu)
     n = slice_normal(series.orientation)
     oblique = math.degrees(math.acos(min(1.0, abs(float(n[2])))))
@@ -104,6 +109,8 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
         z_method=cached.z_method,
         slab_clipped_mm=cached.slab_clipped_mm,
         aorta_hu=None if aorta is None else aorta.hu,
+        kidney_cortex_hu=None if kidney is None else kidney.cortex_hu,
+        kidney_medulla_hu=None if kidney is None else kidney.medulla_hu,
     )
 
 

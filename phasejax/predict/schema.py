@@ -25,11 +25,14 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     header_evidence     [the hint's evidence strings]
     aorta_hu            the aorta's HU over the slab, found from anatomy (phasejax.data.aorta;
                         None where it was not found)
-    aorta_phase         what that HU says by the cohort's physiology: NC|AP|PVP|DP
-                        (phasejax.cohort.aorta_reference; AP = early or late arterial)
-    aorta_agrees        yes | no | "" (no reading); AP agrees with EAP and LAP. A second
-                        opinion that reads no learned image features: it named 11 of the 12
-                        real validation series (README, "Where the gap is")
+    kidney_cortex_hu, kidney_medulla_hu   the renal cortex's and medulla's HU over the
+                        kidneys, found from anatomy (phasejax.data.kidney; None: not found)
+    anatomy_phase       what those HU say by the cohort's physiology: NC|AP|PVP|DP
+                        (phasejax.cohort.anatomy_reference, at the header's kVp, else 120;
+                        AP = early or late arterial; "" when nothing was read)
+    anatomy_agrees      yes | no | "" (no reading); AP agrees with EAP and LAP. A second
+                        opinion that reads no learned image features: it named all 12 real
+                        validation series (README, "Where the gap is")
     seconds_after_injection   from ContrastBolusStartTime and AcquisitionTime, when both exist
     description, contrast_agent, acquisition_time, kvp   header fields (acquisition_time:
                         AcquisitionTime, else ContentTime, else SeriesTime, DICOM TM)
@@ -50,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phasejax.cohort.aorta_reference import call_from_aorta
+from phasejax.cohort.anatomy_reference import call_from_anatomy
 from phasejax.data.dicom import Skipped
 from phasejax.data.discover import NiftiPlan, Plan
 from phasejax.data.header import header_phase_hint
@@ -82,8 +85,10 @@ BASE_COLUMNS = (
     "header_agrees",
     "header_evidence",
     "aorta_hu",
-    "aorta_phase",
-    "aorta_agrees",
+    "kidney_cortex_hu",
+    "kidney_medulla_hu",
+    "anatomy_phase",
+    "anatomy_agrees",
     "seconds_after_injection",
     "description",
     "contrast_agent",
@@ -104,8 +109,8 @@ BASE_COLUMNS = (
 )
 LIST_COLUMNS = ("confidence_reasons", "header_evidence", "problems")
 _NUMERIC = frozenset(
-    {"top_prob", "aorta_hu", "seconds_after_injection", "num_slices", "slice_mm", "coverage_mm",
-     "hu_p1", "hu_p50", "hu_p99", "z_lo", "z_hi"}
+    {"top_prob", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "seconds_after_injection",
+     "num_slices", "slice_mm", "coverage_mm", "hu_p1", "hu_p50", "hu_p99", "z_lo", "z_hi"}
 )  # fmt: skip
 
 
@@ -132,6 +137,17 @@ def phase_agreement(hint: str, predicted: str) -> str:
     return "yes" if hint == predicted else "no"
 
 
+def _kvp(header: dict[str, str]) -> float:
+    """The tube voltage that the anatomy's reference is computed at: the header's where
+    it is a plausible CT voltage, else 120 kVp (NIfTI carries none)."""
+    try:
+        kvp = float(header.get("KVP", ""))
+    except ValueError:
+        return 120.0
+    # To 10 kV: each voltage's reference takes seconds to compute (and is cached).
+    return float(round(kvp, -1)) if 70.0 <= kvp <= 150.0 else 120.0
+
+
 def _round(x: float | None, nd: int = 1) -> float | None:
     return None if x is None else round(float(x), nd)
 
@@ -151,7 +167,9 @@ def series_row(
     reasons = confidence_reasons(top, min_confidence, out_of_range)
     hint = header_phase_hint(prep.header) if prep.fmt == "dicom" else None
     header_phase = hint.phase if hint else ""
-    aorta_phase = "" if prep.aorta_hu is None else call_from_aorta(prep.aorta_hu).call
+    anatomy_phase = call_from_anatomy(
+        prep.aorta_hu, prep.kidney_cortex_hu, prep.kidney_medulla_hu, kvp=_kvp(prep.header)
+    ).call
     row: dict[str, Any] = {
         "series_id": prep.series_id,
         "patient_id": prep.patient_id,
@@ -169,8 +187,10 @@ def series_row(
         "header_agrees": phase_agreement(header_phase, predicted),
         "header_evidence": list(hint.evidence) if hint else [],
         "aorta_hu": _round(prep.aorta_hu),
-        "aorta_phase": aorta_phase,
-        "aorta_agrees": phase_agreement(aorta_phase, predicted),
+        "kidney_cortex_hu": _round(prep.kidney_cortex_hu),
+        "kidney_medulla_hu": _round(prep.kidney_medulla_hu),
+        "anatomy_phase": anatomy_phase,
+        "anatomy_agrees": phase_agreement(anatomy_phase, predicted),
         "seconds_after_injection": _round(hint.seconds) if hint else None,
         "description": prep.header.get("SeriesDescription", ""),
         "contrast_agent": prep.header.get("ContrastBolusAgent", ""),

@@ -1,0 +1,115 @@
+"""The contrast phase from the aorta's and the kidneys' HU, by the cohort's physiology.
+
+The cohort's exams are planned as for generation (`exam.plan_exam`: sites, protocols,
+bolus tracking, patients; no pixels) and each series' aorta, renal cortex and renal
+medulla HU at 120 kVp are taken from the kinetics (`kinetics.compartment_hu`); a Gaussian
+kernel density of those values per phase, each dimension widened by the measurement noise
+of the automatic reading (`READING_SD_HU`), gives the likelihood of the readings of a
+series under each phase. Only the structures that were read enter (the others are
+marginalised out, nothing is imputed). The phases are equally likely a priori: real
+archives mix them in any proportion.
+
+The aorta separates non-contrast (~30-45 HU), arterial (200-550 HU), portal-venous
+(~110-240 HU) and delayed (~60-140 HU) series; portal venous and delayed overlap at
+110-140 HU, where the kidneys decide (cortex above medulla until the nephrographic phase,
+medulla above cortex once excretion starts). Early and late arterial cannot be told apart
+from either (the portal vein decides between them), so the call groups them as "AP".
+Readers that know only these structures name every real validation series from hand-placed
+ROIs (`experiments/real_roi_observer.py --structures aorta,renal_cortex,renal_medulla`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from phasejax.cohort.exam import plan_exam
+from phasejax.cohort.kinetics import compartment_hu
+from phasejax.cohort.sites import INTERNAL_SITE, SITES
+from phasejax.cohort.structures import Label
+from phasejax.phases import Phase
+
+STRUCTURES = ("aorta", "cortex", "medulla")
+_LABELS = {"aorta": Label.AORTA, "cortex": Label.KIDNEY_CORTEX, "medulla": Label.KIDNEY_MEDULLA}
+# SD of the automatic reading against a hand-placed ROI, per structure: 1.4826 x the median
+# absolute difference over the real series of `experiments/real_anatomy.py`
+# (docs/real/anatomy/real_anatomy.json, "reading_sd_hu"). The medulla's is the largest:
+# at 5 mm slices it reads partly as cortex.
+READING_SD_HU = {"aorta": 10.0, "cortex": 19.0, "medulla": 34.0}
+REFERENCE_EXAMS = 600
+# The calls: EAP and LAP look alike in the aorta and the kidneys.
+CALLS: dict[str, tuple[Phase, ...]] = {
+    "NC": (Phase.NC,),
+    "AP": (Phase.EAP, Phase.LAP),
+    "PVP": (Phase.PVP,),
+    "DP": (Phase.DP,),
+}
+
+
+@dataclass(frozen=True)
+class AnatomyCall:
+    call: str  # a key of CALLS, "" when nothing was read
+    probs: dict[str, float]  # over CALLS, equal priors
+    structures: tuple[str, ...]  # what the call used
+
+
+@functools.lru_cache(maxsize=4)
+def reference_values(exams: int = REFERENCE_EXAMS, kvp: float = 120.0) -> dict[str, np.ndarray]:
+    """[series, STRUCTURES] HU of every series of `exams` internal-site exams, per call."""
+    out: dict[str, list[list[float]]] = {k: [] for k in CALLS}
+    group = {p: k for k, phases in CALLS.items() for p in phases}
+    for i in range(exams):
+        plan = plan_exam(SITES[INTERNAL_SITE], i, cohort_seed=0, namespace="aorta-reference")
+        for s in plan.series:
+            hu = compartment_hu(plan.patient, s.t, kvp)
+            out[group[s.phase]].append([hu[_LABELS[name]] for name in STRUCTURES])
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def _likelihood(values: np.ndarray, x: np.ndarray, noise_sd: np.ndarray) -> float:
+    # Silverman's bandwidth per dimension, widened by the reading's noise (a convolution
+    # of Gaussians): a product kernel over the structures read.
+    bw = 1.06 * values.std(axis=0) * len(values) ** -0.2
+    sd = np.sqrt(bw * bw + noise_sd * noise_sd)
+    z = (x - values) / sd
+    norm = float(np.prod(sd)) * math.sqrt(2 * math.pi) ** len(sd)
+    return float(np.exp(-0.5 * (z * z).sum(axis=1)).mean() / norm)
+
+
+def call_accepted(call: str, accepts: Iterable[str]) -> bool:
+    """Whether a call names an accepted phase: "AP" is right where EAP or LAP is accepted."""
+    return bool(call) and bool({p.value for p in CALLS[call]} & set(accepts))
+
+
+def call_from_anatomy(
+    aorta: float | None = None,
+    cortex: float | None = None,
+    medulla: float | None = None,
+    noise_sd: dict[str, float] | None = None,
+    kvp: float = 120.0,
+) -> AnatomyCall:
+    """The phase group that the readings (HU at `kvp`; None: not read) point to, with
+    its posterior (iodine reads brighter at lower voltage: the reference is computed at the
+    same one). The kidneys count only as a pair: a cortex without its medulla says
+    little about the phase."""
+    readings = {"aorta": aorta}
+    if cortex is not None and medulla is not None:
+        readings |= {"cortex": cortex, "medulla": medulla}
+    used = tuple(k for k in STRUCTURES if readings.get(k) is not None)
+    empty = AnatomyCall(call="", probs={k: 0.0 for k in CALLS}, structures=used)
+    if not used:
+        return empty
+    sds = READING_SD_HU if noise_sd is None else {**READING_SD_HU, **noise_sd}
+    cols = [STRUCTURES.index(k) for k in used]
+    x = np.array([float(readings[k]) for k in used])  # type: ignore[arg-type]
+    sd = np.array([sds[k] for k in used])
+    lik = {k: _likelihood(v[:, cols], x, sd) for k, v in reference_values(kvp=kvp).items()}
+    total = sum(lik.values())
+    if total <= 0.0:  # far outside every phase (e.g. a reading in bone): no call
+        return empty
+    probs = {k: v / total for k, v in lik.items()}
+    return AnatomyCall(call=max(probs, key=probs.__getitem__), probs=probs, structures=used)
