@@ -8,6 +8,12 @@ Series checks (one finding per series):
   model predicts another, e.g. a description that says "arterial" on a series whose
   image is portal venous. Which one is wrong is for a person to decide: the row
   carries the header evidence and the model's probability.
+- `anatomy_contradicts_image`: the anatomy reader (the aorta's and kidneys' HU, found
+  without learned image features, called by the cohort's physiology:
+  phasejax.cohort.anatomy_reference) names a phase group and the image model predicts
+  another. On the real validation series the anatomy was right wherever they disagreed
+  (README, "Where the gap is"), so these series are the first to look at. NIfTI rows
+  get it too: the anatomy needs no header.
 - `contrast_agent_missing`: ContrastBolusAgent is empty on a series whose image is
   enhanced (any predicted phase but NC). DICOM asks for the agent on every
   post-contrast image (Contrast/Bolus module); anonymisation often blanks it, which
@@ -26,7 +32,7 @@ Study checks (series grouped by patient and StudyInstanceUID):
   acquisition) are never compared.
 
 Only classified rows (status "ok") are checked; NIfTI rows carry no header, so only
-the study checks could apply to them, and they have no study UID either.
+the anatomy and study checks could apply to them, and they have no study UID either.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ PHASE_ORDER = {Phase.NC.value: 0, Phase.EAP.value: 1, Phase.LAP.value: 2, Phase.
 SAME_TIME_S = 1.0  # acquisitions closer than this are one acquisition (several recons)
 KINDS = (
     "header_contradicts_image",
+    "anatomy_contradicts_image",
     "contrast_agent_missing",
     "study_pvp_without_arterial",
     "study_phase_order",
@@ -92,6 +99,28 @@ def series_findings(row: dict[str, Any]) -> list[Finding]:
                 series_ids=(sid,),
                 message=(
                     f"header says {row.get('header_phase')} ({_evidence(row)}); image says "
+                    f"{pred} ({_prob(row)}){low}"
+                ),
+            )
+        )
+    if row.get("anatomy_agrees") == "no":
+        read = [
+            f"{name} {float(row[key]):.0f} HU"
+            for name, key in (
+                ("aorta", "aorta_hu"),
+                ("renal cortex", "kidney_cortex_hu"),
+                ("medulla", "kidney_medulla_hu"),
+            )
+            if row.get(key) not in (None, "")
+        ]
+        out.append(
+            Finding(
+                kind="anatomy_contradicts_image",
+                patient_id=pid,
+                study_uid=study,
+                series_ids=(sid,),
+                message=(
+                    f"anatomy says {row.get('anatomy_phase')} ({', '.join(read)}); image says "
                     f"{pred} ({_prob(row)}){low}"
                 ),
             )

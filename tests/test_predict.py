@@ -692,3 +692,26 @@ def test_report_cells_are_defused_and_paths_escaped(tmp_path: Path) -> None:
     write_report(tmp_path / "r.jsonl", [row], cols, "jsonl")
     got = json.loads((tmp_path / "r.jsonl").read_text("utf-8"))
     assert got["path"] == "/a/caf\\xe9" and got["description"] == '=HYPERLINK("http://x")'
+
+
+def test_summary_and_table_show_the_anatomy() -> None:
+    from phasejax.predict.driver import PredictReport
+    from phasejax.predict.text import format_summary, format_table
+
+    classes = ("NC", "EAP", "LAP", "PVP", "DP")
+    kw = {"classes": classes, "min_confidence": 0.4, "out_of_range": []}
+    probs = np.array([0.05, 0.05, 0.05, 0.1, 0.75])
+    rows = [
+        series_row(
+            _prep(aorta_hu=119.0, kidney_cortex_hu=149.0, kidney_medulla_hu=128.0), probs, **kw
+        ),  # fmt: skip
+        series_row(_prep(aorta_hu=95.0), probs, **kw),
+        series_row(_prep(), probs, **kw),
+    ]
+    report = PredictReport(classes=classes, rows=rows, seconds={"total": 1.0})
+    assert "anatomy (aorta, kidneys): 1 agree, 1 disagree, 1 not read (phasejax qc lists them)" in (
+        format_summary(report)
+    )
+    table = format_table(rows, classes).splitlines()
+    col = table[0].split().index("anatomy")
+    assert [line.split()[col] for line in table[-3:]] == ["PVP", "DP", "-"]

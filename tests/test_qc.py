@@ -76,6 +76,31 @@ def test_header_contradicting_the_image_is_listed_with_its_evidence() -> None:
     )
 
 
+def test_anatomy_contradicting_the_image_is_listed_with_its_readings() -> None:
+    anatomy = {"anatomy_phase": "PVP", "aorta_hu": 119.0, "kidney_cortex_hu": 149.0,
+               "kidney_medulla_hu": 128.0}  # fmt: skip
+    rows = [
+        {**row("a", "DP", fmt="nifti", top=0.76), **anatomy, "anatomy_agrees": "no"},
+        {**row("b", "PVP"), **anatomy, "anatomy_agrees": "yes"},
+        {**row("c", "PVP"), "anatomy_phase": "", "anatomy_agrees": ""},  # nothing read
+        {
+            **row("d", "EAP"),
+            "anatomy_phase": "NC",
+            "aorta_hu": "41.0",
+            "kidney_cortex_hu": "",
+            "anatomy_agrees": "no",
+        },  # fmt: skip
+    ]
+    findings = check_rows(rows)
+    assert kinds(findings) == [("anatomy_contradicts_image", ("a",)),
+                               ("anatomy_contradicts_image", ("d",))]  # fmt: skip
+    assert findings[0].message == (
+        "anatomy says PVP (aorta 119 HU, renal cortex 149 HU, medulla 128 HU); "
+        "image says DP (p=0.76)"
+    )
+    assert findings[1].message.startswith("anatomy says NC (aorta 41 HU); image says EAP")
+
+
 def test_empty_contrast_agent_on_an_enhanced_series() -> None:
     rows = [
         row("enh", "PVP", agent=""),

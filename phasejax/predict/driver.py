@@ -79,6 +79,9 @@ class PredictReport:
             "header_agree": sum(r.get("header_agrees") == "yes" for r in ok),
             "header_disagree": sum(r.get("header_agrees") == "no" for r in ok),
             "header_unknown": sum(r.get("header_agrees") == "" for r in ok),
+            "anatomy_agree": sum(r.get("anatomy_agrees") == "yes" for r in ok),
+            "anatomy_disagree": sum(r.get("anatomy_agrees") == "no" for r in ok),
+            "anatomy_unread": sum(r.get("anatomy_agrees") == "" for r in ok),
         }
 
     @property
