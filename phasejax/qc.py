@@ -82,7 +82,7 @@ def _evidence(row: dict[str, Any]) -> str:
 
 
 def series_findings(row: dict[str, Any]) -> list[Finding]:
-    """Header-against-image findings of one classified row."""
+    """Header- and anatomy-against-image findings of one classified row."""
     if row.get("status") != STATUS_OK:
         return []
     out: list[Finding] = []
@@ -90,14 +90,17 @@ def series_findings(row: dict[str, Any]) -> list[Finding]:
     sid = str(row.get("series_id") or "")
     pred = str(row.get("predicted") or "")
     low = " (model confidence low)" if row.get("confidence") == "low" else ""
+
+    def finding(kind: str, message: str) -> Finding:
+        return Finding(
+            kind=kind, patient_id=pid, study_uid=study, series_ids=(sid,), message=message
+        )
+
     if row.get("header_agrees") == "no":
         out.append(
-            Finding(
-                kind="header_contradicts_image",
-                patient_id=pid,
-                study_uid=study,
-                series_ids=(sid,),
-                message=(
+            finding(
+                "header_contradicts_image",
+                (
                     f"header says {row.get('header_phase')} ({_evidence(row)}); image says "
                     f"{pred} ({_prob(row)}){low}"
                 ),
@@ -114,12 +117,9 @@ def series_findings(row: dict[str, Any]) -> list[Finding]:
             if row.get(key) not in (None, "")
         ]
         out.append(
-            Finding(
-                kind="anatomy_contradicts_image",
-                patient_id=pid,
-                study_uid=study,
-                series_ids=(sid,),
-                message=(
+            finding(
+                "anatomy_contradicts_image",
+                (
                     f"anatomy says {row.get('anatomy_phase')} ({', '.join(read)}); image says "
                     f"{pred} ({_prob(row)}){low}"
                 ),
@@ -132,12 +132,9 @@ def series_findings(row: dict[str, Any]) -> list[Finding]:
         and pred != Phase.NC.value
     ):
         out.append(
-            Finding(
-                kind="contrast_agent_missing",
-                patient_id=pid,
-                study_uid=study,
-                series_ids=(sid,),
-                message=f"ContrastBolusAgent is empty, image is enhanced: {pred} ({_prob(row)}){low}",
+            finding(
+                "contrast_agent_missing",
+                f"ContrastBolusAgent is empty, image is enhanced: {pred} ({_prob(row)}){low}",
             )
         )
     return out
