@@ -30,10 +30,10 @@ import numpy as np
 
 from phasejax.cohort.anatomy_reference import call_accepted, call_from_anatomy
 from phasejax.cohort.structures import Label
-from phasejax.data.aorta import DISC_MM, read_aorta
+from phasejax.data.aorta import DISC_MM, AortaReading, read_aorta
 from phasejax.data.cache import CacheSpec, load_mask, load_volume, read_manifest
 from phasejax.data.discover import discover, load_plan
-from phasejax.data.kidney import read_kidneys
+from phasejax.data.kidney import KidneyReading, read_kidneys
 from phasejax.data.prepare import cache_volume, find_slab
 from phasejax.eval.labels import read_eval_labels
 
@@ -50,16 +50,21 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 1)
 
 
-def read_all(vol: np.ndarray, z_lo: int, z_hi: int, landmarks: dict, pixel_mm: float) -> dict:
-    """Automatic readings of one cached series: aorta, cortex, medulla (None: not read)."""
+def read_all(
+    vol: np.ndarray, z_lo: int, z_hi: int, landmarks: dict, pixel_mm: float
+) -> tuple[AortaReading | None, KidneyReading | None]:
+    """The aorta and kidney readings of one cached series, as `phasejax predict` reads them."""
     aorta = read_aorta(vol, z_lo, z_hi, pixel_mm)
     kid = read_kidneys(vol, landmarks.get("kidney_lo"), landmarks.get("kidney_hi"), pixel_mm)
+    return aorta, kid
+
+
+def hu_of(aorta: AortaReading | None, kid: KidneyReading | None) -> dict[str, float | None]:
+    """aorta, cortex, medulla HU (None: not read)."""
     return {
         "aorta": None if aorta is None else aorta.hu,
         "cortex": None if kid is None else kid.cortex_hu,
         "medulla": None if kid is None else kid.medulla_hu,
-        "_aorta": aorta,
-        "_kidney": kid,
     }
 
 
@@ -76,7 +81,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         vol, mask = load_volume(cache, r["series_id"]), load_mask(cache, r["series_id"])
         lo, hi, px = int(r["z_lo"]), int(r["z_hi"]), float(r["spacing_xy"])
         slab = find_slab(vol, float(r["spacing_z"]), px)
-        got = read_all(vol, lo, hi, slab.landmarks, px)
+        got = hu_of(*read_all(vol, lo, hi, slab.landmarks, px))
         row = {"series_id": r["series_id"], "phase": r["phase"]}
         for k, lab in labels.items():
             sel = mask == int(lab)
@@ -151,7 +156,10 @@ def main() -> int:
         if series is None:
             continue
         cached = cache_volume(series, spec)
-        got = read_all(cached.volume, cached.z_lo, cached.z_hi, cached.landmarks, cached.pixel_mm)
+        readings = read_all(
+            cached.volume, cached.z_lo, cached.z_hi, cached.landmarks, cached.pixel_mm
+        )
+        got = hu_of(*readings)
         name = Path(series.source).name
         ref = hand.get(name, {})
         row: dict = {"series": name}
@@ -173,7 +181,7 @@ def main() -> int:
             "correct": None if acc is None else call_accepted(call.call, acc),
         }
         rows.append(row)
-        shown.append((name, cached, got))
+        shown.append((name, cached, *readings))
     labelled = [r for r in rows if r["correct"] is not None]
     out = {
         "what": "automatic aorta and kidney HU (phasejax.data.aorta, phasejax.data.kidney) "
@@ -208,12 +216,12 @@ def figure(path: Path, shown: list) -> None:
     fig, axes = plt.subplots(nrow, cols, figsize=(3.2 * cols, 3.6 * nrow), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (name, cached, got) in zip(axes.ravel(), shown):
-        aorta, kid = got["_aorta"], got["_kidney"]
+    for ax, (name, cached, aorta, kid) in zip(axes.ravel(), shown):
         # The slice with the most kidney outlines, among those where the aorta was read if
         # any (or the aorta's middle slice).
         zs = [z for z, _ in kid.outlines] if kid else []
-        both = [z for z in zs if aorta and z in {p[0] for p in aorta.positions}]
+        aorta_zs = {p[0] for p in aorta.positions} if aorta else set()
+        both = [z for z in zs if z in aorta_zs]
         zs = both or zs
         z = max(set(zs), key=zs.count) if zs else None
         if z is None and aorta is not None:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 from cohort_ceiling import observations, train_mlp
+from real_anatomy import accepted
 
 from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES
 from phasejax.cohort.sites import INTERNAL_SITE
 from phasejax.cohort.structures import Label
-from phasejax.eval.labels import read_eval_labels
 from phasejax.phases import Phase
 
 # real_roi.json's ROI names -> cohort structures
@@ -46,11 +46,6 @@ ROI_STRUCTURES: dict[str, Label] = {
 }
 CLASSES5 = (Phase.NC, Phase.EAP, Phase.LAP, Phase.PVP, Phase.DP)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def accepted_phases(labels_csv: Path) -> dict[str, set[str]]:
-    """series name (the last part of the row's `path` or `file`) -> accepted phase codes."""
-    return {Path(r.path).name: set(r.accepts) for r in read_eval_labels(labels_csv)}
 
 
 def main() -> int:
@@ -75,9 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
     labels = args.labels or [ROOT.parent / "shared/data/validation/labels.csv"]
-    accepts: dict[str, set[str]] = {}
-    for path in labels:
-        accepts.update(accepted_phases(path))
+    accepts = accepted(labels)
     allowed = [name.strip() for name in args.structures.split(",")]
     unknown = sorted(set(allowed) - set(ROI_STRUCTURES))
     if unknown:

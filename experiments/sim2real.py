@@ -11,8 +11,9 @@ and over contrast-enhanced series (NC excluded), per reference label, and every 
 prediction, and the log score (`nll`: mean -ln of the probability given to the accepted
 phases, floored at 0.001; phasejax.evaluate), and the accuracy of the anatomy reader that
 `predict` reports beside the network (`anatomy_accuracy`, over the series where it read the
-aorta or the kidneys; phasejax.data.aorta, phasejax.data.kidney). With --out, each set's evaluate outputs
-(series.csv, summary.json, confusion figure, contact sheets) are written to OUT/<set>/.
+aorta or the kidneys; phasejax.data.aorta, phasejax.data.kidney). With --out, each set's
+evaluate outputs (series.csv, summary.json, confusion figure, contact sheets) are written to
+OUT/<set>/.
 
 Measure with it; never train or tune on these series (DEVELOPERS' guide).
 """

@@ -311,6 +311,7 @@ def evaluation_summary(
     (reference label x predicted class), and the missing / unlabelled / failed series."""
     scored = [r for r in ev.rows if r["status"] == STATUS_OK]
     contrast = [r for r in scored if Phase.NC.value not in _accepts(r)]
+    anatomy = [r for r in scored if r["anatomy_correct"] != ""]  # the anatomy read something
     order = label_order((r["reference"], _accepts(r)) for r in ev.rows)
     accepts_of = {r["reference"]: _accepts(r) for r in ev.rows}
     per_label = {}
@@ -345,11 +346,9 @@ def evaluation_summary(
         "low_confidence": sum(r["confidence"] == "low" for r in scored),
         # The anatomy-based second opinion (phasejax.data.aorta, phasejax.data.kidney),
         # over the series it read.
-        "anatomy_read": sum(r["anatomy_correct"] != "" for r in scored),
+        "anatomy_read": len(anatomy),
         "anatomy_accuracy": _proportion(
-            sum(int(r["anatomy_correct"]) for r in scored if r["anatomy_correct"] != ""),
-            sum(r["anatomy_correct"] != "" for r in scored),
-            confidence,
+            sum(int(r["anatomy_correct"]) for r in anatomy), len(anatomy), confidence
         ),
         "per_label": per_label,
         "confusion": {"rows": order, "columns": list(ev.classes), "counts": counts.tolist()},

@@ -63,6 +63,8 @@ def reference_values(exams: int = REFERENCE_EXAMS, kvp: float = 120.0) -> dict[s
     out: dict[str, list[list[float]]] = {k: [] for k in CALLS}
     group = {p: k for k, phases in CALLS.items() for p in phases}
     for i in range(exams):
+        # The namespace seeds the planned exams; it keeps the name it had when only the aorta
+        # was read, so that the reference (and every call) stays the same.
         plan = plan_exam(SITES[INTERNAL_SITE], i, cohort_seed=0, namespace="aorta-reference")
         for s in plan.series:
             hu = compartment_hu(plan.patient, s.t, kvp)

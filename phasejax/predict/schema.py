@@ -125,7 +125,7 @@ def report_columns(classes: Sequence[str]) -> list[str]:
 
 
 def phase_agreement(hint: str, predicted: str) -> str:
-    """ "yes" / "no" when a second source (the header, the aorta) gives a phase, "" when it
+    """ "yes" / "no" when a second source (the header, the anatomy) gives a phase, "" when it
     says nothing ("" or "unknown").
 
     A hint "AP" (arterial, early or late not said) agrees with EAP and LAP.
