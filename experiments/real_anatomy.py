@@ -16,7 +16,8 @@ every series so that a person can check that they are the aorta and the kidneys.
 With `--cohort CACHE` (a prepared cohort cache, e.g. the medium cohort's under
 ~/.cache/phasejax/cohorts) it instead reads `--cohort-series` random series of that cohort and
 compares with the median HU inside the aorta's and kidneys' masks, and the calls with the
-series' phase: how the readers do on the phantom's anatomy.
+series' phase: how the readers do on the phantom's anatomy; `core_cortex_fraction` is how much
+of the phantom's kidney core (deeper than the medulla reading's depth) is cortex.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from phasejax.cohort.structures import Label
 from phasejax.data.aorta import DISC_MM, AortaReading, read_aorta
 from phasejax.data.cache import CacheSpec, load_mask, load_volume, read_manifest
 from phasejax.data.discover import discover, load_plan
-from phasejax.data.kidney import KidneyReading, read_kidneys
+from phasejax.data.kidney import MEDULLA_DEPTH_MM, KidneyReading, read_kidneys
 from phasejax.data.prepare import cache_volume, find_slab
 from phasejax.eval.labels import read_eval_labels
 
@@ -68,6 +69,22 @@ def hu_of(aorta: AortaReading | None, kid: KidneyReading | None) -> dict[str, fl
     }
 
 
+def core_cortex_fraction(mask: np.ndarray, pixel_mm: float) -> float | None:
+    """Of the phantom's kidney voxels deeper than the reader's medulla depth (per slice, from
+    the kidney's edge), the fraction that is cortex: what its "medulla" reading averages."""
+    from scipy import ndimage
+
+    kidney = (Label.KIDNEY_CORTEX, Label.KIDNEY_MEDULLA, Label.KIDNEY_COLLECTING)
+    core = []
+    for sl in mask:
+        inside = np.isin(sl, kidney)
+        if inside.any():
+            depth = ndimage.distance_transform_edt(inside) * pixel_mm
+            core.append(sl[depth >= MEDULLA_DEPTH_MM])
+    core_all = np.concatenate(core) if core else np.zeros(0)
+    return float(np.mean(core_all == int(Label.KIDNEY_CORTEX))) if core_all.size else None
+
+
 def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
     """The readers on n random series of a cohort cache, against the masks' medians."""
     rows = read_manifest(cache)
@@ -75,14 +92,17 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
     labels = {"aorta": Label.AORTA, "cortex": Label.KIDNEY_CORTEX, "medulla": Label.KIDNEY_MEDULLA}
     errors: dict[str, list[float]] = {k: [] for k in labels}
     right = {"aorta": 0, "anatomy": 0}
-    out = []
+    out, cores = [], []
     for i in sorted(int(k) for k in pick):
         r = rows[i]
         vol, mask = load_volume(cache, r["series_id"]), load_mask(cache, r["series_id"])
         lo, hi, px = int(r["z_lo"]), int(r["z_hi"]), float(r["spacing_xy"])
         slab = find_slab(vol, float(r["spacing_z"]), px)
         got = hu_of(*read_all(vol, lo, hi, slab.landmarks, px))
-        row = {"series_id": r["series_id"], "phase": r["phase"]}
+        core = core_cortex_fraction(mask, px)
+        row = {"series_id": r["series_id"], "phase": r["phase"], "core_cortex_fraction": core}
+        if core is not None:
+            cores.append(core)
         for k, lab in labels.items():
             sel = mask == int(lab)
             if k == "aorta":
@@ -111,6 +131,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
             for k, e in errors.items()
         },
         "calls_right": right,
+        "core_cortex_fraction_median": float(np.median(cores)) if cores else None,
         "series": out,
     }
 
