@@ -10,7 +10,9 @@ renal cortex and medulla. The JSON gives, per series, the automatic readings, th
 medians (`experiments/real_roi.py`), their differences, the call from the aorta alone and
 from aorta and kidneys (`phasejax.cohort.anatomy_reference`), and `reading_sd_hu`: 1.4826 x
 the median absolute difference from the hand ROIs per structure, the reading noise that the
-reference uses. The figure shows the found aorta disc and kidney outlines on one slice of
+reference uses, and `misread`: the series with a reading more than 3 of those SDs off, whose
+share is the doubt that predict's combined call keeps about the anatomy
+(`anatomy_reference.MISREAD_RATE`). The figure shows the found aorta disc and kidney outlines on one slice of
 every series so that a person can check that they are the aorta and the kidneys.
 
 With `--cohort CACHE` (a prepared cohort cache, e.g. the medium cohort's under
@@ -136,6 +138,9 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
     }
 
 
+MISREAD_SDS = 3.0  # a reading this many reading SDs from the hand ROI is a misreading
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -218,8 +223,18 @@ def main() -> int:
             for k, d in diffs.items()
         },
         "reading_sd_hu": {k: round(1.4826 * float(np.median(d)), 1) for k, d in diffs.items() if d},
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    sd = out["reading_sd_hu"]
+    # Gross misreadings, which a median spread ignores: the share that MISREAD_RATE keeps.
+    out["misread"] = [
+        r["series"]
+        for r in rows
+        if any(
+            r[f"diff_{k}_hu"] is not None and abs(r[f"diff_{k}_hu"]) > MISREAD_SDS * sd[k]
+            for k in sd
+        )
+    ]
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
     if args.figure and shown:
         figure(args.figure, shown)

@@ -6,12 +6,14 @@ Scores RUN_DIR (a `phasejax train` / `reproduce` run) with `phasejax.evaluate` o
 validation set (`<shared>/validation`, its labels.csv: 12 series, accepted phase sets) and
 on the real examples (`<shared>/real`, labelled by experiments/real_labels.csv from that
 folder's README: HCC_015 early arterial and portal venous, a non-contrast NIfTI), and prints
-one JSON object: per set and combined, accuracy with its 95% Wilson interval over all series
-and over contrast-enhanced series (NC excluded), per reference label, and every series'
-prediction, and the log score (`nll`: mean -ln of the probability given to the accepted
-phases, floored at 0.001; phasejax.evaluate), and the accuracy of the anatomy reader that
-`predict` reports beside the network (`anatomy_accuracy`, over the series where it read the
-aorta or the kidneys; phasejax.data.aorta, phasejax.data.kidney). With --out, each set's
+one JSON object: per set and combined, the accuracy of predict's call (the image network and
+the anatomy reader combined) with its 95% Wilson interval over all series and over
+contrast-enhanced series (NC excluded), per reference label, and every series' prediction,
+and the log score (`nll`: mean -ln of the probability given to the accepted phases, floored
+at 0.001; phasejax.evaluate); the same for the image network alone (`network_accuracy`,
+`network_accuracy_contrast`, `network_nll`; `network_all` / `network_contrast` combined), and
+the accuracy of the anatomy reader alone (`anatomy_accuracy`, over the series where it read
+the aorta or the kidneys; phasejax.data.aorta, phasejax.data.kidney). With --out, each set's
 evaluate outputs (series.csv, summary.json, confusion figure, contact sheets) are written to
 OUT/<set>/.
 
@@ -35,9 +37,10 @@ SETS = {
 
 def _series(ev: Any) -> list[dict[str, Any]]:
     keep = ("name", "reference", "accepts", "predicted", "correct", "top_prob", "confidence",
-            "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
+            "network_phase", "network_correct", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
             "anatomy_correct")  # fmt: skip
-    return [{k: r.get(k) for k in keep} for r in ev.rows]
+    net = tuple(k for k in ev.rows[0] if k.startswith("network_p_")) if ev.rows else ()
+    return [{k: r.get(k) for k in (*keep, *net, "kvp")} for r in ev.rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = load_run(args.run_dir)
     out: dict[str, Any] = {"run_dir": str(args.run_dir), "label_set": run.cfg.data.label_set}
-    totals = {"all": [0, 0], "contrast": [0, 0]}
+    totals = {k: [0, 0] for k in ("all", "contrast", "network_all", "network_contrast")}
     for name, (folder, labels) in SETS.items():
         data = args.shared / folder
         csv_path = Path(labels) if Path(labels).is_absolute() else args.shared / labels
@@ -76,11 +79,19 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy": summary["accuracy"],
             "accuracy_contrast": summary["accuracy_contrast"],
             "nll": summary["nll"],
+            "network_accuracy": summary["network_accuracy"],
+            "network_accuracy_contrast": summary["network_accuracy_contrast"],
+            "network_nll": summary["network_nll"],
             "anatomy_accuracy": summary["anatomy_accuracy"],
             "per_label": summary["per_label"],
             "series": _series(ev),
         }
-        for key, acc in (("all", "accuracy"), ("contrast", "accuracy_contrast")):
+        for key, acc in (
+            ("all", "accuracy"),
+            ("contrast", "accuracy_contrast"),
+            ("network_all", "network_accuracy"),
+            ("network_contrast", "network_accuracy_contrast"),
+        ):
             totals[key][0] += int(summary[acc]["k"])
             totals[key][1] += int(summary[acc]["n"])
     out["combined"] = {

@@ -27,14 +27,18 @@ Per-series columns (`evaluation_columns(classes)`, then the CSV's carried column
     status          ok | failed (could not be decoded or prepared: not scored)
     reference       the reference label (a phase code, or the CSV's group label, e.g. AP)
     accepts         accepted phases, "|"-separated in phase order
-    predicted       the model's phase
+    predicted       the call (as `phasejax predict`: image network and anatomy combined)
     correct         1 | 0 ("" when failed)
-    p_<PHASE>       probability of each class of the model
+    p_<PHASE>       the call's probability of each class of the model
     top_prob, confidence, confidence_reasons   as `phasejax predict`
+    network_phase   the image network's own phase
+    network_correct 1 | 0 when the network's phase is among the accepted phases
+    network_p_<PHASE>   the image network's probability of each class
     aorta_hu, kidney_cortex_hu, kidney_medulla_hu, anatomy_phase   as `phasejax predict`:
                     the aorta and kidneys found from anatomy, and their call
     anatomy_correct 1 | 0 when the anatomy's call is among the accepted phases ("AP" where
                     EAP or LAP is), "" without a reading
+    kvp             the header's tube voltage ("" for NIfTI), which the anatomy's call uses
     z_lo, z_hi, z_method   the liver-to-kidney slab on the cache grid
     slices          the cache slice index of each network input slice
     num_slices, slice_mm   the series as acquired
@@ -49,7 +53,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +82,7 @@ from phasejax.predict.schema import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
+    network_prob_column,
     prob_column,
 )
 from phasejax.tables import text_table
@@ -103,11 +108,15 @@ BASE_COLUMNS = (
     "top_prob",
     "confidence",
     "confidence_reasons",
+    "network_phase",
+    "network_correct",
+    # network probability columns "network_p_<PHASE>" go here, in label-set order
     "aorta_hu",
     "kidney_cortex_hu",
     "kidney_medulla_hu",
     "anatomy_phase",
     "anatomy_correct",
+    "kvp",
     "z_lo",
     "z_hi",
     "z_method",
@@ -120,8 +129,8 @@ BASE_COLUMNS = (
 )
 _COPIED = (
     "series_id", "path", "format", "status", "predicted", "top_prob", "confidence",
-    "confidence_reasons", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
-    "z_lo", "z_hi", "z_method", "num_slices", "slice_mm", "problems", "reason", "detail",
+    "confidence_reasons", "network_phase", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
+    "kvp", "z_lo", "z_hi", "z_method", "num_slices", "slice_mm", "problems", "reason", "detail",
 )  # fmt: skip
 
 
@@ -129,7 +138,14 @@ def evaluation_columns(classes: Sequence[str], carried: Sequence[str] = ()) -> l
     """Columns of series.csv for a model over `classes`; carried CSV columns come last,
     prefixed "label_" where a name is taken by a computed column."""
     i = BASE_COLUMNS.index("top_prob")
-    base = [*BASE_COLUMNS[:i], *(prob_column(c) for c in classes), *BASE_COLUMNS[i:]]
+    j = BASE_COLUMNS.index("network_correct") + 1
+    base = [
+        *BASE_COLUMNS[:i],
+        *(prob_column(c) for c in classes),
+        *BASE_COLUMNS[i:j],
+        *(network_prob_column(c) for c in classes),
+        *BASE_COLUMNS[j:],
+    ]
     return base + [carried_column(c, base) for c in carried]
 
 
@@ -240,12 +256,14 @@ def score_row(pred: dict[str, Any], label: EvalLabel, classes: Sequence[str]) ->
     ok = pred["status"] == STATUS_OK
     row: dict[str, Any] = {c: pred.get(c) for c in _COPIED}
     row.update({prob_column(c): pred.get(prob_column(c)) for c in classes})
+    row.update({network_prob_column(c): pred.get(network_prob_column(c)) for c in classes})
     row.update(
         name="",
         csv_line=label.line,
         reference=label.label,
         accepts=label.accepts_text,
         correct=int(pred["predicted"] in label.accepts) if ok else "",
+        network_correct=int(pred.get("network_phase") in label.accepts) if ok else "",
         anatomy_correct=int(call_accepted(pred["anatomy_phase"], label.accepts))
         if ok and pred.get("anatomy_phase")
         else "",
@@ -297,8 +315,10 @@ def _accepts(row: dict[str, Any]) -> frozenset[str]:
     return _codes(row["accepts"])
 
 
-def _series_nll(rows: list[dict[str, Any]], classes: Sequence[str]) -> np.ndarray:
-    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], np.float64)
+def _series_nll(
+    rows: list[dict[str, Any]], classes: Sequence[str], column: Callable[[str], str] = prob_column
+) -> np.ndarray:
+    probs = np.array([[float(r[column(c)]) for c in classes] for r in rows], np.float64)
     accepted = np.array([[c in _accepts(r) for c in classes] for r in rows], bool)
     return accepted_nll(probs, accepted)
 
@@ -342,9 +362,19 @@ def evaluation_summary(
         # that accuracy cannot (phasejax.eval.metrics.accepted_nll).
         "nll": float(np.mean(_series_nll(scored, ev.classes))) if scored else None,
         "nll_floor": ACCEPTED_NLL_FLOOR,
+        # The image network alone (the call without the anatomy): what ablations compare.
+        "network_accuracy": _proportion(
+            sum(int(r["network_correct"]) for r in scored), len(scored), confidence
+        ),
+        "network_accuracy_contrast": _proportion(
+            sum(int(r["network_correct"]) for r in contrast), len(contrast), confidence
+        ),
+        "network_nll": float(np.mean(_series_nll(scored, ev.classes, network_prob_column)))
+        if scored
+        else None,
         "inexpressible": [r["name"] for r in inexpressible],
         "low_confidence": sum(r["confidence"] == "low" for r in scored),
-        # The anatomy-based second opinion (phasejax.data.aorta, phasejax.data.kidney),
+        # The anatomy reader alone (phasejax.data.aorta, phasejax.data.kidney),
         # over the series it read.
         "anatomy_read": len(anatomy),
         "anatomy_accuracy": _proportion(
@@ -431,11 +461,20 @@ def sheet_rows(ev: Evaluation) -> list[Any]:
             probability=float(r["top_prob"]),
             correct=bool(r["correct"]),
             slices=r["slices"],
-            note="low confidence" if r["confidence"] == "low" else "",
+            note=_sheet_note(r),
         )
         for r in ev.rows
         if r["status"] == STATUS_OK and r["series_id"] in ev.images
     ]
+
+
+def _sheet_note(r: dict[str, Any]) -> str:
+    notes = []
+    if r.get("network_phase") and r["network_phase"] != r["predicted"]:
+        notes.append(f"network {r['network_phase']}")
+    if r["confidence"] == "low":
+        notes.append("low confidence")
+    return ", ".join(notes)
 
 
 # --------------------------------------------------------------------------- text
@@ -465,6 +504,14 @@ def format_evaluation(ev: Evaluation, summary: dict[str, Any]) -> str:
             f"{len(summary['inexpressible'])} series cannot be right: their reference is not "
             f"in the model's classes {','.join(ev.classes)} ({', '.join(summary['inexpressible'])})"
         )
+    lines.append(
+        f"image network alone: {_pct(summary['network_accuracy'])}"
+        + (
+            f", log score {summary['network_nll']:.3f}"
+            if summary["network_nll"] is not None
+            else ""
+        )
+    )
     lines.append(
         f"anatomy reader (aorta and kidneys found from anatomy + the cohort's HU physiology, "
         f"no learned image features): {_pct(summary['anatomy_accuracy'])} of the series it read"
@@ -505,6 +552,8 @@ def format_series_table(rows: Sequence[dict[str, Any]]) -> str:
         ("predicted", lambda r: str(r["predicted"] or "-")),
         ("prob", lambda r: f"{float(r['top_prob']):.2f}" if r["status"] == STATUS_OK else "-"),
         ("result", result),
+        ("network", lambda r: str(r.get("network_phase") or "-")),
+        ("anatomy", lambda r: str(r.get("anatomy_phase") or "-")),
         ("conf", lambda r: str(r["confidence"] or "-")),
         ("notes", notes),
     ]

@@ -10,10 +10,11 @@ Series checks (one finding per series):
   carries the header evidence and the model's probability.
 - `anatomy_contradicts_image`: the anatomy reader (the aorta's and kidneys' HU, found
   without learned image features, called by the cohort's physiology:
-  phasejax.cohort.anatomy_reference) names a phase group and the image model predicts
-  another. On the real validation series the anatomy was right wherever they disagreed
-  (README, "Where the gap is"), so these series are the first to look at. NIfTI rows
-  get it too: the anatomy needs no header.
+  phasejax.cohort.anatomy_reference) names a phase group and the image network
+  (`network_phase`) another. The call (`predicted`) weighs both, so one of the two readers
+  is overruled; on the real validation series the anatomy was right wherever they
+  disagreed (README, "Where the gap is"), so these series are the first to look at.
+  NIfTI rows get it too: the anatomy needs no header.
 - `contrast_agent_missing`: ContrastBolusAgent is empty on a series whose image is
   enhanced (any predicted phase but NC). DICOM asks for the agent on every
   post-contrast image (Contrast/Bolus module); anonymisation often blanks it, which
@@ -116,12 +117,15 @@ def series_findings(row: dict[str, Any]) -> list[Finding]:
             )
             if row.get(key) not in (None, "")
         ]
+        net = str(row.get("network_phase") or pred)
+        net_p = row.get(f"network_p_{net}")
+        net_prob = f" (p={float(net_p):.2f})" if net_p not in (None, "") else ""
         out.append(
             finding(
                 "anatomy_contradicts_image",
                 (
-                    f"anatomy says {row.get('anatomy_phase')} ({', '.join(read)}); image says "
-                    f"{pred} ({_prob(row)}){low}"
+                    f"anatomy says {row.get('anatomy_phase')} ({', '.join(read)}); image "
+                    f"network says {net}{net_prob}; combined call {pred} ({_prob(row)})"
                 ),
             )
         )

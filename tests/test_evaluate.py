@@ -262,6 +262,29 @@ def test_library_scores_known_answers_and_keeps_the_network_inputs(
     assert ev.exit_status == 0
 
 
+def test_ablation_real_scores_are_the_network_alone(
+    run_dir: Path, data: Path, tmp_path: Path
+) -> None:
+    from phasejax.ablate.runner import RealSet, evaluate_real
+
+    labels = _write_csv(
+        tmp_path / "four.csv", ["file", "phase"], [[f"case_{p}.nii.gz", p] for p in NIFTI_PHASES]
+    )
+    doc = evaluate_real(run_dir, RealSet(paths=(str(data),), labels=str(labels)))
+    _, ev = _first_pass_predictions(run_dir, data, tmp_path)
+    by_id = {r["series_id"]: r for r in ev.rows}
+    preds = doc["splits"]["real"]["predictions"]
+    assert len(preds) == len(NIFTI_PHASES)
+
+    def column(prefix: str, p: dict) -> list[float]:
+        return [float(by_id[p["series_id"]][f"{prefix}{c}"]) for c in doc["classes"]]
+
+    # Ablation runs differ in their networks only: the anatomy's weight would blur them.
+    for p in preds:
+        np.testing.assert_allclose(p["probs"], column("network_p_", p), atol=1e-6)
+    assert any(not np.allclose(p["probs"], column("p_", p), atol=1e-3) for p in preds)
+
+
 def test_score_row_scores_the_aorta_call_against_the_accepted_phases() -> None:
     from phasejax.eval.labels import EvalLabel
     from phasejax.evaluate import score_row
@@ -276,6 +299,10 @@ def test_score_row_scores_the_aorta_call_against_the_accepted_phases() -> None:
     assert score_row(unread, venous, CLASSES)["anatomy_correct"] == ""
     failed = {"status": "failed", "predicted": "", "anatomy_phase": ""}
     assert score_row(failed, venous, CLASSES)["anatomy_correct"] == ""
+    # The call and the image network alone are scored apart.
+    row = score_row({**pred, "network_phase": "LAP"}, arterial, CLASSES)
+    assert (row["correct"], row["network_correct"]) == (0, 1)
+    assert score_row(failed, venous, CLASSES)["network_correct"] == ""
 
 
 def test_command_writes_exact_accuracy_sheets_and_reports_missing_rows(

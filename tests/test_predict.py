@@ -25,6 +25,7 @@ from dicom_factory import CORONAL, ct_dataset, save, uid, write_series
 from pydicom.uid import RLELossless
 
 from phasejax.cli import main
+from phasejax.cohort.anatomy_reference import call_from_anatomy, combine_with_network
 from phasejax.config import load_config
 from phasejax.data.cache import CacheSpec, load_volume
 from phasejax.data.discover import discover, load_plan
@@ -39,6 +40,7 @@ from phasejax.predict.schema import (
     STATUS_OK,
     STATUS_SKIPPED,
     phase_agreement,
+    reference_kvp,
     series_row,
 )
 from phasejax.train.restore import ModelDirError, load_run, load_trained
@@ -121,10 +123,20 @@ def test_one_row_per_series_with_ids_and_normalised_probabilities(
         lab = labels[r["series_id"]]
         assert (r["patient_id"], r["acquisition"]) == (lab["patient_id"], lab["acquisition"])
         assert r["study_uid"] == lab["study_uid"]
-        probs = np.array([r[f"p_{c}"] for c in ("EAP", "LAP", "PVP", "DP")])
-        assert abs(probs.sum() - 1.0) < 1e-5
-        assert r["predicted"] == ("EAP", "LAP", "PVP", "DP")[int(np.argmax(probs))]
+        phases = ("EAP", "LAP", "PVP", "DP")
+        probs = np.array([r[f"p_{c}"] for c in phases])
+        net = np.array([r[f"network_p_{c}"] for c in phases])
+        assert abs(probs.sum() - 1.0) < 1e-5 and abs(net.sum() - 1.0) < 1e-5
+        assert r["predicted"] == phases[int(np.argmax(probs))]
+        assert r["network_phase"] == phases[int(np.argmax(net))]
         assert r["top_prob"] == pytest.approx(probs.max(), abs=1e-6)
+        # The call is the network's posterior times the anatomy's likelihood.
+        kvp = reference_kvp({"KVP": r["kvp"]})
+        anatomy = call_from_anatomy(
+            r["aorta_hu"], r["kidney_cortex_hu"], r["kidney_medulla_hu"], kvp=kvp
+        )
+        assert anatomy.call == r["anatomy_phase"]
+        np.testing.assert_allclose(probs, combine_with_network(net, phases, anatomy), atol=2e-6)
         assert r["num_slices"] == int(lab["num_slices"])
     # The two acquisitions that share one SeriesInstanceUID (site EXT-E) are two rows.
     shared = [s for s, lab in labels.items() if lab["acquisition"]]
@@ -136,8 +148,14 @@ def test_one_row_per_series_with_ids_and_normalised_probabilities(
     counts = report.counts()
     assert counts["classified"] == 36 and counts["failed"] == 0 and counts["skipped"] == 0
     assert sum(counts["per_phase"].values()) == 36
-    # 2 training steps cannot make a confident model: every row is flagged low.
-    assert counts["low_confidence"] == 36
+    # 2 training steps cannot make a confident network; a row is flagged high only where
+    # the anatomy agrees with it and makes the call sure.
+    assert max(max(r[f"network_p_{c}"] for c in phases) for r in rows) < 0.6
+    high = [r for r in rows if r["confidence"] == "high"]
+    assert 0 < len(high) < 36 and counts["low_confidence"] == 36 - len(high)
+    assert all(r["top_prob"] >= 0.6 and r["anatomy_agrees"] == "yes" for r in high)
+    disagree = [r for r in rows if r["anatomy_agrees"] == "no"]
+    assert disagree and all("network_anatomy_disagree" in r["confidence_reasons"] for r in disagree)
 
 
 def test_inputs_equal_the_training_cache_and_the_cascade_is_applied(
@@ -168,7 +186,7 @@ def test_inputs_equal_the_training_cache_and_the_cascade_is_applied(
         p2 = np.asarray(jax_softmax(out.heads["step2"]))[0]  # (EAP, LAP)
         expected = [p1[0] * p2[0], p1[0] * p2[1], p1[1], p1[2]]
         row = by_id[plan.series_id]
-        got = [row[f"p_{c}"] for c in ("EAP", "LAP", "PVP", "DP")]
+        got = [row[f"network_p_{c}"] for c in ("EAP", "LAP", "PVP", "DP")]
         np.testing.assert_allclose(got, expected, atol=1e-5)
         np.testing.assert_allclose(got, np.exp(np.asarray(out.log_probs[0])), atol=1e-5)
 
@@ -357,7 +375,7 @@ def test_ensemble_reports_the_mean_of_its_runs_and_refuses_other_inputs(
         extra = [a for m in models[1:] for a in ("--ensemble", str(m))]
         args = ["predict", str(folder), "--model", str(models[0]), *extra, "--out", str(out)]
         assert main([*args, "--quiet"]) == 0
-        cols = [c for c in read_report(out)[0] if c.startswith("p_")]
+        cols = [c for c in read_report(out)[0] if c.startswith("network_p_")]
         return {r["series_id"]: np.array([float(r[c]) for c in cols]) for r in read_report(out)}
 
     a, b, both = probs(run_dir), probs(seed1), probs(run_dir, seed1)
@@ -585,9 +603,13 @@ def test_a_missing_slice_never_leaves_the_confidence_high(
         predict_paths([tmp_path / d], cfg, model, options=opts, classifier=clf).rows[0]
         for d in ("whole", "gap")
     )
-    assert (whole["confidence"], whole["confidence_reasons"]) == ("high", [])
+
+    def input_reasons(row: dict) -> list[str]:  # the untrained network may contradict the anatomy
+        return [r for r in row["confidence_reasons"] if r != "network_anatomy_disagree"]
+
+    assert input_reasons(whole) == [] and whole["problems"] == []
     assert gap["problems"] == ["missing_slices:1"]
-    assert (gap["confidence"], gap["confidence_reasons"]) == ("low", ["missing_slices:1"])
+    assert gap["confidence"] == "low" and input_reasons(gap) == ["missing_slices:1"]
 
 
 @pytest.mark.real
@@ -709,9 +731,48 @@ def test_summary_and_table_show_the_anatomy() -> None:
         series_row(_prep(), probs, **kw),
     ]
     report = PredictReport(classes=classes, rows=rows, seconds={"total": 1.0})
-    assert "anatomy (aorta, kidneys): 1 agree, 1 disagree, 1 not read (phasejax qc lists them)" in (
-        format_summary(report)
-    )
+    assert (
+        "anatomy (aorta, kidneys) and image network: 1 agree, 1 disagree, 1 not read "
+        "(the call weighs both; phasejax qc lists them)"
+    ) in format_summary(report)
     table = format_table(rows, classes).splitlines()
-    col = table[0].split().index("anatomy")
-    assert [line.split()[col] for line in table[-3:]] == ["PVP", "DP", "-"]
+    head = table[0].split()
+    got = [[line.split()[head.index(c)] for c in ("phase", "network", "anatomy")]
+           for line in table[-3:]]  # fmt: skip
+    # The network is sure of DP (0.75): the anatomy's PVP lowers the call's probability
+    # without overruling it.
+    assert got == [["DP", "DP", "PVP"], ["DP", "DP", "DP"], ["DP", "DP", "-"]]
+    assert rows[0]["top_prob"] < 0.75 < rows[1]["top_prob"]
+
+
+def test_the_call_weighs_the_network_against_the_anatomy() -> None:
+    classes = ("NC", "EAP", "LAP", "PVP", "DP")
+    kw = {"classes": classes, "min_confidence": 0.6, "out_of_range": []}
+    venous = {"aorta_hu": 150.0, "kidney_cortex_hu": 175.0, "kidney_medulla_hu": 120.0}
+    # A network torn between PVP and DP: the kidneys' clear PVP decides the call.
+    row = series_row(_prep(**venous), np.array([0.02, 0.03, 0.05, 0.4, 0.5]), **kw)
+    assert (row["network_phase"], row["anatomy_phase"], row["predicted"]) == ("DP", "PVP", "PVP")
+    assert row["network_p_DP"] == 0.5 and row["p_PVP"] > 0.8
+    assert row["anatomy_agrees"] == "no" and row["confidence"] == "low"
+    assert row["confidence_reasons"] == ["network_anatomy_disagree"]
+    # A network sure of DP keeps it against an anatomy sure of PVP (DP at 0.0014): the
+    # anatomy misreads 2 series in 15 (MISREAD_RATE), so it cannot veto.
+    sure = _prep(aorta_hu=160.0, kidney_cortex_hu=200.0, kidney_medulla_hu=100.0)
+    row = series_row(sure, np.array([0.0, 0.0, 0.0, 0.01, 0.99]), **kw)
+    assert (row["network_phase"], row["anatomy_phase"], row["predicted"]) == ("DP", "PVP", "DP")
+    assert 0.5 < row["p_DP"] < 0.99
+    # An arterial aorta: the anatomy cannot tell early from late, the network splits them.
+    net = np.array([0.05, 0.1, 0.2, 0.6, 0.05])
+    row = series_row(_prep(aorta_hu=380.0), net, **kw)
+    assert (row["network_phase"], row["anatomy_phase"], row["predicted"]) == ("PVP", "AP", "LAP")
+    assert row["p_LAP"] / row["p_EAP"] == pytest.approx(2.0, rel=1e-4)
+    # Nothing read: the call is the network's.
+    row = series_row(_prep(), net, **kw)
+    assert [row[f"p_{c}"] for c in classes] == [row[f"network_p_{c}"] for c in classes]
+    # A 4-phase model and a non-contrast aorta: no class of the model is the anatomy's; of
+    # its classes the delayed phase, whose aorta is the least enhanced, gains.
+    four = ("EAP", "LAP", "PVP", "DP")
+    row = series_row(_prep(aorta_hu=40.0), np.array([0.1, 0.2, 0.3, 0.4]), **kw | {"classes": four})
+    assert row["anatomy_phase"] == "NC" and row["predicted"] == "DP"
+    assert sum(row[f"p_{c}"] for c in four) == pytest.approx(1.0, abs=1e-5)
+    assert row["p_DP"] > 0.4 and row["p_LAP"] / row["p_EAP"] == pytest.approx(2.0, rel=1e-4)

@@ -80,7 +80,13 @@ def test_anatomy_contradicting_the_image_is_listed_with_its_readings() -> None:
     anatomy = {"anatomy_phase": "PVP", "aorta_hu": 119.0, "kidney_cortex_hu": 149.0,
                "kidney_medulla_hu": 128.0}  # fmt: skip
     rows = [
-        {**row("a", "DP", fmt="nifti", top=0.76), **anatomy, "anatomy_agrees": "no"},
+        {
+            **row("a", "DP", fmt="nifti", top=0.76),
+            **anatomy,
+            "anatomy_agrees": "no",
+            "network_phase": "DP",
+            "network_p_DP": 0.82,
+        },  # fmt: skip
         {**row("b", "PVP"), **anatomy, "anatomy_agrees": "yes"},
         {**row("c", "PVP"), "anatomy_phase": "", "anatomy_agrees": ""},  # nothing read
         {
@@ -96,9 +102,9 @@ def test_anatomy_contradicting_the_image_is_listed_with_its_readings() -> None:
                                ("anatomy_contradicts_image", ("d",))]  # fmt: skip
     assert findings[0].message == (
         "anatomy says PVP (aorta 119 HU, renal cortex 149 HU, medulla 128 HU); "
-        "image says DP (p=0.76)"
+        "image network says DP (p=0.82); combined call DP (p=0.76)"
     )
-    assert findings[1].message.startswith("anatomy says NC (aorta 41 HU); image says EAP")
+    assert findings[1].message.startswith("anatomy says NC (aorta 41 HU); image network says EAP")
 
 
 def test_empty_contrast_agent_on_an_enhanced_series() -> None:

@@ -284,7 +284,7 @@ def evaluate_real(run_dir: str | Path, real: RealSet) -> dict[str, Any]:
     from phasejax.eval.labels import read_eval_labels
     from phasejax.evaluate import evaluate_paths
     from phasejax.predict.driver import PredictOptions
-    from phasejax.predict.schema import STATUS_OK, prob_column
+    from phasejax.predict.schema import STATUS_OK, network_prob_column
     from phasejax.train.restore import load_run
 
     run = load_run(run_dir)
@@ -308,7 +308,9 @@ def evaluate_real(run_dir: str | Path, real: RealSet) -> dict[str, Any]:
                 "site": "real",
                 "label": reference if reference in ev.classes else "",
                 "accepts": str(r["accepts"]).split("|"),
-                "probs": [float(r[prob_column(c)]) for c in ev.classes],
+                # The image network's own probabilities: runs differ in the network only
+                # (the anatomy's part of predict's call is the same for every run).
+                "probs": [float(r[network_prob_column(c)]) for c in ev.classes],
             }
         )
     return {

@@ -4,6 +4,8 @@ A row is "high" only when ALL of these hold, and "low" otherwise, with every fai
 condition listed in its `confidence_reasons` column (built by `confidence_reasons`):
 
 - the top probability is at least `min_confidence` (`--min-confidence`, 0.6);
+- the image network and the anatomy reader (`anatomy_phase`) agree, where the anatomy
+  was read (`network_anatomy_disagree`);
 - the input lies inside what the model was trained on (`input_checks`): enough slices
   in the slab for the model's slice selection (`few_slices`), at least 100 mm of scan
   (`short_coverage`), plausible HU statistics (`hu_range`: no air means a wrong
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from phasejax.predict.inputs import PreparedSeries
 
 DEFAULT_MIN_CONFIDENCE = 0.6
+# Two readers of the same series that see different things (learned image features, three
+# HU) and disagree: on the real validation series every network error was such a series.
+NETWORK_ANATOMY_DISAGREE = "network_anatomy_disagree"
 
 # Input checks (confidence "low" when any fails). Thresholds marked "assumption" are
 # not from a source: they bound what the training data (full abdominal scans, axial,
@@ -63,13 +68,20 @@ SUSPECT_PROBLEMS = (
 
 
 def confidence_reasons(
-    top_prob: float, min_confidence: float, out_of_range: Sequence[str]
+    top_prob: float,
+    min_confidence: float,
+    out_of_range: Sequence[str],
+    *,
+    network_anatomy_disagree: bool = False,
 ) -> list[str]:
     """Why a prediction is "low" confidence ([] for "high"): a top probability under
-    `min_confidence`, then the `input_checks` that failed."""
+    `min_confidence`, the image network and the anatomy naming different phases, then the
+    `input_checks` that failed."""
     reasons = []
     if top_prob < min_confidence:
         reasons.append(f"low_probability:{top_prob:.2f}<{min_confidence:g}")
+    if network_anatomy_disagree:
+        reasons.append(NETWORK_ANATOMY_DISAGREE)
     reasons.extend(out_of_range)
     return reasons
 

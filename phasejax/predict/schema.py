@@ -12,14 +12,19 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     format              dicom | nifti
     status              ok | skipped (a file that is no usable CT image) | failed (a series
                         that could not be decoded or prepared)
-    predicted           the phase of highest probability (ok rows)
-    p_<PHASE>           probability of each phase of the model's label set, summing to 1
+    predicted           the call: the phase of highest combined probability (ok rows)
+    p_<PHASE>           the combined probability of each phase of the model's label set,
+                        summing to 1: the network's posterior times the anatomy's
+                        likelihood (phasejax.cohort.anatomy_reference.combine_with_network;
+                        the network's alone where the anatomy read nothing)
     top_prob            probability of the predicted phase
     confidence          high | low (the rule: phasejax.predict.confidence)
-    confidence_reasons  [low_probability:P<T, few_slices:N<S, short_coverage:Xmm,
-                        hu_range:p1/p50/p99, oblique:Ddeg, thick_slices:Xmm,
-                        slab_clipped:Xmm, and the SUSPECT_PROBLEMS as the loader
-                        wrote them (missing_slices:N, uneven_spacing:lo-hi mm, ...)]
+    confidence_reasons  [low_probability:P<T, network_anatomy_disagree, few_slices:N<S,
+                        short_coverage:Xmm, hu_range:p1/p50/p99, oblique:Ddeg,
+                        thick_slices:Xmm, slab_clipped:Xmm, and the SUSPECT_PROBLEMS as
+                        the loader wrote them (missing_slices:N, uneven_spacing:lo-hi mm, ...)]
+    network_phase       the image network's own phase (highest network probability)
+    network_p_<PHASE>   the image network's probability of each phase
     header_phase        phasejax.data.header hint: NC|EAP|LAP|AP|PVP|DP|unknown ("" NIfTI)
     header_agrees       yes | no | "" (no usable hint); AP agrees with EAP and LAP
     header_evidence     [the hint's evidence strings]
@@ -30,9 +35,10 @@ Report columns (`report_columns(classes)`; CSV cells of list columns are joined 
     anatomy_phase       what those HU say by the cohort's physiology: NC|AP|PVP|DP
                         (phasejax.cohort.anatomy_reference, at the header's kVp, else 120;
                         AP = early or late arterial; "" when nothing was read)
-    anatomy_agrees      yes | no | "" (no reading); AP agrees with EAP and LAP. A second
-                        opinion that reads no learned image features: it named all 12 real
-                        validation series (README, "Where the gap is")
+    anatomy_agrees      yes | no | "" (no reading): whether the anatomy's call is the
+                        network's phase (AP agrees with EAP and LAP). The anatomy reads no
+                        learned image features: it named all 12 real validation series
+                        (README, "Where the gap is")
     seconds_after_injection   from ContrastBolusStartTime and AcquisitionTime, when both exist
     description, contrast_agent, acquisition_time, kvp   header fields (acquisition_time:
                         AcquisitionTime, else ContentTime, else SeriesTime, DICOM TM)
@@ -53,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phasejax.cohort.anatomy_reference import call_from_anatomy
+from phasejax.cohort.anatomy_reference import call_from_anatomy, combine_with_network
 from phasejax.data.dicom import Skipped
 from phasejax.data.discover import NiftiPlan, Plan
 from phasejax.data.header import header_phase_hint
@@ -81,6 +87,8 @@ BASE_COLUMNS = (
     "top_prob",
     "confidence",
     "confidence_reasons",
+    "network_phase",
+    # network probability columns "network_p_<PHASE>" go here, in label-set order
     "header_phase",
     "header_agrees",
     "header_evidence",
@@ -118,10 +126,21 @@ def prob_column(phase: str) -> str:
     return f"p_{phase}"
 
 
+def network_prob_column(phase: str) -> str:
+    return f"network_p_{phase}"
+
+
 def report_columns(classes: Sequence[str]) -> list[str]:
     """Column order of the CSV / keys of each JSON line for a model over `classes`."""
     i = BASE_COLUMNS.index("top_prob")
-    return [*BASE_COLUMNS[:i], *(prob_column(c) for c in classes), *BASE_COLUMNS[i:]]
+    j = BASE_COLUMNS.index("network_phase") + 1
+    return [
+        *BASE_COLUMNS[:i],
+        *(prob_column(c) for c in classes),
+        *BASE_COLUMNS[i:j],
+        *(network_prob_column(c) for c in classes),
+        *BASE_COLUMNS[j:],
+    ]
 
 
 def phase_agreement(hint: str, predicted: str) -> str:
@@ -137,7 +156,7 @@ def phase_agreement(hint: str, predicted: str) -> str:
     return "yes" if hint == predicted else "no"
 
 
-def _kvp(header: dict[str, str]) -> float:
+def reference_kvp(header: dict[str, str]) -> float:
     """The tube voltage that the anatomy's reference is computed at: the header's where
     it is a plausible CT voltage, else 120 kVp (NIfTI carries none)."""
     try:
@@ -160,16 +179,23 @@ def series_row(
     min_confidence: float,
     out_of_range: Sequence[str],
 ) -> dict[str, Any]:
-    """The report row of a classified series."""
-    k = int(np.argmax(probs))
-    top = float(probs[k])
+    """The report row of a classified series: the call combines the network's `probs` with
+    the anatomy's reading."""
+    anatomy = call_from_anatomy(
+        prep.aorta_hu, prep.kidney_cortex_hu, prep.kidney_medulla_hu, kvp=reference_kvp(prep.header)
+    )
+    anatomy_phase = anatomy.call
+    network_phase = classes[int(np.argmax(probs))]
+    combined = combine_with_network(probs, classes, anatomy)
+    k = int(np.argmax(combined))
+    top = float(combined[k])
     predicted = classes[k]
-    reasons = confidence_reasons(top, min_confidence, out_of_range)
+    anatomy_agrees = phase_agreement(anatomy_phase, network_phase)
+    reasons = confidence_reasons(
+        top, min_confidence, out_of_range, network_anatomy_disagree=anatomy_agrees == "no"
+    )
     hint = header_phase_hint(prep.header) if prep.fmt == "dicom" else None
     header_phase = hint.phase if hint else ""
-    anatomy_phase = call_from_anatomy(
-        prep.aorta_hu, prep.kidney_cortex_hu, prep.kidney_medulla_hu, kvp=_kvp(prep.header)
-    ).call
     row: dict[str, Any] = {
         "series_id": prep.series_id,
         "patient_id": prep.patient_id,
@@ -179,10 +205,12 @@ def series_row(
         "format": prep.fmt,
         "status": STATUS_OK,
         "predicted": predicted,
-        **{prob_column(c): round(float(p), 6) for c, p in zip(classes, probs)},
+        **{prob_column(c): round(float(p), 6) for c, p in zip(classes, combined)},
         "top_prob": round(top, 6),
         "confidence": "low" if reasons else "high",
         "confidence_reasons": reasons,
+        "network_phase": network_phase,
+        **{network_prob_column(c): round(float(p), 6) for c, p in zip(classes, probs)},
         "header_phase": header_phase,
         "header_agrees": phase_agreement(header_phase, predicted),
         "header_evidence": list(hint.evidence) if hint else [],
@@ -190,7 +218,7 @@ def series_row(
         "kidney_cortex_hu": _round(prep.kidney_cortex_hu),
         "kidney_medulla_hu": _round(prep.kidney_medulla_hu),
         "anatomy_phase": anatomy_phase,
-        "anatomy_agrees": phase_agreement(anatomy_phase, predicted),
+        "anatomy_agrees": anatomy_agrees,
         "seconds_after_injection": _round(hint.seconds) if hint else None,
         "description": prep.header.get("SeriesDescription", ""),
         "contrast_agent": prep.header.get("ContrastBolusAgent", ""),

@@ -31,9 +31,9 @@ def format_summary(report: PredictReport) -> str:
             f"{c['header_unknown']} without a usable hint"
         )
         lines.append(
-            f"anatomy (aorta, kidneys): {c['anatomy_agree']} agree, "
+            f"anatomy (aorta, kidneys) and image network: {c['anatomy_agree']} agree, "
             f"{c['anatomy_disagree']} disagree, {c['anatomy_unread']} not read"
-            + (" (phasejax qc lists them)" if c["anatomy_disagree"] else "")
+            + (" (the call weighs both; phasejax qc lists them)" if c["anatomy_disagree"] else "")
         )
     if c["skipped"]:
         by = ", ".join(f"{k}: {v}" for k, v in c["skipped_by_reason"].items())
@@ -59,6 +59,7 @@ def format_table(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
         ("conf", lambda r: str(r.get("confidence") or "-")),
         ("header", lambda r: str(r.get("header_phase") or "-")),
         ("agree", lambda r: str(r.get("header_agrees") or "-")),
+        ("network", lambda r: str(r.get("network_phase") or "-")),
         ("anatomy", lambda r: str(r.get("anatomy_phase") or "-")),
         ("description", lambda r: str(r.get("description") or "-")[:28]),
         ("notes", _notes),
