@@ -117,10 +117,9 @@ def cohort(run: Path, cache: Path, splits: list[str], rates: list[float]) -> dic
             vol = load_volume(cache, pr["series_id"])
             px = float(m["spacing_xy"])
             slab = find_slab(vol, float(m["spacing_z"]), px)
-            aorta = read_aorta(vol, slab.z_lo, slab.z_hi, px)
-            kid = read_kidneys(
-                vol, slab.landmarks.get("kidney_lo"), slab.landmarks.get("kidney_hi"), px
-            )
+            aorta = read_aorta(vol, slab.z_lo, slab.z_hi, px, slab.anatomy)
+            lm = slab.landmarks
+            kid = read_kidneys(vol, lm.get("kidney_lo"), lm.get("kidney_hi"), px, slab.anatomy)
             anatomy = call_from_anatomy(
                 None if aorta is None else aorta.hu,
                 None if kid is None else kid.cortex_hu,

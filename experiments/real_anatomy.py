@@ -37,7 +37,7 @@ from phasejax.data.aorta import DISC_MM, AortaReading, read_aorta
 from phasejax.data.cache import CacheSpec, load_mask, load_volume, read_manifest
 from phasejax.data.discover import discover, load_plan
 from phasejax.data.kidney import MEDULLA_DEPTH_MM, KidneyReading, read_kidneys
-from phasejax.data.prepare import cache_volume, find_slab
+from phasejax.data.prepare import SliceAnatomy, cache_volume, find_slab
 from phasejax.eval.labels import read_eval_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +54,17 @@ def _r(x: float | None) -> float | None:
 
 
 def read_all(
-    vol: np.ndarray, z_lo: int, z_hi: int, landmarks: dict, pixel_mm: float
+    vol: np.ndarray,
+    z_lo: int,
+    z_hi: int,
+    landmarks: dict,
+    pixel_mm: float,
+    anatomy: SliceAnatomy | None = None,
 ) -> tuple[AortaReading | None, KidneyReading | None]:
     """The aorta and kidney readings of one cached series, as `phasejax predict` reads them."""
-    aorta = read_aorta(vol, z_lo, z_hi, pixel_mm)
-    kid = read_kidneys(vol, landmarks.get("kidney_lo"), landmarks.get("kidney_hi"), pixel_mm)
-    return aorta, kid
+    aorta = read_aorta(vol, z_lo, z_hi, pixel_mm, anatomy)
+    lo, hi = landmarks.get("kidney_lo"), landmarks.get("kidney_hi")
+    return aorta, read_kidneys(vol, lo, hi, pixel_mm, anatomy)
 
 
 def hu_of(aorta: AortaReading | None, kid: KidneyReading | None) -> dict[str, float | None]:
@@ -100,7 +105,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         vol, mask = load_volume(cache, r["series_id"]), load_mask(cache, r["series_id"])
         lo, hi, px = int(r["z_lo"]), int(r["z_hi"]), float(r["spacing_xy"])
         slab = find_slab(vol, float(r["spacing_z"]), px)
-        got = hu_of(*read_all(vol, lo, hi, slab.landmarks, px))
+        got = hu_of(*read_all(vol, lo, hi, slab.landmarks, px, slab.anatomy))
         core = core_cortex_fraction(mask, px)
         row = {"series_id": r["series_id"], "phase": r["phase"], "core_cortex_fraction": core}
         if core is not None:
@@ -183,7 +188,12 @@ def main() -> int:
             continue
         cached = cache_volume(series, spec)
         readings = read_all(
-            cached.volume, cached.z_lo, cached.z_hi, cached.landmarks, cached.pixel_mm
+            cached.volume,
+            cached.z_lo,
+            cached.z_hi,
+            cached.landmarks,
+            cached.pixel_mm,
+            cached.anatomy,
         )
         got = hu_of(*readings)
         name = Path(series.source).name

@@ -9,6 +9,7 @@ import pytest
 
 from phasejax.cohort.anatomy_reference import call_from_anatomy
 from phasejax.data.aorta import read_aorta
+from phasejax.data.prepare import SliceAnatomy, find_slab
 
 PX = 2.0  # mm per pixel
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -57,6 +58,15 @@ def test_reads_the_aorta_not_the_vertebra_or_the_ivc(aorta_hu, ivc_hu):
     assert 25.0 <= anterior <= 50.0 and 0.0 <= left <= 25.0
 
 
+def test_the_slab_finders_slices_give_the_same_reading():
+    vol = _abdomen(350.0, 60.0)
+    known = find_slab(vol, 5.0, PX).anatomy
+    assert known is not None
+    assert read_aorta(vol, 0, len(vol), PX, known) == read_aorta(vol, 0, len(vol), PX)
+    blind = SliceAnatomy(bodies=known.bodies, spines=(None,) * len(vol))
+    assert read_aorta(vol, 0, len(vol), PX, blind) is None
+
+
 def test_no_reading_without_a_vertebra():
     # Unenhanced, so that nothing else is dense enough to pass for a vertebra (an enhanced
     # aorta would be taken for one, and the window would then lie in front of it).
@@ -96,3 +106,6 @@ def test_real_series_aorta(rel, lo, hi):
     cached = cache_volume(series, CacheSpec(spacing_z=5.0, size=192))
     got = read_aorta(cached.volume, cached.z_lo, cached.z_hi, cached.pixel_mm)
     assert got is not None and lo <= got.hu <= hi
+    assert (
+        read_aorta(cached.volume, cached.z_lo, cached.z_hi, cached.pixel_mm, cached.anatomy) == got
+    )

@@ -9,6 +9,7 @@ import pytest
 
 from phasejax.cohort.anatomy_reference import call_from_anatomy
 from phasejax.data.kidney import read_kidneys
+from phasejax.data.prepare import SliceAnatomy, find_slab, slice_anatomy
 
 PX = 2.0  # mm per pixel
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -97,6 +98,28 @@ def test_the_kidneys_decide_where_the_aorta_cannot():
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/real not present")
+def test_the_slab_finders_slices_are_reused_unchanged():
+    vol = _abdomen(190.0, 60.0, None)
+    slab = find_slab(vol, 5.0, PX)
+    known = slab.anatomy
+    assert known is not None and len(known.bodies) == len(known.spines) == len(vol)
+    for z, sl in enumerate(vol):
+        body, spine = slice_anatomy(np.asarray(sl, dtype=np.float32), PX)
+        assert spine is not None and spine == known.spines[z]
+        assert np.array_equal(body, known.bodies[z])
+    n = len(vol) - 1
+    fresh, reused = read_kidneys(vol, 0, n, PX), read_kidneys(vol, 0, n, PX, known)
+    assert fresh is not None and reused is not None
+    assert (reused.cortex_hu, reused.medulla_hu, reused.sections) == (
+        fresh.cortex_hu,
+        fresh.medulla_hu,
+        fresh.sections,
+    )
+    # The reader takes the given spines, not its own: without them nothing is read.
+    blind = SliceAnatomy(bodies=known.bodies, spines=(None,) * len(vol))
+    assert read_kidneys(vol, 0, n, PX, blind) is None
+
+
 def test_real_non_contrast_kidneys():
     from phasejax.data.cache import CacheSpec
     from phasejax.data.discover import discover, load_plan
@@ -106,6 +129,11 @@ def test_real_non_contrast_kidneys():
     cached = cache_volume(series, CacheSpec(spacing_z=5.0, size=192))
     lm = cached.landmarks
     got = read_kidneys(cached.volume, lm["kidney_lo"], lm["kidney_hi"], cached.pixel_mm)
+    again = read_kidneys(
+        cached.volume, lm["kidney_lo"], lm["kidney_hi"], cached.pixel_mm, cached.anatomy
+    )  # as predict reads it, with the slab finder's slices
+    assert got is not None and again is not None
+    assert (again.cortex_hu, again.medulla_hu) == (got.cortex_hu, got.medulla_hu)
     # Hand ROIs (experiments/real_roi.py): cortex 18, medulla 15 HU.
     assert got is not None and got.sections >= 10
     assert 5.0 <= got.cortex_hu <= 35.0 and 5.0 <= got.medulla_hu <= 35.0

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from phasejax.data.prepare import BONE_HU as VERTEBRA_HU
-from phasejax.data.prepare import _disk, _fill_holes, body_mask, vertebral_body
+from phasejax.data.prepare import SliceAnatomy, _disk, _fill_holes, slice_anatomy
 
 DISC_MM = 5.0  # inside a 15-30 mm lumen wherever the centre falls in its middle third
 # Window of the aorta's centre relative to the vertebral body's centre (mm): anterior
@@ -96,14 +96,15 @@ def _vertebra(
 
 
 def slice_candidate(
-    sl: np.ndarray, pixel_mm: float
+    sl: np.ndarray,
+    pixel_mm: float,
+    found: tuple[np.ndarray | None, tuple[float, float] | None] | None = None,
 ) -> tuple[float, float, float, float, float] | None:
-    """(row, col, disc median HU, anterior mm, left mm) of one slice's aorta, or None."""
-    body = body_mask(sl)
-    if body is None:
-        return None
-    spine = vertebral_body(sl, body, pixel_mm)
-    if spine is None:
+    """(row, col, disc median HU, anterior mm, left mm) of one slice's aorta, or None.
+    `found`: the slice's body mask and vertebral body as `prepare.slice_anatomy` gives them
+    (None: computed here)."""
+    body, spine = slice_anatomy(sl, pixel_mm) if found is None else found
+    if body is None or spine is None:
         return None
     sr, sc = spine
     h, w = sl.shape
@@ -141,12 +142,20 @@ def slice_candidate(
     return float(row), float(col), med, (sr - row) * pixel_mm, (col - sc) * pixel_mm
 
 
-def read_aorta(volume: np.ndarray, z_lo: int, z_hi: int, pixel_mm: float) -> AortaReading | None:
+def read_aorta(
+    volume: np.ndarray,
+    z_lo: int,
+    z_hi: int,
+    pixel_mm: float,
+    anatomy: SliceAnatomy | None = None,
+) -> AortaReading | None:
     """The aorta's HU over the slab [z_lo, z_hi) of a volume in cache orientation, or None
-    when fewer than `MIN_SLICES` slices agree on where it is."""
+    when fewer than `MIN_SLICES` slices agree on where it is. `anatomy`: the slab finder's
+    per-slice body masks and vertebral bodies of this volume (None: found here)."""
     found = []
     for z in range(max(0, z_lo), min(int(volume.shape[0]), z_hi)):
-        c = slice_candidate(np.asarray(volume[z], dtype=np.float32), pixel_mm)
+        known = None if anatomy is None else (anatomy.bodies[z], anatomy.spines[z])
+        c = slice_candidate(np.asarray(volume[z], dtype=np.float32), pixel_mm, known)
         if c is not None:
             found.append((z, *c))
     if not found:

@@ -36,11 +36,11 @@ import numpy as np
 
 from phasejax.data.prepare import (
     DENSE_HU,
+    SliceAnatomy,
     _kidney_sections,
     _KidneySection,
     _smooth_spine,
-    body_mask,
-    vertebral_body,
+    slice_anatomy,
 )
 
 TRACK_MM = 25.0  # a kidney's centre moves less than this over its sections
@@ -91,11 +91,16 @@ def _tracked(picks: list[tuple[int, _KidneySection]]) -> list[tuple[int, _Kidney
 
 
 def read_kidneys(
-    volume: np.ndarray, z_lo: int | None, z_hi: int | None, pixel_mm: float
+    volume: np.ndarray,
+    z_lo: int | None,
+    z_hi: int | None,
+    pixel_mm: float,
+    anatomy: SliceAnatomy | None = None,
 ) -> KidneyReading | None:
     """Cortex and medulla HU over the kidney extent [z_lo, z_hi] (inclusive, the slab
     finder's `kidney_lo` / `kidney_hi` landmarks) of a volume in cache orientation, or None
-    when no kidneys were found or too few sections could be read."""
+    when no kidneys were found or too few sections could be read. `anatomy`: the slab
+    finder's per-slice body masks and vertebral bodies of this volume (None: found here)."""
     from scipy import ndimage
 
     if z_lo is None or z_hi is None:
@@ -103,10 +108,13 @@ def read_kidneys(
     n = int(volume.shape[0])
     zs = range(max(0, z_lo), min(n, z_hi + 1))
     slices = {z: np.asarray(volume[z], dtype=np.float32) for z in zs}
-    bodies = {z: body_mask(sl) for z, sl in slices.items()}
-    spine = [
-        None if bodies[z] is None else vertebral_body(slices[z], bodies[z], pixel_mm) for z in zs
-    ]
+    if anatomy is None:
+        found = {z: slice_anatomy(sl, pixel_mm) for z, sl in slices.items()}
+    else:
+        found = {z: (anatomy.bodies[z], anatomy.spines[z]) for z in zs}
+    bodies = {z: found[z][0] for z in zs}
+    # Smoothed over the kidney extent only (find_slab smooths over the whole volume).
+    spine = [found[z][1] for z in zs]
     ref = dict(zip(zs, _smooth_spine(spine)))
     picks: list[tuple[int, _KidneySection]] = []
     for z in zs:

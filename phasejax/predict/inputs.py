@@ -82,9 +82,10 @@ def prepare_series(series: Series, data_cfg: DataConfig, spec: CacheSpec) -> Pre
 
     cached = cache_volume(series, spec)
     image = preprocess(cached.volume, cached.z_lo, cached.z_hi, data_cfg, pixel_mm=cached.pixel_mm)
-    aorta = read_aorta(cached.volume, cached.z_lo, cached.z_hi, cached.pixel_mm)
+    px, known = cached.pixel_mm, cached.anatomy
+    aorta = read_aorta(cached.volume, cached.z_lo, cached.z_hi, px, known)
     lm = cached.landmarks
-    kidney = read_kidneys(cached.volume, lm.get("kidney_lo"), lm.get("kidney_hi"), cached.pixel_mm)
+    kidney = read_kidneys(cached.volume, lm.get("kidney_lo"), lm.get("kidney_hi"), px, known)
     p1, p50, p99 = hu_percentiles(series.hu)
     n = slice_normal(series.orientation)
     oblique = math.degrees(math.acos(min(1.0, abs(float(n[2])))))
