@@ -19,7 +19,10 @@ With `--cohort CACHE` (a prepared cohort cache, e.g. the medium cohort's under
 ~/.cache/phasejax/cohorts) it instead reads `--cohort-series` random series of that cohort and
 compares with the median HU inside the aorta's and kidneys' masks, and the calls with the
 series' phase: how the readers do on the phantom's anatomy; `core_cortex_fraction` is how much
-of the phantom's kidney core (deeper than the medulla reading's depth) is cortex.
+of the phantom's kidney core (deeper than the medulla reading's depth) is cortex,
+`aorta_read_on` which phantom structure the aorta reader's disc centres fall on, and
+`mask_aorta_offset_mm` where the phantom's aorta lies from the vertebral body centre, to
+compare with `aorta_offset_mm` of the real series (the reader's positions there).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +97,36 @@ def core_cortex_fraction(mask: np.ndarray, pixel_mm: float) -> float | None:
     return float(np.mean(core_all == int(Label.KIDNEY_CORTEX))) if core_all.size else None
 
 
+def _read_on(mask: np.ndarray, aorta: AortaReading | None) -> str:
+    """The mask label under most of the aorta reader's disc centres ("" when not read)."""
+    if aorta is None:
+        return ""
+    labs = Counter(int(mask[z, int(r), int(c)]) for z, r, c in aorta.positions)
+    return Label(labs.most_common(1)[0][0]).name.lower()
+
+
+def _mask_offset(
+    mask: np.ndarray, lo: int, hi: int, anatomy: SliceAnatomy | None, px: float
+) -> list[float] | None:
+    """Median (anterior, left) mm of the phantom aorta's centroid from the vertebral body
+    centre that the slab finder found, over the slab: the reader's `offset_mm` on real
+    scans is the same measurement."""
+    if anatomy is None:
+        return None
+    off = []
+    for z in range(lo, hi):
+        spine, sel = anatomy.spines[z], mask[z] == int(Label.AORTA)
+        if spine is not None and sel.any():
+            ys, xs = np.nonzero(sel)
+            off.append(((spine[0] - ys.mean()) * px, (xs.mean() - spine[1]) * px))
+    return [round(float(v), 1) for v in np.median(off, axis=0)] if off else None
+
+
+def _median_offset(offsets: Iterable[list[float] | tuple[float, float] | None]) -> list | None:
+    got = [o for o in offsets if o is not None]
+    return [round(float(v), 1) for v in np.median(got, axis=0)] if got else None
+
+
 def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
     """The readers on n random series of a cohort cache, against the masks' medians."""
     rows = read_manifest(cache)
@@ -105,9 +140,17 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         vol, mask = load_volume(cache, r["series_id"]), load_mask(cache, r["series_id"])
         lo, hi, px = int(r["z_lo"]), int(r["z_hi"]), float(r["spacing_xy"])
         slab = find_slab(vol, float(r["spacing_z"]), px)
-        got = hu_of(*read_all(vol, lo, hi, slab.landmarks, px, slab.anatomy))
+        aorta, kid = read_all(vol, lo, hi, slab.landmarks, px, slab.anatomy)
+        got = hu_of(aorta, kid)
         core = core_cortex_fraction(mask, px)
-        row = {"series_id": r["series_id"], "phase": r["phase"], "core_cortex_fraction": core}
+        row = {
+            "series_id": r["series_id"],
+            "phase": r["phase"],
+            "core_cortex_fraction": core,
+            # What the aorta reader's disc centres fall on, by the phantom's masks.
+            "aorta_read_on": _read_on(mask, aorta),
+            "mask_aorta_offset_mm": _mask_offset(mask, lo, hi, slab.anatomy, px),
+        }
         if core is not None:
             cores.append(core)
         for k, lab in labels.items():
@@ -139,6 +182,8 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         },
         "calls_right": right,
         "core_cortex_fraction_median": float(np.median(cores)) if cores else None,
+        "aorta_read_on": dict(Counter(r["aorta_read_on"] for r in out).most_common()),
+        "mask_aorta_offset_mm_median": _median_offset(r["mask_aorta_offset_mm"] for r in out),
         "series": out,
     }
 
@@ -204,6 +249,10 @@ def main() -> int:
             row |= {f"auto_{k}_hu": _r(got[k]), f"hand_{k}_hu": ref.get(k), f"diff_{k}_hu": _r(d)}
             if d is not None:
                 diffs[k].append(abs(d))
+        aorta = readings[0]
+        row["aorta_offset_mm"] = (
+            None if aorta is None else [round(float(v), 1) for v in aorta.offset_mm]
+        )
         aorta_only = call_from_anatomy(aorta=got["aorta"])
         call = call_from_anatomy(got["aorta"], got["cortex"], got["medulla"])
         acc = accepts.get(name)
@@ -233,6 +282,9 @@ def main() -> int:
             for k, d in diffs.items()
         },
         "reading_sd_hu": {k: round(1.4826 * float(np.median(d)), 1) for k, d in diffs.items() if d},
+        # (anterior, left) mm of the aorta from the vertebral body centre; `--cohort` gives
+        # the phantom's from its masks.
+        "aorta_offset_mm_median": _median_offset(r["aorta_offset_mm"] for r in rows),
     }
     sd = out["reading_sd_hu"]
     # Gross misreadings, which a median spread ignores: the share that MISREAD_RATE keeps.
