@@ -122,6 +122,22 @@ def _mask_offset(
     return [round(float(v), 1) for v in np.median(off, axis=0)] if off else None
 
 
+def _spine_on_vertebra(
+    mask: np.ndarray, lo: int, hi: int, anatomy: SliceAnatomy | None
+) -> list[int]:
+    """[slab slices whose found vertebral body centre lies on the phantom's spine (body,
+    cortex, disc or canal), slab slices with a centre]: whether offsets measured from it
+    are the phantom's geometry or the finder's error."""
+    spine = {int(x) for x in (Label.VERTEBRA, Label.BONE_CORTICAL, Label.DISC, Label.SPINAL_CANAL)}
+    on = n = 0
+    for z in range(lo, hi):
+        sp = None if anatomy is None else anatomy.spines[z]
+        if sp is not None:
+            n += 1
+            on += int(mask[z, int(round(sp[0])), int(round(sp[1]))]) in spine
+    return [on, n]
+
+
 def _median_offset(offsets: Iterable[list[float] | tuple[float, float] | None]) -> list | None:
     got = [o for o in offsets if o is not None]
     return [round(float(v), 1) for v in np.median(got, axis=0)] if got else None
@@ -150,6 +166,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
             # What the aorta reader's disc centres fall on, by the phantom's masks.
             "aorta_read_on": _read_on(mask, aorta),
             "mask_aorta_offset_mm": _mask_offset(mask, lo, hi, slab.anatomy, px),
+            "spine_on_vertebra": _spine_on_vertebra(mask, lo, hi, slab.anatomy),
         }
         if core is not None:
             cores.append(core)
@@ -184,6 +201,7 @@ def cohort_check(cache: Path, n: int, seed: int = 0) -> dict:
         "core_cortex_fraction_median": float(np.median(cores)) if cores else None,
         "aorta_read_on": dict(Counter(r["aorta_read_on"] for r in out).most_common()),
         "mask_aorta_offset_mm_median": _median_offset(r["mask_aorta_offset_mm"] for r in out),
+        "spine_on_vertebra": [sum(r["spine_on_vertebra"][i] for r in out) for i in (0, 1)],
         "series": out,
     }
 
