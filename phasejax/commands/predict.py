@@ -10,9 +10,10 @@ Discovers series like `phasejax inspect` (acquisitions sharing a SeriesInstanceU
 separate series), prepares each exactly as the model was trained (grid, slab, slices,
 window and size from the run's config.json), classifies them in fixed-size batches and
 writes one row per series (and per skipped file) with the columns of
-`phasejax.predict.schema.report_columns`: predicted phase, the probability of every phase, a
-confidence flag with its reasons, the header's phase hint with its evidence, whether they
-agree, and the loader's problems.
+`phasejax.predict.schema.report_columns`: the call (the image network weighed by the aorta's
+and kidneys' HU read from anatomy) and the probability of every phase, a confidence flag with
+its reasons, the network's own phase and probabilities, the header's phase hint with its
+evidence, the anatomy's readings and call, whether each agrees, and the loader's problems.
 
 Output: --out FILE writes CSV (JSON lines with --json), streamed row by row and sorted
 at the end; --json alone streams JSON lines to stdout; neither prints a table. The

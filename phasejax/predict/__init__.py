@@ -19,11 +19,14 @@ What happens to each input, in order:
 3. Series are batched through the jit-compiled eval step by `phasejax.infer.Classifier`
    (BatchNorm in inference mode). The last batch is padded to the full batch size so
    every batch has one shape: one compilation per process.
-4. One row per series: the predicted phase and the probability of every phase of the
-   label set (for a two-step model p(EAP) = p1(AP) * p2(EAP | AP), as trained), a
-   confidence flag, the header's own phase hint with its evidence, whether the two
-   agree, and the loader's problems. A series that cannot be decoded or prepared is a
-   "failed" row with the reason; it never stops the others.
+4. One row per series: the call and its probability of every phase of the label set,
+   the image network's posterior (for a two-step model p(EAP) = p1(AP) * p2(EAP | AP), as
+   trained) times the likelihood of the aorta's and kidneys' HU read in step 2 without
+   learned features (`phasejax.data.aorta`, `phasejax.data.kidney`,
+   `phasejax.cohort.anatomy_reference`); the network's own phase and probabilities, a
+   confidence flag, the header's own phase hint with its evidence, whether it agrees, and
+   the loader's problems. A series that cannot be decoded or prepared is a "failed" row
+   with the reason; it never stops the others.
 
 The modules, one step each (`phasejax.qc` checks a finished report):
 
