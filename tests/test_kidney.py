@@ -98,6 +98,24 @@ def test_the_kidneys_decide_where_the_aorta_cannot():
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/real not present")
+def test_kidneys_touching_an_enhanced_liver_and_spleen_are_found():
+    # Portal venous: a 150 HU liver and spleen against kidneys whose cortex reads 240 HU
+    # merge with them at ENHANCED_HU into blobs larger than any kidney (HCC_015's PVP
+    # series: no kidneys found before the blobs were split at higher thresholds).
+    vol = _abdomen(240.0, 150.0)
+    for sl in vol:
+        for row, col, ry, rx in ((104, 40, 30, 26), (108, 152, 24, 22)):  # liver, spleen
+            sl[_ellipse(sl.shape, row, col, ry, rx) & (sl < 100.0)] = 150.0
+    slab = find_slab(vol, 5.0, PX)
+    assert slab.method == "kidney"
+    assert (slab.landmarks["kidney_lo"], slab.landmarks["kidney_hi"]) == (0, len(vol) - 1)
+    lm = slab.landmarks
+    got = read_kidneys(vol, lm["kidney_lo"], lm["kidney_hi"], PX, slab.anatomy)
+    assert got is not None and got.sections == 2 * len(vol)
+    assert got.cortex_hu == pytest.approx(240.0, abs=8.0)
+    assert got.medulla_hu == pytest.approx(150.0, abs=8.0)
+
+
 def test_the_slab_finders_slices_are_reused_unchanged():
     vol = _abdomen(190.0, 60.0, None)
     slab = find_slab(vol, 5.0, PX)

@@ -59,7 +59,9 @@ dome) and the kidneys:
   anterior to 30 mm posterior of the vertebral body's centre (psoas medial, colon lateral
   or anterior), that is either enhanced (>= 125 HU after a 3x3 median, not bone inside
   its cortex: renal parenchyma enhances more than muscle, bowel wall and, below the
-  liver, anything else there) or, without contrast, at unenhanced-kidney density (mean
+  liver, anything else there; an enhanced blob too large for a kidney, a kidney merged with
+  a portal-venous liver or spleen, is split at 175 then 225 HU, `SPLIT_HU`) or, without
+  contrast, at unenhanced-kidney density (mean
   15-45 HU: kidney ~30 HU, muscle 45-60 HU) and ringed by fat (>= 40% of a 2-6 mm
   ring). A kidney run is a run of slices with a section on either side (gaps of up to 2
   slices) that shows both kidneys on >= 2 slices; from its lowest and highest such
@@ -369,6 +371,11 @@ SPINE_BAND_MM = 35.0  # the vertebral body lies within this of the body's midlin
 TISSUE_HU = (0.0, 50.0)
 FAT_HU = (-200.0, -30.0)
 ENHANCED_HU = 125.0  # enhanced renal parenchyma (>= 140 HU in every contrast phase)
+# Thresholds tried in turn inside an enhanced blob too large for a kidney: in the
+# portal-venous phase the liver and spleen reach 100-160 HU and a kidney touching them merges
+# with them at ENHANCED_HU, while its cortex reads 160-260 HU (hand ROIs of the real PVP
+# series, docs/real_roi/real_roi.json: liver 160 against cortex 258 on HCC_015's).
+SPLIT_HU = (175.0, 225.0)
 DENSE_HU = 400.0  # cortical bone and excreted / oral contrast
 KIDNEY_DX_MM = (50.0, 120.0)  # |lateral offset| of a kidney section's centre
 KIDNEY_DY_MM = (-50.0, 30.0)  # its anterior (-) / posterior (+) offset
@@ -539,24 +546,35 @@ def _kidney_sections(
     # A 3x3 median: image noise would otherwise break a kidney near a threshold into crumbs.
     sl = ndimage.median_filter(sl, size=3)
     dense = sl > DENSE_HU
-    enhanced = (sl >= ENHANCED_HU) & ~dense & body
     near_dense = ndimage.binary_dilation(dense, _disk(1))
-    enhanced &= ~near_dense
-    # Close and fill before the opening: in the arterial phases only the renal cortex
-    # enhances, a thin ring around the darker medulla that an opening would erase.
-    enhanced = _fill_holes(ndimage.binary_closing(enhanced, _disk(1)))
-    enhanced = ndimage.binary_opening(enhanced, _disk(3.0 / pixel_mm))
+
+    def enhanced_above(threshold: float, within: np.ndarray) -> np.ndarray:
+        enhanced = (sl >= threshold) & ~dense & within & ~near_dense
+        # Close and fill before the opening: in the arterial phases only the renal cortex
+        # enhances, a thin ring around the darker medulla that an opening would erase.
+        enhanced = _fill_holes(ndimage.binary_closing(enhanced, _disk(1)))
+        return ndimage.binary_opening(enhanced, _disk(3.0 / pixel_mm))
+
     tissue = (sl >= TISSUE_HU[0]) & (sl <= TISSUE_HU[1]) & body
     tissue = ndimage.binary_erosion(tissue, _disk(2.0 / pixel_mm))
     fat = (sl >= FAT_HU[0]) & (sl <= FAT_HU[1])
     found: list[_KidneySection] = []
-    for mask, kind in ((enhanced, "enhanced"), (tissue, "fat-ringed")):
+    jobs = [(enhanced_above(ENHANCED_HU, body), "enhanced", 0), (tissue, "fat-ringed", 0)]
+    while jobs:
+        mask, kind, split = jobs.pop(0)
         lab, m = ndimage.label(mask)
         for i, box in enumerate(ndimage.find_objects(lab)):
             if box is None or _cut(box, (wy0, wy1, wx0, wx1), (h, w)):
                 continue
             yy, xx = np.nonzero(lab[box] == i + 1)
             area = float(yy.size) * px2
+            if kind == "enhanced" and area > KIDNEY_AREA_CM2[1] and split < len(SPLIT_HU):
+                # A kidney touching an organ that enhances too (a portal-venous liver or
+                # spleen above ENHANCED_HU) is one blob with it; the cortex outshines them.
+                region = np.zeros_like(mask)
+                region[box] = lab[box] == i + 1
+                jobs.append((enhanced_above(SPLIT_HU[split], region), kind, split + 1))
+                continue
             if not KIDNEY_POLE_CM2 <= area <= KIDNEY_AREA_CM2[1]:
                 continue
             yy, xx = yy + box[0].start, xx + box[1].start  # window coordinates
