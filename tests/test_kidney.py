@@ -97,7 +97,6 @@ def test_the_kidneys_decide_where_the_aorta_cannot():
     assert hu80.probs["DP"] > hu120.probs["DP"]
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/real not present")
 def test_kidneys_touching_an_enhanced_liver_and_spleen_are_found():
     # Portal venous: a 150 HU liver and spleen against kidneys whose cortex reads 240 HU
     # merge with them at ENHANCED_HU into blobs larger than any kidney (HCC_015's PVP
@@ -138,6 +137,7 @@ def test_the_slab_finders_slices_are_reused_unchanged():
     assert read_kidneys(vol, 0, n, PX, blind) is None
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/real not present")
 def test_real_non_contrast_kidneys():
     from phasejax.data.cache import CacheSpec
     from phasejax.data.discover import discover, load_plan
