@@ -95,11 +95,10 @@ def cohort(run: Path, cache: Path, splits: list[str], rates: list[float]) -> dic
     """The same three readers on the run's own cohort test series: the network's
     probabilities from its results.json, the anatomy read from the cached volumes (the
     image-based slab, as predict finds it; the series' kVp)."""
+    from real_anatomy import hu_of, read_all
     from tqdm import tqdm
 
-    from phasejax.data.aorta import read_aorta
     from phasejax.data.cache import load_volume, read_manifest
-    from phasejax.data.kidney import read_kidneys
     from phasejax.data.prepare import find_slab
 
     results = json.loads((run / "results.json").read_text())
@@ -117,14 +116,9 @@ def cohort(run: Path, cache: Path, splits: list[str], rates: list[float]) -> dic
             vol = load_volume(cache, pr["series_id"])
             px = float(m["spacing_xy"])
             slab = find_slab(vol, float(m["spacing_z"]), px)
-            aorta = read_aorta(vol, slab.z_lo, slab.z_hi, px, slab.anatomy)
-            lm = slab.landmarks
-            kid = read_kidneys(vol, lm.get("kidney_lo"), lm.get("kidney_hi"), px, slab.anatomy)
+            got = hu_of(*read_all(vol, slab.z_lo, slab.z_hi, slab.landmarks, px, slab.anatomy))
             anatomy = call_from_anatomy(
-                None if aorta is None else aorta.hu,
-                None if kid is None else kid.cortex_hu,
-                None if kid is None else kid.medulla_hu,
-                kvp=reference_kvp({"KVP": m["kvp"]}),
+                got["aorta"], got["cortex"], got["medulla"], kvp=reference_kvp({"KVP": m["kvp"]})
             )
             net = np.asarray(pr["probs"], dtype=np.float64)
             label = pr["label"]

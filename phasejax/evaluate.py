@@ -84,6 +84,7 @@ from phasejax.predict.schema import (
     STATUS_SKIPPED,
     network_prob_column,
     prob_column,
+    with_probability_columns,
 )
 from phasejax.tables import text_table
 
@@ -129,23 +130,16 @@ BASE_COLUMNS = (
 )
 _COPIED = (
     "series_id", "path", "format", "status", "predicted", "top_prob", "confidence",
-    "confidence_reasons", "network_phase", "aorta_hu", "kidney_cortex_hu", "kidney_medulla_hu", "anatomy_phase",
-    "kvp", "z_lo", "z_hi", "z_method", "num_slices", "slice_mm", "problems", "reason", "detail",
+    "confidence_reasons", "network_phase", "aorta_hu", "kidney_cortex_hu",
+    "kidney_medulla_hu", "anatomy_phase", "kvp", "z_lo", "z_hi", "z_method", "num_slices",
+    "slice_mm", "problems", "reason", "detail",
 )  # fmt: skip
 
 
 def evaluation_columns(classes: Sequence[str], carried: Sequence[str] = ()) -> list[str]:
     """Columns of series.csv for a model over `classes`; carried CSV columns come last,
     prefixed "label_" where a name is taken by a computed column."""
-    i = BASE_COLUMNS.index("top_prob")
-    j = BASE_COLUMNS.index("network_correct") + 1
-    base = [
-        *BASE_COLUMNS[:i],
-        *(prob_column(c) for c in classes),
-        *BASE_COLUMNS[i:j],
-        *(network_prob_column(c) for c in classes),
-        *BASE_COLUMNS[j:],
-    ]
+    base = with_probability_columns(BASE_COLUMNS, classes, network_after="network_correct")
     return base + [carried_column(c, base) for c in carried]
 
 

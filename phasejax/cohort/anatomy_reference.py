@@ -68,14 +68,13 @@ class AnatomyCall:
 def reference_values(exams: int = REFERENCE_EXAMS, kvp: float = 120.0) -> dict[str, np.ndarray]:
     """[series, STRUCTURES] HU of every series of `exams` internal-site exams, per call."""
     out: dict[str, list[list[float]]] = {k: [] for k in CALLS}
-    group = {p: k for k, phases in CALLS.items() for p in phases}
     for i in range(exams):
         # The namespace seeds the planned exams; it keeps the name it had when only the aorta
         # was read, so that the reference (and every call) stays the same.
         plan = plan_exam(SITES[INTERNAL_SITE], i, cohort_seed=0, namespace="aorta-reference")
         for s in plan.series:
             hu = compartment_hu(plan.patient, s.t, kvp)
-            out[group[s.phase]].append([hu[_LABELS[name]] for name in STRUCTURES])
+            out[GROUP_OF[s.phase]].append([hu[_LABELS[name]] for name in STRUCTURES])
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 

@@ -741,14 +741,15 @@ def find_slab(volume: np.ndarray, spacing_z: float, pixel_mm: float | None = Non
     bodies: list[np.ndarray | None] = [None] * n
     for k in range(n):
         sl = np.asarray(volume[k], dtype=np.float32)
-        body = body_mask(sl)
+        if pixel_mm is None:
+            body = body_mask(sl)
+        else:  # what the aorta and kidney readers get back through `anatomy`
+            body, spine[k] = slice_anatomy(sl, pixel_mm)
         if body is None:
             continue
         bodies[k] = body
         lung[k] = _is_lung_base(sl, body)
         air[k] = _right_thorax_air(sl, body)
-        if pixel_mm is not None:
-            spine[k] = vertebral_body(sl, body, pixel_mm)
     kidney: tuple[int, int] | None = None
     anatomy = None
     if pixel_mm is not None:

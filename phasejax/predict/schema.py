@@ -130,17 +130,25 @@ def network_prob_column(phase: str) -> str:
     return f"network_p_{phase}"
 
 
+def with_probability_columns(
+    base: Sequence[str], classes: Sequence[str], network_after: str
+) -> list[str]:
+    """`base` with the call's "p_<PHASE>" columns before "top_prob" and the network's
+    "network_p_<PHASE>" columns after `network_after`, in label-set order."""
+    i = base.index("top_prob")
+    j = base.index(network_after) + 1
+    return [
+        *base[:i],
+        *(prob_column(c) for c in classes),
+        *base[i:j],
+        *(network_prob_column(c) for c in classes),
+        *base[j:],
+    ]
+
+
 def report_columns(classes: Sequence[str]) -> list[str]:
     """Column order of the CSV / keys of each JSON line for a model over `classes`."""
-    i = BASE_COLUMNS.index("top_prob")
-    j = BASE_COLUMNS.index("network_phase") + 1
-    return [
-        *BASE_COLUMNS[:i],
-        *(prob_column(c) for c in classes),
-        *BASE_COLUMNS[i:j],
-        *(network_prob_column(c) for c in classes),
-        *BASE_COLUMNS[j:],
-    ]
+    return with_probability_columns(BASE_COLUMNS, classes, network_after="network_phase")
 
 
 def phase_agreement(hint: str, predicted: str) -> str:
