@@ -130,11 +130,26 @@ def test_kidney_corticomedullary_then_homogeneous(cohort):
     medulla = _medians(cohort, Label.KIDNEY_MEDULLA)
     assert cortex[Phase.LAP] - medulla[Phase.LAP] >= 100.0
     assert cortex[Phase.EAP] - medulla[Phase.EAP] >= 60.0
-    assert abs(cortex[Phase.PVP] - medulla[Phase.PVP]) < 30.0  # nephrographic
-    # ... but at 70 s the medulla has not yet passed the cortex (nephrographic from ~80-120 s,
-    # Yuh & Cohan 1999); passing it is the excretory phase's tubular concentration.
-    assert cortex[Phase.PVP] - medulla[Phase.PVP] > 0.0
+    # Cohort v8: a portal-venous kidney keeps a corticomedullary gap (the corticomedullary
+    # phase lasts to ~70 s, nephrographic from ~80-120 s, Yuh & Cohan 1999; real PVP series
+    # read 122, 105 and 3 HU), smaller than the arterial one ...
+    assert 20.0 <= cortex[Phase.PVP] - medulla[Phase.PVP] <= 100.0
+    # ... and passing the cortex is the excretory phase's tubular concentration.
     assert medulla[Phase.DP] - cortex[Phase.DP] >= 20.0
+
+
+def test_kidney_nephrographic_after_two_minutes():
+    """The gap closes between ~80 and ~120 s (Yuh & Cohan 1999): at 70 s most patients
+    still show it, at 120 s most do not."""
+    pop = Population()
+    gaps = {70.0: [], 120.0: []}
+    for seed in range(60):
+        p = sample_patient("K", seed, pop)
+        for t, g in gaps.items():
+            hu = K.compartment_hu(p, t)
+            g.append(hu[Label.KIDNEY_CORTEX] - hu[Label.KIDNEY_MEDULLA])
+    assert np.median(gaps[70.0]) >= 30.0
+    assert abs(np.median(gaps[120.0])) < 20.0
 
 
 def test_cirrhosis_lowers_portal_venous_liver_and_enlarges_the_spleen():

@@ -185,7 +185,7 @@ def test_roi_medians_match_kinetics_and_reference_ranges(patients, phases):
         assert r[Phase.DP](Label.AORTA) < r[Phase.PVP](Label.AORTA)
 
 
-def test_kidneys_corticomedullary_in_arterial_homogeneous_in_pvp(phases):
+def test_kidneys_corticomedullary_in_arterial_closing_in_pvp(phases):
     for i in phases:
         gap = {
             ph: _roi(*phases[i][ph], Label.KIDNEY_CORTEX)
@@ -193,9 +193,9 @@ def test_kidneys_corticomedullary_in_arterial_homogeneous_in_pvp(phases):
             for ph in (Phase.EAP, Phase.LAP, Phase.PVP)
         }
         assert gap[Phase.EAP] > 80.0 and gap[Phase.LAP] > 80.0
-        # portal venous: the gap has closed to well below the arterial one, the medulla not
-        # above the cortex (cohort v5: nephrographic from ~80-120 s, Yuh & Cohan 1999)
-        assert -10.0 < gap[Phase.PVP] < 60.0 and gap[Phase.PVP] < 0.5 * gap[Phase.LAP]
+        # portal venous: the gap is closing (cohort v8: late corticomedullary at 70 s,
+        # nephrographic from ~80-120 s, Yuh & Cohan 1999), the medulla not above the cortex
+        assert 10.0 < gap[Phase.PVP] < 100.0 and gap[Phase.PVP] < 0.6 * gap[Phase.LAP]
 
 
 def test_collecting_system_bright_only_in_delayed():

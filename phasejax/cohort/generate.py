@@ -99,7 +99,9 @@ LABEL_COLUMNS = (
 # 7: the heart rests on the diaphragm's central tendon (so the top input slice, at the liver
 #    dome, cuts the ventricles as on real CT), and one scan in five starts 0-30 mm below the
 #    liver dome, as liver-protocol scans often do (ablations/README.md, "Cohort v7").
-COHORT_VERSION = 7
+# 8: slower medullary washin: a 70 s portal-venous kidney keeps its corticomedullary gap
+#    (Yuh & Cohan 1999; the real portal-venous series), see kinetics.curves.
+COHORT_VERSION = 8
 
 
 class CohortError(RuntimeError):

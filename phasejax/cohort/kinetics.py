@@ -49,13 +49,13 @@ bolus-tracked EAP (trigger + 7 s) and LAP (trigger + 17 s), PVP 70 s and DP 180 
 | spleen         | ~52    | 101/121/151  | 125/157/208  | 111/130/154  | 81/93/107    |
 | pancreas       | ~42    | 93/113/144   | 118/152/199  | 100/121/145  | 70/82/97     |
 | renal cortex   | ~35    | 128/163/221  | 159/214/297  | 136/167/207  | 118/144/180  |
-| renal medulla  | ~33    | 31/34/38     | 38/48/61     | 120/156/212  | 137/181/226  |
+| renal medulla  | ~33    | 31/34/38     | 39/46/56     | 89/113/150   | 134/179/224  |
 | collecting sys.| ~8     | 8/8/9        | 8/8/10       | 8/10/19      | 28/180/476   |
 
 Rule boundaries (p5/p50/p95 s after injection start, 400 patients): NC->EAP 12/16.5/22.5,
-EAP->LAP 24.5/29.5/37.5, LAP->PVP 39.5/45.5/51, PVP->DP 76.5/122/197 (cohort v6; a few
+EAP->LAP 24.5/29.5/37.5, LAP->PVP 39.5/45.5/51, PVP->DP 102/138.5/201.5 (cohort v8; a few
 cirrhotic patients go from EAP straight to PVP at ~41 s: their portal vein opacifies after
-the hepatic veins). At the protocol times of the table, 394 of 400 70 s series are PVP and 364
+the hepatic veins). At the protocol times of the table, 400 of 400 70 s series are PVP and 357
 of 400 180 s series DP: the others show neither excretion nor equilibrium yet (or already
 both), and are labelled by what they show. Because the rule reads the image, a label can
 flicker for a few seconds where a structure hovers at a threshold (6 of 400 patients).
@@ -71,7 +71,10 @@ first-pass extraction fractions of small hydrophilic tracers across systemic cap
 the lower blood pool. Cohort v4 added tubular concentration (renal parenchyma bright in the
 excretory phase, medulla above cortex, as the real delayed series show). Cohort v6 made the
 labelling rule read only the absolute HU of one image (phase_from_hu) instead of enhancement
-over the patient's own baseline and the liver's washout from its own peak.
+over the patient's own baseline and the liver's washout from its own peak. Cohort v8 departs
+from the design table's portal-venous kidney ("gap < 30", nephrographic): the medullary washin
+is slower, so a 70 s scan keeps a corticomedullary gap (p50 ~50 HU), as the literature's
+phase timing and the real portal-venous series show (see `curves`).
 
 Real-patient ROI medians quoted there (p10/p50/p90): aorta arterial 162/267/396,
 portal venous 97/121/145; portal+splenic vein arterial 53/92/138, portal venous 101/132/160
@@ -295,12 +298,17 @@ def curves(patient: Patient) -> Curves:
     cortex = 0.57 * through(_expo(3.0)) + 0.52 * rf**0.5 * through(_expo(40.0, 4.0))
     # Tubular transit slows with renal function: impaired kidneys keep their corticomedullary
     # differentiation longer (a delayed nephrogram), so the medullary washin stretches with it.
-    # Cohort v5: the nephrographic phase (homogeneous parenchyma) begins at ~80-120 s (Yuh &
-    # Cohan, AJR 1999;173:747), so at a 70 s portal-venous scan the medulla is still at or
-    # below the cortex; the real portal-venous series read cortex/medulla 226/98 and 161/153 HU
-    # (experiments/real_roi.py). A 45 s washin after 14 s (was 32 s after 11 s) gives a PVP
-    # gap of ~+10 HU (p50) where v4 had the medulla above the cortex, a delayed-phase look.
-    medulla = 1.0 * rf**0.5 * through(_expo(45.0 / rf**0.5, 14.0 / rf**0.5))
+    # The corticomedullary phase lasts to ~70 s and the nephrographic phase (homogeneous
+    # parenchyma) begins at ~80-120 s after injection start (Yuh & Cohan, AJR 1999;173:747), so
+    # a 70 s portal-venous scan usually still shows a corticomedullary gap. Hand ROIs on the
+    # real venous series (experiments/real_roi.py, docs/real_roi/real_roi.json) read cortex -
+    # medulla 122, 105 and 3 HU on the three portal-venous ones and 75 and 45 HU on the two
+    # portal-venous-or-delayed ones. Cohort v5 (a 45 s washin after 14 s) closed the gap by
+    # ~60 s (p10/p50/p90 -15/9/28 HU at 70 s), so a corticomedullary kidney meant "arterial"
+    # on the cohort. Cohort v8: a 90 s washin after 12 s gives 35/52/74 HU at 70 s (the
+    # late-arterial medulla stays at ~46 HU against ~52 on the real arterial series), the gap
+    # closing below ~20 HU (p50) after ~100 s; the delayed phase is unchanged (tubular term).
+    medulla = 1.0 * rf**0.5 * through(_expo(90.0 / rf**0.5, 12.0 / rf**0.5))
     onset, emax, s = ph.excretion_onset_s, ph.excretion_max_hu, 22.0
     t50 = onset + s * np.log(max(emax / DP_EXCRETION_DELTA - 1.0, 1e-3))
     # Excreted iodine scales with the dose given (per kg) relative to 0.5 gI/kg.

@@ -144,7 +144,12 @@ REFERENCE: dict[str, dict[str, RefRange]] = {
         "NC": _r(-15, 15, True),
         "EAP": _r(110, 140),  # corticomedullary gap
         "LAP": _r(60, 200, True),  # "still large"
-        "PVP": _r(-30, 30),  # nephrographic
+        # DESIGN.md: "gap < 30 (nephrographic)". Cohort v8: the corticomedullary phase lasts to
+        # ~70 s and the nephrographic phase begins at ~80-120 s (Yuh & Cohan, AJR
+        # 1999;173:747), and the real portal-venous series read gaps of 122, 105 and 3 HU (75
+        # and 45 on the portal-venous-or-delayed ones; experiments/real_roi.py): from
+        # nephrographic to late corticomedullary.
+        "PVP": _r(-30, 130),
         # Excretory phase: tubular concentration makes the medulla (papillae) brighter than the
         # cortex; the real delayed series read cortex ~178, medulla ~204 HU (experiments/real_roi.py).
         "DP": _r(-70, 10, True),
