@@ -8,12 +8,14 @@ from phasejax.data.cache import (
     CacheError,
     CacheSpec,
     assign_splits,
+    content_digest,
     finalize,
     has_entry,
     init_cache,
     load_volume,
     read_manifest,
     read_spec,
+    recorded_digest,
     resample_labels_to_cache,
     resample_to_cache,
     write_entry,
@@ -112,6 +114,38 @@ def test_a_truncated_volume_is_not_an_entry(tmp_path):
     assert not has_entry(root, "s1")
     npy.write_bytes(data)
     assert has_entry(root, "s1")
+
+
+def _digest_cache(root, vol, mask, phase="PVP"):
+    init_cache(root, CacheSpec(size=8))
+    write_entry(root, _row("s1", phase=phase), vol, mask)
+    write_entry(root, _row("s2"), vol[::-1].copy())
+    finalize(root)
+    return recorded_digest(root)
+
+
+def test_content_digest_tells_identical_caches_from_caches_one_voxel_apart(tmp_path):
+    vol = np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)
+    mask = (vol % 3).astype(np.uint8)
+    same = _digest_cache(tmp_path / "a", vol, mask)
+    assert len(same) == 64 and same == _digest_cache(tmp_path / "b", vol, mask)
+    assert "content_sha256" not in read_manifest(tmp_path / "a")[0]  # bookkeeping only
+    one_hu = vol.copy()
+    one_hu[1, 4, 4] += 1
+    assert _digest_cache(tmp_path / "c", one_hu, mask) != same
+    one_label = mask.copy()
+    one_label[0, 0, 0] = 7
+    assert _digest_cache(tmp_path / "d", vol, one_label) != same
+    assert _digest_cache(tmp_path / "e", vol, mask, phase="DP") != same  # a relabelled series
+    # Caches written before entries recorded their hash: computed from the files, the same.
+    for p in (tmp_path / "a" / "volumes").glob("*.json"):
+        row = json.loads(p.read_text())
+        del row["content_sha256"]
+        p.write_text(json.dumps(row))
+    assert content_digest(tmp_path / "a") == same
+    # Reopening a cache to add entries drops the digest until the next finalize.
+    init_cache(tmp_path / "a", CacheSpec(size=8))
+    assert recorded_digest(tmp_path / "a") is None
 
 
 def test_unreadable_cache_json_is_a_cache_error(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 from fake_cache import make_fake_cache
 
 from phasejax.config import Config, DataConfig, ModelConfig, TrainConfig, load_config
+from phasejax.data.cache import content_digest
 from phasejax.train.loop import train
 
 
@@ -62,15 +63,20 @@ def test_tiny_network_learns_phases(tmp_path: Path) -> None:
     assert all(abs(sum(p["probs"]) - 1.0) < 1e-5 for p in preds)
     # The host's CPU is recorded: XLA:CPU compiles for its instruction set, so runs on
     # hosts with other vector extensions may round differently.
-    cpu = json.loads((tmp_path / "run" / "env.json").read_text())["cpu"]
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    cpu = env["cpu"]
     assert cpu["cores"] == os.cpu_count() and isinstance(cpu["isa"], list)
     if Path("/proc/cpuinfo").is_file():
-        flags = next(
-            line
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        ).split()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags")).split()
         assert ("avx2" in cpu["isa"]) == ("avx2" in flags)
+        family = next(
+            (ln.split(":")[1].strip() for ln in lines if ln.startswith("cpu family")), None
+        )
+        if family is not None:
+            assert cpu["family_model"].split("/")[0] == family
+    # ... and so is the cache's content: runs agree across hosts only if their caches do.
+    assert env["cache_digest"] == content_digest(cache) and len(env["cache_digest"]) == 64
 
 
 @pytest.mark.slow

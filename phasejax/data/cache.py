@@ -2,7 +2,8 @@
 
 Layout of a cache directory::
 
-    cache.json               grid (spacing_z, size) and how the cache was made
+    cache.json               grid (spacing_z, size), how the cache was made and, once
+                             finalized, its content_digest (see `content_digest`)
     manifest.csv             one row per series (columns below), sorted by series_id
     volumes/<id>.npy         int16 HU [Z, size, size], the full reconstruction FOV; slice 0 is
                              the most inferior (feet) and z grows towards the head, as in DICOM
@@ -177,7 +178,9 @@ def init_cache(cache_dir: str | Path, spec: CacheSpec, **info: Any) -> Path:
                 f"{root} holds a cache on another grid (spacing_z={old.get('spacing_z')}, "
                 f"size={old.get('size')}); use a new directory"
             )
-        meta = {**old, **meta}
+        # Entries may be added or redone from here on: the old digest no longer holds
+        # until finalize computes it again.
+        meta = {**{k: v for k, v in old.items() if k != "content_digest"}, **meta}
     atomic.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
     return root
 
@@ -206,8 +209,9 @@ def read_spec(cache_dir: str | Path) -> CacheSpec:
 
 
 # Bookkeeping kept in an entry's JSON but not a manifest column: the .npy's size, so that
-# a volume cut short (disk full, a copy interrupted) is not taken for a finished entry.
-ENTRY_KEYS = ("npy_bytes",)
+# a volume cut short (disk full, a copy interrupted) is not taken for a finished entry, and
+# the SHA-256 of its voxels (and mask), from which `content_digest` is built.
+ENTRY_KEYS = ("npy_bytes", "content_sha256")
 
 
 def _npy_consistent(path: Path) -> bool:
@@ -260,18 +264,79 @@ def write_entry(
     if mask is not None:
         if mask.shape != volume.shape:
             raise CacheError(f"mask shape {mask.shape} != volume shape {volume.shape}")
-        atomic.save_npy(root / "masks" / f"{sid}.npy", mask.astype(np.uint8))
+        mask = mask.astype(np.uint8)
+        atomic.save_npy(root / "masks" / f"{sid}.npy", mask)
     npy = atomic.save_npy(root / "volumes" / f"{sid}.npy", volume)
-    row = {**row, "npy_bytes": npy.stat().st_size}
+    row = {**row, "npy_bytes": npy.stat().st_size, "content_sha256": _arrays_sha256(volume, mask)}
     atomic.write_text(root / "volumes" / f"{sid}.json", json.dumps(row, sort_keys=True))
 
 
+def _arrays_sha256(volume: np.ndarray, mask: np.ndarray | None) -> str:
+    """SHA-256 of a series' voxels (shape, then little-endian int16 bytes) and of its mask."""
+    h = hashlib.sha256()
+    for a, dtype in ((volume, "<i2"), (mask, "u1")):
+        if a is None:
+            h.update(b"none")
+            continue
+        h.update(repr(tuple(a.shape)).encode())
+        h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
+def _entry_sha256(root: Path, sid: str, row: dict[str, Any]) -> str:
+    """An entry's content hash: recorded at write time, else computed from its files
+    (caches written before the hash was recorded)."""
+    recorded = row.get("content_sha256")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    with _NPY_LOCK:
+        volume = np.load(root / "volumes" / f"{sid}.npy")
+    mask_path = root / "masks" / f"{sid}.npy"
+    mask = np.load(mask_path) if mask_path.exists() else None
+    return _arrays_sha256(volume, mask)
+
+
+def content_digest(cache_dir: str | Path) -> str:
+    """One SHA-256 over everything a run reads from a cache: each series' manifest row
+    (labels, splits, slab) and the hash of its voxels and mask, in series_id order.
+
+    Two machines that generate "the same" cohort can differ in a few voxels (numpy and
+    scipy pick vector code paths by processor), and then so do the runs trained on it;
+    equal digests rule that out, so a difference between runs is the training's.
+    """
+    root = Path(cache_dir)
+    h = hashlib.sha256()
+    for path in sorted((root / "volumes").glob("*.json")):
+        row = json.loads(path.read_text())
+        sid = str(row["series_id"])
+        public = {k: v for k, v in row.items() if k not in ENTRY_KEYS}
+        h.update(json.dumps(public, sort_keys=True, default=str).encode())
+        h.update(_entry_sha256(root, sid, row).encode())
+    return h.hexdigest()
+
+
 def finalize(cache_dir: str | Path) -> Path:
-    """Assemble manifest.csv from the per-series rows (sorted by series_id)."""
+    """Assemble manifest.csv from the per-series rows (sorted by series_id) and record the
+    cache's `content_digest` in cache.json."""
     root = Path(cache_dir)
     rows = [json.loads(p.read_text()) for p in sorted((root / "volumes").glob("*.json"))]
     rows = [{k: v for k, v in r.items() if k not in ENTRY_KEYS} for r in rows]
-    return write_manifest(root, rows)
+    path = write_manifest(root, rows)
+    meta_path = root / "cache.json"
+    meta = _read_meta(meta_path) if meta_path.exists() else {}
+    meta["content_digest"] = content_digest(root)
+    atomic.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def recorded_digest(cache_dir: str | Path) -> str | None:
+    """The content digest that `finalize` wrote into cache.json (None for caches
+    finalized before it was recorded)."""
+    path = Path(cache_dir) / "cache.json"
+    if not path.exists():
+        return None
+    digest = _read_meta(path).get("content_digest")
+    return digest if isinstance(digest, str) else None
 
 
 def write_manifest(cache_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

@@ -202,7 +202,7 @@ def train(
             f"train.batch_size={cfg.train.batch_size} is not a multiple of the {n_dev} devices"
         )
     if main:
-        from phasejax.data.cache import read_spec
+        from phasejax.data.cache import read_spec, recorded_digest
 
         # The grid the model was trained on: `phasejax train --cache DIR` leaves
         # data.cache_dir empty in config.json, and predict must resample onto this grid.
@@ -212,6 +212,9 @@ def train(
             "mesh_devices": n_dev,
             "cache_dir": str(cache),
             "cache_grid": {"spacing_z": grid.spacing_z, "size": grid.size},
+            # Runs on two machines agree bitwise only if their caches do (see
+            # cache.content_digest); null for caches finalized before it was recorded.
+            "cache_digest": recorded_digest(cache),
         }
         wd.write_json(workdir / wd.ENV_FILE, env)
     labels = label_set(cfg.data.label_set)

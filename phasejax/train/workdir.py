@@ -113,7 +113,11 @@ def host_cpu() -> dict[str, Any]:
     model = fields.get("model name") or platform.processor() or "unknown"
     flags = set(fields.get("flags", "").split())
     isa = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return {"model": model, "cores": os.cpu_count(), "isa": isa}
+    # Cloud VMs report one "model name" (e.g. "AMD EPYC") for several generations with the
+    # same flags above; family/model tell them apart (AMD 25/17 is Zen 4).
+    family, number = fields.get("cpu family"), fields.get("model")
+    family_model = f"{family}/{number}" if family and number else None
+    return {"model": model, "family_model": family_model, "cores": os.cpu_count(), "isa": isa}
 
 
 def environment_info() -> dict[str, Any]:
