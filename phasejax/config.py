@@ -214,6 +214,12 @@ class TrainConfig(_Section):
     # training series (per head: step 1 over AP / PVP / DP (+ NC), step 2 over EAP / LAP),
     # so that a rare phase (EAP is half as frequent as LAP) counts as much as a common one.
     class_balance: bool = False
+    # Label smoothing (Szegedy et al. 2016, "Rethinking the Inception architecture"): each
+    # head's target puts 1 - e on the label and e spread evenly over the head's classes, so
+    # training cannot drive a wrong phase's probability to 0 (Mueller et al. 2019: better
+    # calibrated networks). On real scans the phantom-trained networks give the right phase
+    # of some series < 0.01, which no anatomy reading in predict's call can overrule. 0 = off.
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -227,17 +227,20 @@ def two_step_log_probs(step1_logits: jax.Array, step2_logits: jax.Array, labels:
     return jnp.take(lp1, s1, axis=-1) + jnp.where(arterial, jnp.take(lp2, s2, axis=-1), 0.0)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
     """Per-series cross-entropy [B] for logits [B, K] or per-slice logits [B, S, K].
 
     Per-slice logits give the mean cross-entropy over slices (every slice carries
     its series' label). Labels < 0 give 0 (callers mask them out of the weights).
+    `smoothing` e: against the target (1 - e) one-hot + e / K (train.label_smoothing).
     """
     lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     safe = jnp.maximum(labels, 0)
     if logits.ndim == 3:
         safe = jnp.broadcast_to(safe[:, None], logits.shape[:2])
     ce = -jnp.take_along_axis(lp, safe[..., None], axis=-1)[..., 0]
+    if smoothing:
+        ce = (1.0 - smoothing) * ce - smoothing * jnp.mean(lp, axis=-1)
     if logits.ndim == 3:
         ce = jnp.mean(ce, axis=1)
     return jnp.where(labels >= 0, ce, 0.0)
@@ -316,6 +319,8 @@ class _SeriesClassifier(nnx.Module):
         # Per head (one-step: one tuple; two-step: step 1, step 2): class weights of the
         # loss, None = unweighted. Static (hashable) metadata, set by set_class_counts.
         self.class_weights: tuple[tuple[float, ...], ...] | None = None
+        # train.label_smoothing of every head's cross-entropy; static, set by the training loop.
+        self.label_smoothing = 0.0
         self.num_slices = num_slices
         self.channels = channels
         self.slice_mode = slice_mode
@@ -431,7 +436,7 @@ class _SeriesClassifier(nnx.Module):
         self.class_weights = tuple(inverse_frequency(h) for h in self._head_counts(c))
 
     def _head_loss(self, head: int, logits: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
-        ce = cross_entropy(logits, y)
+        ce = cross_entropy(logits, y, self.label_smoothing)
         if self.class_weights is None:
             return weighted_mean(ce, w)
         return balanced_mean(ce, y, w, self.class_weights[head])

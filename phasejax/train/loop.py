@@ -223,6 +223,11 @@ def train(
     from phasejax.data import pipeline
 
     model, optimizer = build_model_and_optimizer(cfg)
+    if not 0.0 <= cfg.train.label_smoothing < 1.0:
+        raise ValueError(
+            f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}"
+        )
+    model.label_smoothing = float(cfg.train.label_smoothing)
     if cfg.train.class_balance:
         counts = pipeline.class_counts(cache, cfg)
         model.set_class_counts(counts)
