@@ -283,17 +283,28 @@ def _arrays_sha256(volume: np.ndarray, mask: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def _entry_sha256(root: Path, sid: str, row: dict[str, Any]) -> str:
+def _entry_sha256(root: Path, row: dict[str, Any]) -> str:
     """An entry's content hash: recorded at write time, else computed from its files
     (caches written before the hash was recorded)."""
     recorded = row.get("content_sha256")
     if isinstance(recorded, str) and recorded:
         return recorded
-    with _NPY_LOCK:
-        volume = np.load(root / "volumes" / f"{sid}.npy")
-    mask_path = root / "masks" / f"{sid}.npy"
-    mask = np.load(mask_path) if mask_path.exists() else None
-    return _arrays_sha256(volume, mask)
+    sid = str(row["series_id"])
+    return _arrays_sha256(load_volume(root, sid, mmap=False), load_mask(root, sid))
+
+
+def _entry_rows(root: Path) -> list[dict[str, Any]]:
+    """Every entry's JSON row, bookkeeping included, in series_id (file name) order."""
+    return [json.loads(p.read_text()) for p in sorted((root / "volumes").glob("*.json"))]
+
+
+def _digest(root: Path, entries: Iterable[dict[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for row in entries:
+        public = {k: v for k, v in row.items() if k not in ENTRY_KEYS}
+        h.update(json.dumps(public, sort_keys=True, default=str).encode())
+        h.update(_entry_sha256(root, row).encode())
+    return h.hexdigest()
 
 
 def content_digest(cache_dir: str | Path) -> str:
@@ -305,26 +316,20 @@ def content_digest(cache_dir: str | Path) -> str:
     equal digests rule that out, so a difference between runs is the training's.
     """
     root = Path(cache_dir)
-    h = hashlib.sha256()
-    for path in sorted((root / "volumes").glob("*.json")):
-        row = json.loads(path.read_text())
-        sid = str(row["series_id"])
-        public = {k: v for k, v in row.items() if k not in ENTRY_KEYS}
-        h.update(json.dumps(public, sort_keys=True, default=str).encode())
-        h.update(_entry_sha256(root, sid, row).encode())
-    return h.hexdigest()
+    return _digest(root, _entry_rows(root))
 
 
 def finalize(cache_dir: str | Path) -> Path:
     """Assemble manifest.csv from the per-series rows (sorted by series_id) and record the
     cache's `content_digest` in cache.json."""
     root = Path(cache_dir)
-    rows = [json.loads(p.read_text()) for p in sorted((root / "volumes").glob("*.json"))]
-    rows = [{k: v for k, v in r.items() if k not in ENTRY_KEYS} for r in rows]
-    path = write_manifest(root, rows)
+    entries = _entry_rows(root)
+    path = write_manifest(
+        root, [{k: v for k, v in r.items() if k not in ENTRY_KEYS} for r in entries]
+    )
     meta_path = root / "cache.json"
     meta = _read_meta(meta_path) if meta_path.exists() else {}
-    meta["content_digest"] = content_digest(root)
+    meta["content_digest"] = _digest(root, entries)
     atomic.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
     return path
 
