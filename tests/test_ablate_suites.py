@@ -178,6 +178,19 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_r10_3000": 3000,
         "m_9sl_3000": 3000,
         "m_multi_3000_dpx": 3000,
+        "m_multi_3000_ls0": 3000,
+    }
+    # the quick config smooths its labels (0.1); every other value was measured without, and
+    # m_multi_3000_ls0 is the baseline with smoothing off and nothing else changed
+    assert runs["_baseline/seed0"].train.label_smoothing == pytest.approx(0.1)
+    smoothing = {
+        r.split("/")[1]: c.train.label_smoothing for r, c in runs.items() if r.startswith("quick_")
+    }
+    assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
+    ls0 = runs["quick_defaults/m_multi_3000_ls0/seed0"]
+    assert set(config_differences(runs["_baseline/seed0"].to_dict(), ls0.to_dict())) <= {
+        "name",
+        "train.label_smoothing",
     }
     assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
     # the one value on another cohort: the same one, labelled by the excretion-only rule
@@ -187,6 +200,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx.to_dict())) <= {
         "name",
         "cohort.delayed_rule",
+        "train.label_smoothing",
     }
     assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]
@@ -523,3 +537,30 @@ def test_suites_dir_of_your_own_with_a_relative_config_file(tmp_path, capsys):
     assert rc == 0 and "(config smoke)" in capsys.readouterr().out
     assert main(["ablate", "--suites-dir", str(tmp_path / "nope"), "list"]) == 2
     assert "suites directory not found" in capsys.readouterr().err
+
+
+def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
+    # Every sim2real recipe is the quick config (label smoothing 0.1 since session 19) on the
+    # full5 label set plus its own settings; no_label_smooth is the baseline with smoothing
+    # off, so comparing the two isolates the default that the label-smoothing ablation chose.
+    from phasejax.ablate.suites import for_budget
+    from phasejax.config import config_differences
+
+    suites = for_budget(load_suites(), load_presets()["full"])
+    plan = expand(
+        [suites["sim2real"]],
+        load_presets()["full"].base_config(),
+        range(2),
+        preset="full",
+        all_suites=list(suites.values()),
+    )
+    runs = {r.run_id: r.config for r in plan.runs}
+    off, ls0 = runs["sim2real/off/seed1"], runs["sim2real/no_label_smooth/seed1"]
+    assert off.data.label_set == "full5" and off.train.label_smoothing == pytest.approx(0.1)
+    assert ls0.train.label_smoothing == 0.0 and ls0.train.seed == off.train.seed
+    assert set(config_differences(off.to_dict(), ls0.to_dict())) <= {
+        "name",
+        "train.label_smoothing",
+    }
+    assert runs["sim2real/liver_window/seed0"].train.label_smoothing == pytest.approx(0.1)
+    assert len(plan.cells["sim2real"]) == len(suites["sim2real"].labels)
