@@ -144,6 +144,18 @@ def test_repository_suites_and_presets_load():
             assert plan.cells[s.name][s.baseline] == {0: "_baseline/seed0", 1: "_baseline/seed1"}
 
 
+def _full_budget_runs(suites: dict, name: str, seeds: int) -> dict:
+    """Run id -> config of one suite's plan at budget `full` (the quick config's own steps)."""
+    plan = expand(
+        [suites[name]],
+        load_presets()["full"].base_config(),
+        range(seeds),
+        preset="full",
+        all_suites=list(suites.values()),
+    )
+    return {r.run_id: r.config for r in plan.runs}
+
+
 def test_full_budget_baseline_is_the_quick_config_unchanged():
     # Budget "full" runs the quick config at its own step count: its shared baseline must be
     # that config exactly. No suite has a [presets.full] section: they fall back to their
@@ -155,14 +167,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     suites = for_budget(load_suites(), load_presets()["full"])
     assert suites["resolution"].baseline == "96"
     assert suites["resolution"].labels == ("64", "96", "128")
-    plan = expand(
-        [suites["quick_defaults"]],
-        load_presets()["full"].base_config(),
-        range(1),
-        preset="full",
-        all_suites=list(suites.values()),
-    )
-    runs = {r.run_id: r.config for r in plan.runs}
+    runs = _full_budget_runs(suites, "quick_defaults", seeds=1)
     quick = load_config("quick").to_dict()
     assert set(config_differences(quick, runs["_baseline/seed0"].to_dict())) <= {"name"}
     assert runs["_baseline/seed0"].cohort.preset == "medium"
@@ -547,14 +552,7 @@ def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
     from phasejax.config import config_differences
 
     suites = for_budget(load_suites(), load_presets()["full"])
-    plan = expand(
-        [suites["sim2real"]],
-        load_presets()["full"].base_config(),
-        range(2),
-        preset="full",
-        all_suites=list(suites.values()),
-    )
-    runs = {r.run_id: r.config for r in plan.runs}
+    runs = _full_budget_runs(suites, "sim2real", seeds=2)
     off, ls0 = runs["sim2real/off/seed1"], runs["sim2real/no_label_smooth/seed1"]
     assert off.data.label_set == "full5" and off.train.label_smoothing == pytest.approx(0.1)
     assert ls0.train.label_smoothing == 0.0 and ls0.train.seed == off.train.seed
@@ -563,4 +561,6 @@ def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
         "train.label_smoothing",
     }
     assert runs["sim2real/liver_window/seed0"].train.label_smoothing == pytest.approx(0.1)
-    assert len(plan.cells["sim2real"]) == len(suites["sim2real"].labels)
+    assert {r.split("/")[1] for r in runs if r.startswith("sim2real/")} == set(
+        suites["sim2real"].labels
+    )
