@@ -184,6 +184,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_9sl_3000": 3000,
         "m_multi_3000_dpx": 3000,
         "m_multi_3000_ls0": 3000,
+        "m_multi_3000_dpx_ls": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is the baseline with smoothing off and nothing else changed
@@ -191,6 +192,8 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     smoothing = {
         r.split("/")[1]: c.train.label_smoothing for r, c in runs.items() if r.startswith("quick_")
     }
+    # (m_multi_3000_dpx_ls: the excretion labels with the default's smoothing, stated too)
+    assert smoothing.pop("m_multi_3000_dpx_ls") == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
     ls0 = runs["quick_defaults/m_multi_3000_ls0/seed0"]
     assert set(config_differences(runs["_baseline/seed0"].to_dict(), ls0.to_dict())) <= {
@@ -206,6 +209,11 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "name",
         "cohort.delayed_rule",
         "train.label_smoothing",
+    }
+    dpx_ls = runs["quick_defaults/m_multi_3000_dpx_ls/seed0"]
+    assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx_ls.to_dict())) <= {
+        "name",
+        "cohort.delayed_rule",
     }
     assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]
