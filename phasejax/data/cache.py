@@ -293,6 +293,11 @@ def _entry_sha256(root: Path, row: dict[str, Any]) -> str:
     return _arrays_sha256(load_volume(root, sid, mmap=False), load_mask(root, sid))
 
 
+def _manifest_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's JSON row without its bookkeeping (ENTRY_KEYS): its manifest.csv row."""
+    return {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+
+
 def _entry_rows(root: Path) -> list[dict[str, Any]]:
     """Every entry's JSON row, bookkeeping included, in series_id (file name) order."""
     return [json.loads(p.read_text()) for p in sorted((root / "volumes").glob("*.json"))]
@@ -301,8 +306,7 @@ def _entry_rows(root: Path) -> list[dict[str, Any]]:
 def _digest(root: Path, entries: Iterable[dict[str, Any]]) -> str:
     h = hashlib.sha256()
     for row in entries:
-        public = {k: v for k, v in row.items() if k not in ENTRY_KEYS}
-        h.update(json.dumps(public, sort_keys=True, default=str).encode())
+        h.update(json.dumps(_manifest_row(row), sort_keys=True, default=str).encode())
         h.update(_entry_sha256(root, row).encode())
     return h.hexdigest()
 
@@ -324,9 +328,7 @@ def finalize(cache_dir: str | Path) -> Path:
     cache's `content_digest` in cache.json."""
     root = Path(cache_dir)
     entries = _entry_rows(root)
-    path = write_manifest(
-        root, [{k: v for k, v in r.items() if k not in ENTRY_KEYS} for r in entries]
-    )
+    path = write_manifest(root, [_manifest_row(r) for r in entries])
     meta_path = root / "cache.json"
     meta = _read_meta(meta_path) if meta_path.exists() else {}
     meta["content_digest"] = _digest(root, entries)
