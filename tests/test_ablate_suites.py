@@ -184,36 +184,40 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_9sl_3000": 3000,
         "m_multi_3000_dpx": 3000,
         "m_multi_3000_ls0": 3000,
-        "m_multi_3000_dpx_ls": 3000,
+        "m_multi_3000_eq": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
-    # m_multi_3000_ls0 is the baseline with smoothing off and nothing else changed
+    # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
     assert runs["_baseline/seed0"].train.label_smoothing == pytest.approx(0.1)
     smoothing = {
         r.split("/")[1]: c.train.label_smoothing for r, c in runs.items() if r.startswith("quick_")
     }
-    # (m_multi_3000_dpx_ls: the excretion labels with the default's smoothing, stated too)
-    assert smoothing.pop("m_multi_3000_dpx_ls") == pytest.approx(0.1)
+    # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too)
+    assert smoothing.pop("m_multi_3000_eq") == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
+    # the quick config labels DP by excretion alone; every value measured before that states
+    # the rule it was measured on, and only m_multi_3000_dpx shares the baseline's labels
+    assert runs["_baseline/seed0"].cohort.delayed_rule == "excretion"
+    rules = {
+        r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
+    }
+    assert rules.pop("m_multi_3000_dpx") == "excretion"
+    assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
+    eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
+    assert set(config_differences(runs["_baseline/seed0"].to_dict(), eq.to_dict())) <= {
+        "name",
+        "cohort.delayed_rule",
+    }
     ls0 = runs["quick_defaults/m_multi_3000_ls0/seed0"]
-    assert set(config_differences(runs["_baseline/seed0"].to_dict(), ls0.to_dict())) <= {
+    assert set(config_differences(eq.to_dict(), ls0.to_dict())) <= {
         "name",
         "train.label_smoothing",
     }
     assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
-    # the one value on another cohort: the same one, labelled by the excretion-only rule
     dpx = runs["quick_defaults/m_multi_3000_dpx/seed0"]
-    assert dpx.cohort.delayed_rule == "excretion"
-    assert runs["_baseline/seed0"].cohort.delayed_rule == "excretion_or_equilibrium"
     assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx.to_dict())) <= {
         "name",
-        "cohort.delayed_rule",
         "train.label_smoothing",
-    }
-    dpx_ls = runs["quick_defaults/m_multi_3000_dpx_ls/seed0"]
-    assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx_ls.to_dict())) <= {
-        "name",
-        "cohort.delayed_rule",
     }
     assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]
@@ -553,7 +557,8 @@ def test_suites_dir_of_your_own_with_a_relative_config_file(tmp_path, capsys):
 
 
 def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
-    # Every sim2real recipe is the quick config (label smoothing 0.1 since session 19) on the
+    # Every sim2real recipe is the quick config (label smoothing 0.1 since session 19, DP by
+    # excretion since session 20) on the
     # full5 label set plus its own settings; no_label_smooth is the baseline with smoothing
     # off, so comparing the two isolates the default that the label-smoothing ablation chose.
     from phasejax.ablate.suites import for_budget
@@ -569,6 +574,11 @@ def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
         "train.label_smoothing",
     }
     assert runs["sim2real/liver_window/seed0"].train.label_smoothing == pytest.approx(0.1)
+    # DP labelled by excretion alone since session 20; delayed_equilibrium is the rule before
+    eq = runs["sim2real/delayed_equilibrium/seed1"]
+    assert off.cohort.delayed_rule == "excretion"
+    assert eq.cohort.delayed_rule == "excretion_or_equilibrium"
+    assert set(config_differences(off.to_dict(), eq.to_dict())) <= {"name", "cohort.delayed_rule"}
     assert {r.split("/")[1] for r in runs if r.startswith("sim2real/")} == set(
         suites["sim2real"].labels
     )

@@ -413,7 +413,7 @@ def test_ensure_cohort_cache_generates_once_then_reuses(
 
     path = ensure_cohort_cache(cfg, spec)
     assert path.parent.parent == tmp_path / "home" / "cohorts"
-    assert path.parent.name == f"cohort-tiny-v{G.COHORT_VERSION}-seed0-noise0.1-z5-px32"
+    assert path.parent.name == f"cohort-tiny-v{G.COHORT_VERSION}-seed0-noise0.1-dpexcretion-z5-px32"
     assert json.loads((path / "cache.json").read_text())["cohort_version"] == G.COHORT_VERSION
     rows = cache_mod.read_manifest(path)
     assert len(rows) == len(read_csv(path.parent / "labels.csv")) > 30
@@ -465,14 +465,16 @@ def _collecting_hu(patient, t: float) -> float:
 
 
 def test_delayed_rule_relabels_equilibrium_series_and_changes_nothing_else() -> None:
-    # The rule reads the same images: same times, noise, UIDs; only series that the default
-    # rule calls DP without excretion (collecting system below urine 8 + 100 HU) become PVP,
-    # never the other way round.
+    # The rule reads the same images: same times, noise, UIDs; only series that the
+    # equilibrium rule calls DP without excretion (collecting system below urine 8 + 100 HU)
+    # become PVP under the excretion rule (the default), never the other way round.
     site = SITES["INT"]
     changed = 0
     for i in range(40):
-        a = plan_exam(site, i, cohort_seed=0, namespace="t")
-        b = plan_exam(site, i, cohort_seed=0, namespace="t", delayed_rule="excretion")
+        a = plan_exam(
+            site, i, cohort_seed=0, namespace="t", delayed_rule="excretion_or_equilibrium"
+        )
+        b = plan_exam(site, i, cohort_seed=0, namespace="t")
         assert len(a.series) == len(b.series)
         for sa, sb in zip(a.series, b.series):
             assert (sa.t, sa.noise_seed, sa.series_uid) == (sb.t, sb.noise_seed, sb.series_uid)
@@ -485,20 +487,22 @@ def test_delayed_rule_relabels_equilibrium_series_and_changes_nothing_else() -> 
     assert changed >= 3
 
 
-def test_cohort_folder_names_the_delayed_rule_only_when_it_is_not_the_default(
+def test_cohort_folder_names_every_rule_but_the_one_older_folders_hold(
     tmp_path: Path,
 ) -> None:
     spec = CacheSpec(spacing_z=5.0, size=192)
     v = G.COHORT_VERSION
+    # the default (excretion, since session 20) is named: an untagged folder holds the
+    # labels of the rule that was the default before, and must not be reused for these
     default = CohortConfig(preset="medium")
-    assert G.cohort_dir_name(default, spec) == f"cohort-medium-v{v}-seed0-noise0-z5-px192"
-    excretion = CohortConfig(preset="medium", delayed_rule="excretion")
+    assert default.delayed_rule == "excretion"
     assert (
-        G.cohort_dir_name(excretion, spec)
-        == f"cohort-medium-v{v}-seed0-noise0-dpexcretion-z5-px192"
+        G.cohort_dir_name(default, spec) == f"cohort-medium-v{v}-seed0-noise0-dpexcretion-z5-px192"
     )
-    # A cohort.json written before the rule existed holds the default rule's labels: it is
-    # the same cohort for the default, another one for the excretion rule.
+    equilibrium = CohortConfig(preset="medium", delayed_rule="excretion_or_equilibrium")
+    assert G.cohort_dir_name(equilibrium, spec) == f"cohort-medium-v{v}-seed0-noise0-z5-px192"
+    # A cohort.json written before the rule existed holds the then-default rule's labels
+    # (excretion or equilibrium): the same cohort for that rule, another one for today's.
     info = G._cohort_info(G.get_preset("tiny"), 0, "cache", spec, 0.0, "excretion_or_equilibrium")
     old = {k: v for k, v in info.items() if k != "delayed_rule"}
     (tmp_path / "cohort.json").write_text(json.dumps(old))
@@ -519,9 +523,9 @@ def test_cohort_generate_passes_the_delayed_rule_on(monkeypatch, tmp_path: Path)
 
     monkeypatch.setattr(G, "generate", fake_generate)
     argv = ["cohort", "generate", "--size", "tiny", "--out", str(tmp_path)]
-    assert cli.main([*argv, "--delayed-rule", "excretion"]) == 0
-    assert (seen["size"], seen["delayed_rule"]) == ("tiny", "excretion")
+    assert cli.main([*argv, "--delayed-rule", "excretion_or_equilibrium"]) == 0
+    assert (seen["size"], seen["delayed_rule"]) == ("tiny", "excretion_or_equilibrium")
     assert cli.main(argv) == 0
-    assert seen["delayed_rule"] == "excretion_or_equilibrium"
+    assert seen["delayed_rule"] == "excretion"
     with pytest.raises(SystemExit):
         cli.main([*argv, "--delayed-rule", "washout"])

@@ -5,7 +5,9 @@ bolus tracking, patients; no pixels) and each series' aorta, renal cortex and re
 medulla HU at 120 kVp are taken from the kinetics (`kinetics.compartment_hu`); a Gaussian
 kernel density of those values per phase, each dimension widened by the measurement noise
 of the automatic reading (`READING_SD_HU`), gives the likelihood of the readings of a
-series under each phase. Only the structures that were read enter (the others are
+series under each phase. The series are labelled by the cohort's default DP rule
+(`kinetics.DEFAULT_DELAYED_RULE`: excretion alone since session 20), as the networks that
+`predict` uses are trained, so network and anatomy mean the same by "DP". Only the structures that were read enter (the others are
 marginalised out, nothing is imputed). The phases are equally likely a priori: real
 archives mix them in any proportion.
 

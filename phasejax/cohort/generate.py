@@ -51,7 +51,7 @@ import numpy as np
 
 from phasejax import atomic
 from phasejax.cohort.exam import ExamPlan, SeriesPlan, plan_exam, rng_for
-from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES
+from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES, UNSTATED_DELAYED_RULE
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES, Site
 from phasejax.data import cache as cache_mod
 from phasejax.data.cache import CacheSpec
@@ -101,6 +101,8 @@ LABEL_COLUMNS = (
 #    liver dome, as liver-protocol scans often do (ablations/README.md, "Cohort v7").
 # 8: slower medullary washin: a 70 s portal-venous kidney keeps its corticomedullary gap
 #    (Yuh & Cohan 1999; the real portal-venous series), see kinetics.curves.
+# (Session 20 made DP by excretion alone the default label rule, config.CohortConfig. The
+# images are unchanged and the folder names the rule, `-dpexcretion`, so no new version.)
 COHORT_VERSION = 8
 
 
@@ -606,8 +608,8 @@ def _check_same_cohort(out: Path, info: dict) -> None:
         "cache_spacing_z",
         "cache_size",
     )
-    # cohort.json written before delayed_rule existed: the rule was the default one
-    old.setdefault("delayed_rule", DEFAULT_DELAYED_RULE)
+    # cohort.json written before delayed_rule existed: the rule was the default of then
+    old.setdefault("delayed_rule", UNSTATED_DELAYED_RULE)
     diff = {k: (old.get(k), info[k]) for k in keys if old.get(k) != info[k]}
     if old.get("format") != info["format"]:
         diff["format"] = (old.get("format"), info["format"])
@@ -767,10 +769,11 @@ def cohort_home() -> Path:
 
 
 def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
-    # The default labelling rule adds nothing, so the folders of earlier cohorts keep
-    # their names (and their caches stay valid).
+    # The rule that was the default until session 20 adds nothing, so the folders of earlier
+    # cohorts keep their names and their labels; any other rule, today's default included,
+    # is named (a folder without a tag holding other labels would be reused silently).
     rule = cohort_cfg.delayed_rule
-    tag = "" if rule == DEFAULT_DELAYED_RULE else f"-dp{rule}"
+    tag = "" if rule == UNSTATED_DELAYED_RULE else f"-dp{rule}"
     return (
         f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
         f"-noise{float(cohort_cfg.label_noise):g}{tag}-z{float(spec.spacing_z):g}-px{int(spec.size)}"

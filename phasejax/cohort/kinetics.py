@@ -127,6 +127,9 @@ DP_MEDULLA_CORTEX_HU = 5.0  # ... and the medulla at least this above the cortex
 # The values of the cohort's delayed_rule (phasejax.config.DelayedRule), default first.
 DELAYED_RULES: tuple[str, ...] = typing.get_args(DelayedRule)
 DEFAULT_DELAYED_RULE = DELAYED_RULES[0]
+# The rule of every cohort whose cohort.json or folder name does not state one: the default
+# until session 20 (cohorts v6-v8 were made with it unless their folder says `-dpexcretion`).
+UNSTATED_DELAYED_RULE = "excretion_or_equilibrium"
 
 
 # Iodine enhancement vs 120 kVp (DESIGN.md 2). Bone and fat factors: assumption, in line
@@ -590,11 +593,13 @@ def phase_series(
     return [_PHASE_CODES[int(k)] for k in code]
 
 
-def phase_boundaries(patient: Patient) -> dict[str, float]:
+def phase_boundaries(
+    patient: Patient, delayed_rule: str = DEFAULT_DELAYED_RULE
+) -> dict[str, float]:
     """Times (s) at which phase_of changes for this patient (for plots and protocol tuning)."""
     c = curves(patient)
     times = c.t[: int(600 / DT)]
-    seq = phase_series(patient, times)
+    seq = phase_series(patient, times, delayed_rule)
     out: dict[str, float] = {}
     for i in range(1, len(seq)):
         if seq[i] != seq[i - 1]:

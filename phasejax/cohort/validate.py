@@ -30,7 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, compartment_hu, phase_of
+from phasejax.cohort.kinetics import (
+    DEFAULT_DELAYED_RULE,
+    UNSTATED_DELAYED_RULE,
+    compartment_hu,
+    phase_of,
+)
 from phasejax.cohort.structures import Label
 from phasejax.hu import AIR_THRESHOLD_HU
 
@@ -524,7 +529,7 @@ def validate(
         if (cohort_dir / "cohort.json").exists()
         else {}
     )
-    rule = meta.get("delayed_rule", DEFAULT_DELAYED_RULE)
+    rule = meta.get("delayed_rule", UNSTATED_DELAYED_RULE)
     t, curves, windows = population_curves(n_patients=curve_patients, delayed_rule=rule)
     points: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for r, m in measured:

@@ -70,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--delayed-rule",
         choices=DELAYED_RULE_CHOICES,
         default=DELAYED_RULE_CHOICES[0],
-        help="what makes a series delayed (DP): iodine in the renal collecting system or the "
-        "equilibrium image (default), or excretion only",
+        help="what makes a series delayed (DP): iodine in the renal collecting system "
+        "(excretion, the default), or that or the equilibrium image (the default up to cohort v8)",
     )
     g.add_argument("--cache-spacing-z", type=float, default=5.0, help="cache slice spacing, mm")
     g.add_argument("--cache-size", type=int, default=256, help="cache in-plane matrix")
