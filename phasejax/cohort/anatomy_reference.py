@@ -7,9 +7,9 @@ kernel density of those values per phase, each dimension widened by the measurem
 of the automatic reading (`READING_SD_HU`), gives the likelihood of the readings of a
 series under each phase. The series are labelled by the cohort's default DP rule
 (`kinetics.DEFAULT_DELAYED_RULE`: excretion alone since session 20), as the networks that
-`predict` uses are trained, so network and anatomy mean the same by "DP". Only the structures that were read enter (the others are
-marginalised out, nothing is imputed). The phases are equally likely a priori: real
-archives mix them in any proportion.
+`predict` uses are trained, so network and anatomy mean the same by "DP". Only the
+structures that were read enter (the others are marginalised out, nothing is imputed). The
+phases are equally likely a priori: real archives mix them in any proportion.
 
 The aorta separates non-contrast (~30-45 HU), arterial (200-550 HU), portal-venous
 (~110-240 HU) and delayed (~60-140 HU) series; portal venous and delayed overlap at
