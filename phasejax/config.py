@@ -41,6 +41,7 @@ Window = Literal["raw", "abdomen", "liver", "wide", "multi"]
 SliceMode = Literal["channels", "per_slice"]
 SliceSelection = Literal["central", "even"]
 SlabSource = Literal["manifest", "image"]
+FieldOfView = Literal["scan", "body"]
 # ResNet depths (phasejax.models.resnet.STAGES has one entry per name).
 Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
 Strategy = Literal["one_step", "two_step"]
@@ -164,6 +165,11 @@ class DataConfig(_Section):
     # found from the image in training, evaluation and predict alike.
     crop_mm: float = 0.0
     crop_anterior_mm: float = 40.0
+    # "scan": the reconstruction's field of view as stored (or the crop_mm square); "body":
+    # the square around the body's outline on the series' evaluation slices, so that the
+    # patient fills the input whatever the field of view and the patient's size
+    # (phasejax.data.crop.find_body_crop).
+    field_of_view: FieldOfView = "scan"
     # Where a series' liver-to-kidney slab comes from: "manifest" = the cache's z_lo / z_hi
     # (the built-in cohort: its organ masks, liver dome to the kidneys' lower poles; a
     # prepared cache: the image-based finder); "image" = phasejax.data.prepare.find_slab on

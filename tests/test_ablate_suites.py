@@ -185,6 +185,8 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_multi_3000_dpx": 3000,
         "m_multi_3000_ls0": 3000,
         "m_multi_3000_eq": 3000,
+        "m_multi_3000_scan": 3000,
+        "m_body": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -192,32 +194,50 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     smoothing = {
         r.split("/")[1]: c.train.label_smoothing for r, c in runs.items() if r.startswith("quick_")
     }
-    # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too)
-    assert smoothing.pop("m_multi_3000_eq") == pytest.approx(0.1)
+    # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too; the
+    # field-of-view values are the quick config of session 21 with another field)
+    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body"):
+        assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
     # the quick config labels DP by excretion alone; every value measured before that states
-    # the rule it was measured on, and only m_multi_3000_dpx shares the baseline's labels
+    # the rule it was measured on, and only m_multi_3000_dpx and the field-of-view values
+    # share the baseline's labels
     assert runs["_baseline/seed0"].cohort.delayed_rule == "excretion"
     rules = {
         r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
     }
-    assert rules.pop("m_multi_3000_dpx") == "excretion"
+    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body"):
+        assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
     eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
     assert set(config_differences(runs["_baseline/seed0"].to_dict(), eq.to_dict())) <= {
         "name",
         "cohort.delayed_rule",
+        "data.crop_mm",
     }
     ls0 = runs["quick_defaults/m_multi_3000_ls0/seed0"]
     assert set(config_differences(eq.to_dict(), ls0.to_dict())) <= {
         "name",
         "train.label_smoothing",
     }
+    # the quick config crops a 180 mm square in front of the spine since session 21; every
+    # value measured before states the whole field, m_body the body's square instead
+    assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
+    crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
+    assert set(crops.values()) == {0.0} and len(crops) == 12
+    base = runs["_baseline/seed0"].to_dict()
+    for label, keys in (
+        ("m_multi_3000_scan", {"name", "data.crop_mm"}),
+        ("m_body", {"name", "data.crop_mm", "data.field_of_view"}),
+    ):
+        fov = runs[f"quick_defaults/{label}/seed0"]
+        assert set(config_differences(base, fov.to_dict())) == keys
     assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
     dpx = runs["quick_defaults/m_multi_3000_dpx/seed0"]
     assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx.to_dict())) <= {
         "name",
         "train.label_smoothing",
+        "data.crop_mm",
     }
     assert runs["quick_defaults/m_9sl_3000/seed0"].data.num_slices == 9
     small = runs["quick_defaults/q_multi/seed0"]

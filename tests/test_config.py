@@ -49,7 +49,8 @@ ENUMERATED = sorted(choices())
 
 def test_the_enumerated_settings_are_the_literal_typed_fields():
     assert sorted([
-        "cohort.delayed_rule", "cohort.preset", "data.label_set", "data.slab", "data.slice_mode",
+        "cohort.delayed_rule", "cohort.preset", "data.field_of_view", "data.label_set", "data.slab",
+        "data.slice_mode",
         "data.slice_selection",
         "data.window", "model.aggregation", "model.depth", "model.dtype", "model.hu_head",
         "model.strategy",

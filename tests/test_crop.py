@@ -1,6 +1,6 @@
-"""The field of view in front of the spine (`data.crop_mm`, phasejax.data.crop): where its
-centre lands, how the resize maps it, and that training, evaluation and saliency use the
-same square."""
+"""The field of view in front of the spine (`data.crop_mm`, phasejax.data.crop) and around the
+body (`data.field_of_view = "body"`): where its centre lands, how the resize maps it, and
+that training, evaluation and saliency use the same square."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from phasejax.config import DataConfig
 from phasejax.data import augment
-from phasejax.data.crop import Crop, find_crop
-from phasejax.data.pipeline import preprocess, select_slices
+from phasejax.data.crop import BODY_MARGIN, Crop, find_body_crop, find_crop
+from phasejax.data.pipeline import check_data_config, preprocess, select_slices
 from phasejax.saliency import resize_labels
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -155,3 +155,42 @@ def test_training_crops_the_square_evaluation_crops(tmp_path: Path) -> None:
     crop = input_crop(volume, int(r["z_lo"]), int(r["z_hi"]), jitter, row_pixel_mm(r))
     assert crop == input_crop(volume, int(r["z_lo"]), int(r["z_hi"]), data, row_pixel_mm(r))
     assert crop is not None and crop.side == pytest.approx(60.0 / row_pixel_mm(r))
+
+
+def test_body_square_is_the_union_of_the_outlines_plus_the_margin() -> None:
+    # _slice's body: rows 15-105, columns 9-119 (an ellipse of semi-axes 45 and 55 at (60,
+    # 64)). A second slice with a smaller body shifted right widens the union to column 121.
+    small = np.full((128, 128), -1000.0, np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    small[((yy - 60) / 30.0) ** 2 + ((xx - 96) / 25.0) ** 2 <= 1.0] = 40.0
+    # A table-like speck of bone away from the body is not the body (largest region only).
+    small[120:123, 2:6] = 300.0
+    crop = find_body_crop(np.stack([_slice((90, 64)), small]))
+    assert crop is not None
+    assert crop.row == pytest.approx(60.0)
+    assert crop.col == pytest.approx(0.5 * (9 + 121))
+    assert crop.side == pytest.approx((121 - 9 + 1) * (1 + 2 * BODY_MARGIN))
+    # No body at all: no crop (the whole image is kept).
+    assert find_body_crop(np.full((2, 32, 32), -1000.0, np.float32)) is None
+    with pytest.raises(ValueError, match="HU slices"):
+        find_body_crop(np.zeros((32, 32), np.float32))
+
+
+def test_body_field_fills_the_input_with_the_body_and_excludes_crop_mm() -> None:
+    # A small body (semi-axes 20 x 25 px) in a 128 px field: resized whole it spans under
+    # half the input; fitted, its left and right edges sit near the input's edges.
+    yy, xx = np.mgrid[:128, :128]
+    sl = np.full((128, 128), -1000.0, np.float32)
+    sl[((yy - 64) / 20.0) ** 2 + ((xx - 64) / 25.0) ** 2 <= 1.0] = 40.0
+    vol = np.stack([sl] * 4).astype(np.int16)
+    scan = DataConfig(image_size=32, num_slices=1, window="raw", augment=False)
+    body = DataConfig(
+        image_size=32, num_slices=1, window="raw", augment=False, field_of_view="body"
+    )
+    rows = [preprocess(vol, 0, 4, cfg)[0, 16, :, 0] for cfg in (scan, body)]
+    width = [(r > 0.5 * (r.min() + r.max())).sum() for r in rows]
+    assert width[0] <= 14  # 51 of 128 px -> 12.75 of 32
+    assert width[1] >= 28  # 51 px of a 55 px square -> ~29.6 of 32
+    check_data_config(body)
+    with pytest.raises(ValueError, match="field_of_view"):
+        check_data_config(DataConfig(crop_mm=100.0, field_of_view="body"))

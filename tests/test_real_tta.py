@@ -27,7 +27,8 @@ class _MeanHuClassifier:
 
 
 def test_shifts_move_the_slab_and_shift_zero_is_the_predict_input():
-    cfg = load_config("quick", ["data.image_size=32", "data.window=abdomen"]).data
+    # the whole field: this volume is uniform in-plane, a crop would mix in the air around it
+    cfg = load_config("quick", ["data.image_size=32", "data.window=abdomen", "data.crop_mm=0"]).data
     z = np.arange(40, dtype=np.int16)[:, None, None]
     volume = np.broadcast_to(-160 + 10 * z, (40, 32, 32)).astype(np.int16)  # HU rise with z
     cached = CachedVolume(

@@ -36,7 +36,8 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
    training rotation / scale / translation and elastic deformation (data.elastic; one
    transform per series); with data.crop_mm > 0 the resized field is that square in
    front of the spine (phasejax.data.crop; `input_crop` finds it once per series, on its
-   evaluation slices, from the cache's pixel size, the manifest's `spacing_xy`);
+   evaluation slices, from the cache's pixel size, the manifest's `spacing_xy`), with
+   data.field_of_view = "body" the square around the body's outline on those slices;
 4. training only: random erasing (data.erase_boxes), random blur (data.blur_max_px) and
    Gaussian noise in HU;
 5. HU windowing to [0, 1] (phasejax.data.windowing).
@@ -64,7 +65,7 @@ from phasejax.cohort.structures import Label
 from phasejax.config import Config, DataConfig, SliceSelection
 from phasejax.data import augment, windowing
 from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
-from phasejax.data.crop import Crop, find_crop
+from phasejax.data.crop import Crop, find_body_crop, find_crop
 from phasejax.phases import LabelSet, label_set
 
 SLICE_SELECTIONS: tuple[str, ...] = typing.get_args(SliceSelection)
@@ -177,6 +178,11 @@ def check_data_config(data_cfg: DataConfig) -> None:
     ):
         if getattr(data_cfg, key) < 0:
             raise ValueError(f"data.{key} must be >= 0, got {getattr(data_cfg, key)}")
+    if data_cfg.crop_mm > 0 and data_cfg.field_of_view != "scan":
+        raise ValueError(
+            f"data.crop_mm = {data_cfg.crop_mm} is a square in front of the spine and "
+            f"data.field_of_view = {data_cfg.field_of_view!r} another field of view; set one"
+        )
 
 
 def uses_masks(data_cfg: DataConfig) -> bool:
@@ -238,9 +244,15 @@ def input_crop(
     volume: np.ndarray, z_lo: int, z_hi: int, data_cfg: DataConfig, pixel_mm: float | None
 ) -> Crop | None:
     """The field of view of a series: None (the whole image) unless data.crop_mm > 0
-    (`phasejax.data.crop.find_crop`, which needs `pixel_mm`). Found on the series'
+    (`phasejax.data.crop.find_crop`, which needs `pixel_mm`) or data.field_of_view is
+    "body" (`phasejax.data.crop.find_body_crop`). Found on the series'
     evaluation slices (no jitter), so it is a property of the series: training, evaluation
     and predict crop the same square whatever slices they then take."""
+    if data_cfg.field_of_view == "body":
+        idx = select_slices(
+            z_lo, z_hi, volume.shape[0], data_cfg.num_slices, data_cfg.slice_selection
+        )
+        return find_body_crop(np.asarray(volume[idx], dtype=np.float32))
     if data_cfg.crop_mm <= 0:
         return None
     if pixel_mm is None:
@@ -487,7 +499,7 @@ class _Series:
     ) -> Crop | None:
         # A series' crop is fixed (input_crop); finding it costs more than the rest of the
         # preprocessing, so each process finds it once per series.
-        if self.data_cfg.crop_mm <= 0:
+        if self.data_cfg.crop_mm <= 0 and self.data_cfg.field_of_view == "scan":
             return None
         key = (self.cache_dir, series_id, self.data_cfg)
         if key not in _CROPS:
