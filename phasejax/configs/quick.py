@@ -38,8 +38,8 @@ def get_config() -> Config:
             # A 180 mm square centred 40 mm in front of the spine (phasejax.data.crop), not
             # the whole field: the portal vein and renal pelvis get twice the pixels. Two-step
             # 95.4 +- 0.8% internal / 95.4 +- 1.4% external against 92.2 +- 0.7 / 93.3 +- 2.4
-            # (3 seeds each, suite quick_defaults m_crop180, cohort v8, session 21;
-            # ablations/README.md): every crop seed above every whole-field seed internally
+            # (3 seeds each, suite quick_defaults: this baseline against m_multi_3000_scan,
+            # cohort v8, session 21; ablations/README.md): every crop seed above every whole-field seed internally
             # (per-seed McNemar p 0.003 / 0.36 / 0.02), though the seed ensembles, which gain
             # more from averaging without the crop, are not apart (95.9 vs 94.1%, p 0.30);
             # real validation series 21 against 17 of 36 (4-phase networks). On the 15 real

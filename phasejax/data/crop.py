@@ -26,10 +26,11 @@ the vertebra, and the crop's position then tells the phase by itself.
 
 The body square answers a different problem: how much of the input the patient fills.
 The body's larger extent spans 80-100% of the stored field on the cohort (p10-p90, median
-93%) and 84-99% on the 15 real series of ../shared/data (session 21), so a thin patient's
-aorta is a fifth fewer pixels than a large one's. Fitting the square to the body's outline,
-the same rule on both, gives every patient the whole input and the air's pixels to the
-structures; nothing is cut but air and the table.
+93%) and 84-99% on the 15 real series of ../shared/data (session 21), so at p10 the patient
+fills a fifth less of the input than at p90. Fitting the square to the body's outline, the
+same rule on both, gives every patient the whole input and the air's pixels to the
+structures; nothing is cut but air and the table. (At the main job's budget it did not lift
+the two-step network: suite quick_defaults, m_body.)
 """
 
 from __future__ import annotations
