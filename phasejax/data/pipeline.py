@@ -248,17 +248,15 @@ def input_crop(
     "body" (`phasejax.data.crop.find_body_crop`). Found on the series'
     evaluation slices (no jitter), so it is a property of the series: training, evaluation
     and predict crop the same square whatever slices they then take."""
-    if data_cfg.field_of_view == "body":
-        idx = select_slices(
-            z_lo, z_hi, volume.shape[0], data_cfg.num_slices, data_cfg.slice_selection
-        )
-        return find_body_crop(np.asarray(volume[idx], dtype=np.float32))
-    if data_cfg.crop_mm <= 0:
+    body = data_cfg.field_of_view == "body"
+    if not body and data_cfg.crop_mm <= 0:
         return None
-    if pixel_mm is None:
+    if not body and pixel_mm is None:
         raise ValueError("data.crop_mm needs the cached pixel size (the manifest's spacing_xy)")
     idx = select_slices(z_lo, z_hi, volume.shape[0], data_cfg.num_slices, data_cfg.slice_selection)
     hu = np.asarray(volume[idx], dtype=np.float32)
+    if body:
+        return find_body_crop(hu)
     return find_crop(hu, pixel_mm, data_cfg.crop_mm, data_cfg.crop_anterior_mm)
 
 
