@@ -15,8 +15,12 @@ with train_throughput.py. On a CPU it is
 impractical (days). Input 224 px as in ImageNet-style ResNets; the paper does not
 publish its preprocessing, which is what the ablation suite varies.
 
-Derived from `quick`: the same preprocessing (5 slices x 3 windows), network family,
-strategy and optimizer; only the sizes, the budget and the compute dtype are set here.
+Derived from `quick`: the same preprocessing (5 slices x 3 windows, the 180 mm square in
+front of the spine), network family, strategy and optimizer; only the sizes, the budget and
+the compute dtype are set here. The 256 px cache holds the ~380 mm field at ~1.5 mm per
+pixel, so the square is ~120 cache pixels resampled to 224: the input is the paper's size,
+not finer detail than about 128 px would carry (a finer cache would cost its disk
+quadratically).
 """
 
 from phasejax.config import Config
