@@ -187,6 +187,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_multi_3000_eq": 3000,
         "m_multi_3000_scan": 3000,
         "m_body": 3000,
+        "m_9sl": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -196,7 +197,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     }
     # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too; the
     # field-of-view values are the quick config of session 21 with another field)
-    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body"):
+    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body", "m_9sl"):
         assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
     # the quick config labels DP by excretion alone; every value measured before that states
@@ -206,7 +207,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     rules = {
         r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
     }
-    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body"):
+    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body", "m_9sl"):
         assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
     eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
@@ -221,14 +222,17 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "train.label_smoothing",
     }
     # the quick config crops a 180 mm square in front of the spine since session 21; every
-    # value measured before states the whole field, m_body the body's square instead
+    # value measured before states the whole field, m_body the body's square instead, and
+    # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
     crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
+    assert crops.pop("m_9sl") == pytest.approx(180.0)
     assert set(crops.values()) == {0.0} and len(crops) == 12
     base = runs["_baseline/seed0"].to_dict()
     for label, keys in (
         ("m_multi_3000_scan", {"name", "data.crop_mm"}),
         ("m_body", {"name", "data.crop_mm", "data.field_of_view"}),
+        ("m_9sl", {"name", "data.num_slices"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
         assert set(config_differences(base, fov.to_dict())) == keys
