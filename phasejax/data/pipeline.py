@@ -240,6 +240,11 @@ def select_slices(
     return np.sort(np.clip(idx, 0, num_z - 1)).astype(np.int64)
 
 
+def crops_input(data_cfg: DataConfig) -> bool:
+    """Whether the field of view is less than the whole image (crop_mm or the body square)."""
+    return data_cfg.crop_mm > 0 or data_cfg.field_of_view == "body"
+
+
 def input_crop(
     volume: np.ndarray, z_lo: int, z_hi: int, data_cfg: DataConfig, pixel_mm: float | None
 ) -> Crop | None:
@@ -248,9 +253,9 @@ def input_crop(
     "body" (`phasejax.data.crop.find_body_crop`). Found on the series'
     evaluation slices (no jitter), so it is a property of the series: training, evaluation
     and predict crop the same square whatever slices they then take."""
-    body = data_cfg.field_of_view == "body"
-    if not body and data_cfg.crop_mm <= 0:
+    if not crops_input(data_cfg):
         return None
+    body = data_cfg.field_of_view == "body"
     if not body and pixel_mm is None:
         raise ValueError("data.crop_mm needs the cached pixel size (the manifest's spacing_xy)")
     idx = select_slices(z_lo, z_hi, volume.shape[0], data_cfg.num_slices, data_cfg.slice_selection)
@@ -497,7 +502,7 @@ class _Series:
     ) -> Crop | None:
         # A series' crop is fixed (input_crop); finding it costs more than the rest of the
         # preprocessing, so each process finds it once per series.
-        if self.data_cfg.crop_mm <= 0 and self.data_cfg.field_of_view == "scan":
+        if not crops_input(self.data_cfg):
             return None
         key = (self.cache_dir, series_id, self.data_cfg)
         if key not in _CROPS:
