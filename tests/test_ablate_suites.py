@@ -156,6 +156,10 @@ def _full_budget_runs(suites: dict, name: str, seeds: int) -> dict:
     return {r.run_id: r.config for r in plan.runs}
 
 
+# Session 23's values: the quick config with one thing changed, every key stated.
+SESSION_23 = ("m_jit5", "m_wd05", "m_zoom06", "m_paper_cohort")
+
+
 def test_full_budget_baseline_is_the_quick_config_unchanged():
     # Budget "full" runs the quick config at its own step count: its shared baseline must be
     # that config exactly. No suite has a [presets.full] section: they fall back to their
@@ -188,6 +192,10 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_multi_3000_scan": 3000,
         "m_body": 3000,
         "m_9sl": 3000,
+        "m_jit5": 3000,
+        "m_wd05": 3000,
+        "m_zoom06": 3000,
+        "m_paper_cohort": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -197,7 +205,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     }
     # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too; the
     # field-of-view values are the quick config of session 21 with another field)
-    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body", "m_9sl"):
+    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body", "m_9sl", *SESSION_23):
         assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
     # the quick config labels DP by excretion alone; every value measured before that states
@@ -207,7 +215,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     rules = {
         r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
     }
-    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body", "m_9sl"):
+    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body", "m_9sl", *SESSION_23):
         assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
     eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
@@ -226,13 +234,19 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
     crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
-    assert crops.pop("m_9sl") == pytest.approx(180.0)
+    for label in ("m_9sl", *SESSION_23):
+        assert crops.pop(label) == pytest.approx(180.0)
     assert set(crops.values()) == {0.0} and len(crops) == 12
     base = runs["_baseline/seed0"].to_dict()
     for label, keys in (
         ("m_multi_3000_scan", {"name", "data.crop_mm"}),
         ("m_body", {"name", "data.crop_mm", "data.field_of_view"}),
         ("m_9sl", {"name", "data.num_slices"}),
+        # session 23's levers at the main job's budget: one key each
+        ("m_jit5", {"name", "data.intensity_jitter_hu"}),
+        ("m_wd05", {"name", "train.weight_decay"}),
+        ("m_zoom06", {"name", "model.step2_zoom"}),
+        ("m_paper_cohort", {"name", "cohort.preset"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
         assert set(config_differences(base, fov.to_dict())) == keys

@@ -18,7 +18,7 @@ from phasejax.models import (
     cross_entropy,
     two_step_log_probs,
 )
-from phasejax.models.classifiers import VOTE_EPSILON
+from phasejax.models.classifiers import VOTE_EPSILON, zoom_centre, zoomed_position
 from phasejax.phases import label_set
 
 PAPER4 = label_set("paper4")  # EAP, LAP, PVP, DP; step 1: AP, PVP, DP
@@ -301,3 +301,55 @@ def test_build_classifier_takes_input_shape_from_the_pipeline() -> None:
     s, _, _, c = pipeline.input_shape(cfg.data)
     model = nnx.eval_shape(lambda: build_classifier(cfg, rngs=nnx.Rngs(0)))
     assert model.step1.in_channels == s * c == 15
+
+
+# ------------------------------------------------------------------- network 2's zoom
+def test_zoom_centre_samples_the_central_square_bilinearly() -> None:
+    size, zoom = 32, 0.5
+    rows = np.arange(size, dtype=np.float32)
+    ramp = jnp.asarray(np.broadcast_to(rows[None, :, None, None], (1, size, size, 2)))
+    out = np.asarray(zoom_centre(ramp, zoom))
+    # Output row o samples input row (o + 1/2 - 16) / 2 + 16 - 1/2: rows 7.75 ... 23.25,
+    # and a ramp interpolates exactly.
+    assert out[0, 0, 0, 0] == pytest.approx(7.75) and out[0, -1, 5, 1] == pytest.approx(23.25)
+    sampled = (np.arange(size) + 0.5 - size / 2) * zoom + size / 2 - 0.5
+    np.testing.assert_allclose(out[0, :, 3, 1], sampled, atol=1e-5)
+    np.testing.assert_allclose(zoomed_position(sampled, size, zoom), np.arange(size), atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(zoom_centre(ramp, 1.0)), np.asarray(ramp))
+
+
+def test_zoomed_network_2_sees_only_the_centre_and_network_1_the_whole_input() -> None:
+    x = _batch(b=2, size=32)
+    model = _model(TwoStepClassifier, step2_zoom=0.5)
+    model.eval()
+    out = model(x)
+    xin = model._network_input(x)
+    np.testing.assert_allclose(out.heads["step1"], model.step1(xin), atol=1e-6)
+    np.testing.assert_allclose(out.heads["step2"], model.step2(zoom_centre(xin, 0.5)), atol=1e-6)
+    # Rows and columns 0-6 and 25-31 lie outside the rows 7.75 ... 23.25 that network 2
+    # samples: changing them moves network 1's logits, not network 2's.
+    edit = np.asarray(x).copy()
+    edit[:, :, :7] += 3.0
+    edit[:, :, :, 25:] -= 3.0
+    moved = model(jnp.asarray(edit))
+    np.testing.assert_array_equal(np.asarray(moved.heads["step2"]), np.asarray(out.heads["step2"]))
+    assert not np.allclose(moved.heads["step1"], out.heads["step1"], atol=1e-3)
+    # Zoom 1 (the default, the paper) gives network 2 the same input as network 1.
+    plain = _model(TwoStepClassifier)
+    plain.eval()
+    np.testing.assert_allclose(plain(x).heads["step2"], plain.step2(xin), atol=1e-6)
+
+
+def test_step2_zoom_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"step2_zoom must be in \(0, 1\], got 1.5"):
+        _model(TwoStepClassifier, step2_zoom=1.5)
+    with pytest.raises(ValueError, match=r"step2_zoom must be in \(0, 1\], got 0.0"):
+        _model(TwoStepClassifier, step2_zoom=0.0)
+    with pytest.raises(ValueError, match="needs model.hu_head 'none'"):
+        _model(TwoStepClassifier, step2_zoom=0.5, hu_head="auxiliary")
+    one = _cfg(**{"model.strategy": "one_step", "model.step2_zoom": 0.5})
+    with pytest.raises(ValueError, match="needs model.strategy 'two_step'"):
+        build_classifier(one, rngs=nnx.Rngs(0), input_shape=(3, 32, 32, 3))
+    two = build_classifier(_cfg(**{"model.step2_zoom": 0.6}), rngs=nnx.Rngs(0),
+                           input_shape=(3, 32, 32, 3))  # fmt: skip
+    assert two.step2_zoom == 0.6

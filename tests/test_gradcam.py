@@ -262,3 +262,31 @@ def test_bad_targets_are_refused():
         grad_cam(model, x, target=[4])
     with pytest.raises(ValueError, match="2 entries for a batch of 1"):
         grad_cam(model, x, target=[0, 1])
+
+
+def test_upsample_matrix_of_a_zoomed_network_covers_only_its_square():
+    np.testing.assert_array_equal(upsample_matrix(32, 4, 8, zoom=1.0), upsample_matrix(32, 4, 8))
+    m = upsample_matrix(32, 4, 8, zoom=0.5)
+    # Input pixels 8-23 are what zoom 0.5 enlarges (network pixels 0.5 ... 31.5 of 32).
+    assert np.all(m[:8] == 0.0) and np.all(m[24:] == 0.0)
+    # Pixel 16 lies at network pixel (16.5 - 16) * 2 + 15.5 = 16.5, i.e. feature 2.0625.
+    np.testing.assert_allclose(m[16], [0.0, 0.0, 0.9375, 0.0625], atol=1e-6)
+
+
+def test_zoomed_network_2_map_lies_inside_its_square():
+    model = TwoStepClassifier(PAPER4, depth="tiny", num_slices=3, channels=1, width=4,
+                              step2_zoom=0.5, rngs=nnx.Rngs(5))  # fmt: skip
+    x = np.random.default_rng(2).random((2, 3, 32, 32, 1)).astype(np.float32)
+    eap, lap = PAPER4.index("EAP"), PAPER4.index("LAP")
+    maps = [grad_cam(model, x, target=[t, t]) for t in (eap, lap)]
+    model.eval()
+    for g in maps:
+        np.testing.assert_allclose(g.log_probs, model(jnp.asarray(x)).log_probs, atol=1e-5)
+        s2 = g.by_network["step2"]
+        for edge in (s2[:, :, :8], s2[:, :, 24:], s2[:, :, :, :8], s2[:, :, :, 24:]):
+            assert np.all(edge == 0.0)
+    # Network 2's weighted maps for EAP and LAP are each other's negatives (p2(EAP | AP) =
+    # 1 - p2(LAP | AP)), so one of the two is positive somewhere inside the square.
+    assert max(g.by_network["step2"].max() for g in maps) > 0.0
+    for g in maps:
+        assert g.cam.shape == (2, 3, 32, 32) and 0.0 <= g.cam.min() <= g.cam.max() <= 1.0

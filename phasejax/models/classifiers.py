@@ -16,7 +16,9 @@ Strategy B (paper's two steps): network 1 classifies the step-1 classes of the
 label set (AP / PVP / DP, + NC), network 2 splits AP into EAP / LAP and learns
 from arterial series only. log p(phase) = log p1(step-1 class) + log p2(phase | AP)
 along `LabelSet.two_step_paths()`, so p(EAP) = p1(AP) * p2(EAP | AP). Both
-networks live in one module: one train step, one optimizer, one checkpoint.
+networks live in one module: one train step, one optimizer, one checkpoint. With
+`model.step2_zoom` < 1 network 2 sees only the centre of the input, enlarged
+(`zoom_centre`); the paper gives both networks the same input (zoom 1).
 
 Losses are weighted means over the global batch, sum(w * ce) / max(sum(w), 1);
 under a jit sharded on 'data' the sums run over every device's rows. Labels -1
@@ -278,6 +280,38 @@ def _head_accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> j
 
 
 # ------------------------------------------------------------------------ classifiers
+def zoom_centre(x: jax.Array, zoom: float) -> jax.Array:
+    """The central `zoom` fraction of every image's side, resampled bilinearly to the full
+    size: x [N, H, W, C] -> [N, H, W, C]; zoom 1 returns x.
+
+    jax.image samples output position p (pixel centres at i + 1/2) from input position
+    (p - t) / s; with s = 1 / zoom and t = side * (1 - s) / 2 the two centres coincide.
+    `zoomed_position` is the inverse map, for Grad-CAM.
+    """
+    if not 0.0 < zoom <= 1.0:
+        raise ValueError(f"model.step2_zoom must be in (0, 1], got {zoom}")
+    if zoom == 1.0:
+        return x
+    h, w = x.shape[1], x.shape[2]
+    s = 1.0 / zoom
+    # Upsampling only (s > 1), so antialiasing would change nothing but the cost.
+    return jax.image.scale_and_translate(
+        x,
+        x.shape,
+        spatial_dims=(1, 2),
+        scale=jnp.array([s, s], jnp.float32),
+        translation=jnp.array([h * (1.0 - s) / 2.0, w * (1.0 - s) / 2.0], jnp.float32),
+        method="linear",
+        antialias=False,
+    ).astype(x.dtype)
+
+
+def zoomed_position(pixel: np.ndarray, size: int, zoom: float) -> np.ndarray:
+    """Where input pixel index `pixel` (along a side of `size`) lies in `zoom_centre`'s
+    output, in output pixel indices (outside [-1/2, size - 1/2]: not in the zoomed view)."""
+    return (np.asarray(pixel, np.float64) + 0.5 - size / 2.0) / zoom + size / 2.0 - 0.5
+
+
 class _SeriesClassifier(nnx.Module):
     """Shared slice handling: input validation, network input layout, aggregation."""
 
@@ -486,8 +520,12 @@ class OneStepClassifier(_SeriesClassifier):
     def _head_counts(self, counts: np.ndarray) -> tuple[np.ndarray, ...]:
         return (counts,)
 
+    def network_inputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """The input of each network for a batch x [B, S, H, W, C]."""
+        return {"net": self._network_input(x)}
+
     def __call__(self, x: jax.Array) -> Output:
-        logits, hu, seg = self._run_net("net", self.net, self._network_input(x), x)
+        logits, hu, seg = self._run_net("net", self.net, self.network_inputs(x)["net"], x)
         logits = self._series_logits(logits, x.shape[0])
         log_probs = self._series_log_probs(jax.nn.log_softmax(logits, axis=-1))
         heads = {"logits": logits}
@@ -535,10 +573,19 @@ class TwoStepClassifier(_SeriesClassifier):
         hu_head: str = "none",
         hu_loss_weight: float = 1.0,
         window: str = "multi",
+        step2_zoom: float = 1.0,
         rngs: nnx.Rngs,
     ) -> None:
         if not any(step2 >= 0 for _, step2 in labels.two_step_paths()):
             raise ValueError(f"label set {labels.name!r} has no arterial phase to split in step 2")
+        if not 0.0 < step2_zoom <= 1.0:
+            raise ValueError(f"model.step2_zoom must be in (0, 1], got {step2_zoom}")
+        if step2_zoom < 1.0 and hu_head != "none":
+            raise ValueError(
+                "model.step2_zoom < 1 needs model.hu_head 'none': the structure-HU targets "
+                "describe the whole input, not network 2's zoomed centre"
+            )
+        self.step2_zoom = float(step2_zoom)
         cin = self._init_common(
             labels,
             num_slices=num_slices,
@@ -572,10 +619,15 @@ class TwoStepClassifier(_SeriesClassifier):
             self.step1_readout = self._make_readout(self.step1, k1, rngs)
             self.step2_readout = self._make_readout(self.step2, k2, rngs)
 
-    def __call__(self, x: jax.Array) -> Output:
+    def network_inputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """The input of each network for a batch x [B, S, H, W, C]."""
         xin = self._network_input(x)
-        l1, hu1, seg1 = self._run_net("step1", self.step1, xin, x)
-        l2, hu2, seg2 = self._run_net("step2", self.step2, xin, x)
+        return {"step1": xin, "step2": zoom_centre(xin, self.step2_zoom)}
+
+    def __call__(self, x: jax.Array) -> Output:
+        xin = self.network_inputs(x)
+        l1, hu1, seg1 = self._run_net("step1", self.step1, xin["step1"], x)
+        l2, hu2, seg2 = self._run_net("step2", self.step2, xin["step2"], x)
         l1 = self._series_logits(l1, x.shape[0])
         l2 = self._series_logits(l2, x.shape[0])
         # Per slice, the phase log-probabilities are combined slice by slice and then
@@ -658,7 +710,14 @@ def build_classifier(
 
         input_shape = pipeline_input_shape(cfg.data)
     num_slices, _, _, channels = input_shape
-    cls = TwoStepClassifier if cfg.model.strategy == "two_step" else OneStepClassifier
+    two_step = cfg.model.strategy == "two_step"
+    if not two_step and cfg.model.step2_zoom != 1.0:
+        raise ValueError(
+            f"model.step2_zoom={cfg.model.step2_zoom} needs model.strategy 'two_step' (the "
+            "one-step network has no network 2)"
+        )
+    extra = {"step2_zoom": cfg.model.step2_zoom} if two_step else {}
+    cls = TwoStepClassifier if two_step else OneStepClassifier
     return cls(
         label_set(cfg.data.label_set),
         depth=cfg.model.depth,
@@ -672,6 +731,7 @@ def build_classifier(
         hu_loss_weight=cfg.model.hu_loss_weight,
         window=cfg.data.window,
         rngs=rngs,
+        **extra,
     )
 
 

@@ -13,7 +13,9 @@ Strategy B has two networks on the same input and grid; their channels are summe
 together (Grad-CAM's map is the first-order expansion of the score over all
 feature channels that feed it, and both networks feed the two-step score). For a
 non-arterial target network 2 gets no gradient, so the map is network 1's alone.
-The per-network maps are returned too.
+The per-network maps are returned too. When network 2 sees a zoomed centre
+(`model.step2_zoom` < 1) the grids differ: each network's weighted map is taken to
+input pixels first (network 2's only inside its square), then summed and rectified.
 
 Slice modes (phasejax.models.classifiers): "channels" fuses the S slices at the first
 convolution, so there is one spatial map per series, repeated for every slice
@@ -51,6 +53,7 @@ from phasejax.models.classifiers import (
     TwoStepClassifier,
     aggregate_slices,
     two_step_log_probs,
+    zoomed_position,
 )
 from phasejax.models.resnet import ResNet
 
@@ -94,7 +97,7 @@ def networks(model: Classifier) -> dict[str, ResNet]:
     raise TypeError(f"Grad-CAM needs a OneStepClassifier or TwoStepClassifier, got {type(model)}")
 
 
-def upsample_matrix(out_size: int, in_size: int, stride: int) -> np.ndarray:
+def upsample_matrix(out_size: int, in_size: int, stride: int, zoom: float = 1.0) -> np.ndarray:
     """Linear interpolation weights [out_size, in_size] from a feature grid to input pixels.
 
     The networks pad explicitly as PyTorch does, so feature pixel i is centred on input
@@ -110,6 +113,9 @@ def upsample_matrix(out_size: int, in_size: int, stride: int) -> np.ndarray:
     last stride - 1 pixels (31 of 96 at stride 32): vertical and horizontal stripes from
     each edge cell to the image border, and 1.5 times the mass of any other cell for the
     last row / column in the anatomical shares.
+
+    zoom < 1: the network saw `classifiers.zoom_centre(x, zoom)`; input pixels outside
+    that centre square get weight 0.
     """
     if out_size < 1 or in_size < 1 or stride < 1:
         raise ValueError(f"bad upsampling sizes: out {out_size}, in {in_size}, stride {stride}")
@@ -117,7 +123,9 @@ def upsample_matrix(out_size: int, in_size: int, stride: int) -> np.ndarray:
         raise ValueError(
             f"{in_size} feature pixels at stride {stride} reach past {out_size} input pixels"
         )
-    u = np.arange(out_size, dtype=np.float64) / stride
+    o = zoomed_position(np.arange(out_size), out_size, zoom)
+    seen = (o >= -0.5) & (o <= out_size - 0.5)
+    u = np.clip(o, 0.0, out_size - 1.0) / stride
     i0 = np.floor(u).astype(np.int64)
     w1 = u - i0
     # A fractional index past the last cell interpolates towards a zero cell in_size.
@@ -125,6 +133,7 @@ def upsample_matrix(out_size: int, in_size: int, stride: int) -> np.ndarray:
     rows = np.arange(out_size)
     np.add.at(m, (rows, i0), 1.0 - w1)
     np.add.at(m, (rows, np.minimum(i0 + 1, in_size)), w1)
+    m[~seen] = 0.0
     return m[:, :in_size].astype(np.float32)
 
 
@@ -193,11 +202,11 @@ def _gradcam_fn(
     model = nnx.merge(graphdef, state)
     model.eval()  # BatchNorm running averages: each series' map is independent of the batch
     b = x.shape[0]
-    xin = model._network_input(x)
+    xin = model.network_inputs(x)
     nets = networks(model)
     # float32 maps: the gradient of a bf16 activation would be rounded to 8 mantissa bits
     # (an earlier stage's gradient still passes through the later stages' compute dtype).
-    maps = {n: net.feature_map(xin, stage).astype(jnp.float32) for n, net in nets.items()}
+    maps = {n: net.feature_map(xin[n], stage).astype(jnp.float32) for n, net in nets.items()}
     _, out_lp = _log_probs_from_maps(model, maps, b, stage)
     target = jnp.where(target < 0, jnp.argmax(out_lp, axis=-1), target)
 
@@ -217,13 +226,28 @@ def _compiled(graphdef: nnx.GraphDef, stage: int):
     return jax.jit(functools.partial(_gradcam_fn, graphdef, stage))
 
 
+def zoom_of(model: Classifier, name: str) -> float:
+    """The zoom of network `name`'s input (`classifiers.zoom_centre`)."""
+    return float(getattr(model, "step2_zoom", 1.0)) if name == "step2" else 1.0
+
+
 def _upsample_normalise(
-    raw: np.ndarray, model: Classifier, size: tuple[int, int], stride: int
+    raw: dict[str, np.ndarray], model: Classifier, size: tuple[int, int], stride: int
 ) -> np.ndarray:
-    """relu'd maps [N, h, w] -> [B, S, H, W] in [0, 1], normalised per series."""
-    my = upsample_matrix(size[0], raw.shape[1], stride)
-    mx = upsample_matrix(size[1], raw.shape[2], stride)
-    up = np.einsum("yh,nhw,xw->nyx", my, np.maximum(raw, 0.0), mx)
+    """The summed, relu'd maps of networks {name: [N, h, w]} -> [B, S, H, W] in [0, 1],
+    normalised per series. On one grid the sum is rectified before upsampling (the classic
+    Grad-CAM); with a zoomed network 2, after it (the grids differ)."""
+
+    def to_pixels(r: np.ndarray, zoom: float) -> np.ndarray:
+        my = upsample_matrix(size[0], r.shape[1], stride, zoom)
+        mx = upsample_matrix(size[1], r.shape[2], stride, zoom)
+        return np.einsum("yh,nhw,xw->nyx", my, r, mx)
+
+    zooms = {zoom_of(model, n) for n in raw}
+    if zooms == {1.0}:
+        up = to_pixels(np.maximum(sum(raw.values()), 0.0), 1.0)
+    else:
+        up = np.maximum(sum(to_pixels(r, zoom_of(model, n)) for n, r in raw.items()), 0.0)
     s = model.num_slices
     if model.slice_mode == "channels":
         up = np.repeat(up[:, None], s, axis=1)
@@ -267,8 +291,8 @@ def grad_cam(
     raw, out_lp, tgt = jax.device_get(_compiled(graphdef, stage)(state, x, jnp.asarray(target)))
     names = list(raw)
     up = functools.partial(_upsample_normalise, model=model, size=size, stride=stride)
-    combined = up(sum(np.asarray(raw[n]) for n in names))
-    by_network = {n: up(np.asarray(raw[n])) for n in names}
+    combined = up({n: np.asarray(raw[n]) for n in names})
+    by_network = {n: up({n: np.asarray(raw[n])}) for n in names}
     grid = np.asarray(raw[names[0]]).shape[1:3]
     return GradCAM(
         cam=combined,
