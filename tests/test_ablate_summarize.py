@@ -362,3 +362,15 @@ def test_values_without_a_finished_run_leave_the_table(ablation):
     assert rows == ["| value", "| **18** (baseline)", "| 34"]
     assert "Values without a finished run (not in the table): 50." in md
     assert "Runs without results yet" not in md  # 50's runs are named by the line above
+
+
+def test_a_long_question_is_cut_to_three_lines_with_a_marker():
+    from phasejax.plotting import ablation
+
+    short = ablation._title({"name": "depth", "question": "Does depth matter?"})
+    assert short == "depth: Does depth matter?"
+    long_q = " ".join(f"lever{i}," for i in range(40)) + " or none?"
+    title = ablation._title({"name": "quick_defaults", "question": long_q}, width=70)
+    lines = title.split("\n")
+    assert len(lines) == 3 and all(len(line) <= 70 for line in lines)
+    assert lines[0].startswith("quick_defaults: lever0,") and lines[2].endswith(" ...")

@@ -188,7 +188,9 @@ def plot_suite(
 def _title(meta: Mapping[str, Any], width: int = 70) -> str:
     name = meta.get("name") or ""
     question = str(meta.get("question", ""))
-    return "\n".join(textwrap.wrap(f"{name}{': ' if name else ''}{question}", width)[:3])
+    # At most three lines; a longer question ends in " ..." rather than mid-list.
+    text = f"{name}{': ' if name else ''}{question}"
+    return "\n".join(textwrap.wrap(text, width, max_lines=3, placeholder=" ..."))
 
 
 @styled
