@@ -199,8 +199,8 @@ class ModelConfig(_Section):
     # measured inside its segmentation (window "multi" or "wide").
     hu_head: HuHead = "none"
     hu_loss_weight: float = 1.0
-    # Two-step only: network 2 (EAP vs LAP) sees the central step2_zoom fraction of the
-    # input's side, enlarged to the full input (phasejax.models.classifiers.zoom_centre).
+    # Two-step only (one-step ignores it): network 2 (EAP vs LAP) sees the central step2_zoom
+    # fraction of the input's side, enlarged to the full input (classifiers.zoom_centre).
     # 1 = the same input as network 1, as in the paper. Early and late arterial differ in
     # the portal vein's enhancement (80 HU, DESIGN.md 2), a vessel of a few input pixels.
     # 0.6 at the quick config's budget tied with 1 (suite quick_defaults, m_zoom06, 3 seeds:
