@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from phasejax.cohort.kinetics import compartment_hu
     from phasejax.cohort.sites import SITES
     from phasejax.cohort.structures import Label
-    from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm
+    from phasejax.data.pipeline import row_input
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
 
@@ -116,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 "collecting": round(hu[Label.KIDNEY_COLLECTING], 1),
             }
         )
-        volume = load_cached(args.cohort, r["series_id"])
-        images.append(
-            preprocess(
-                volume, int(r["z_lo"]), int(r["z_hi"]), run.cfg.data, pixel_mm=row_pixel_mm(r)
-            )
-        )
+        images.append(row_input(args.cohort, r, run.cfg.data))
     probs = clf.classify_all(images) if images else np.zeros((0, len(classes)))
     predicted = [classes[int(i)] for i in probs.argmax(1)]
     for s, p in zip(series, predicted):

@@ -32,24 +32,20 @@ def _series(cache: Path, splits: list[str], classes: list[str]) -> list[dict[str
         return [r for r in csv.DictReader(f) if r["split"] in splits and r["phase"] in classes]
 
 
-def _probs(run_dir: Path, cache: Path, rows: list[dict[str, str]]) -> tuple[list[str], Any]:
-    from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm
+def _probs(
+    run_dir: Path, cache: Path, rows: list[dict[str, str]], inputs: dict[Any, list[Any]]
+) -> tuple[list[str], Any]:
+    """(the run's classes, its probabilities [N, K] over `rows`). `inputs` keeps the network
+    inputs per data config, so runs that preprocess alike share them."""
+    from phasejax.data.pipeline import row_input
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
 
     run, clf = load_classifier(run_dir, batch_size=32)
     classes = [p.value for p in label_set(run.cfg.data.label_set).phases]
-    images = [
-        preprocess(
-            load_cached(cache, r["series_id"]),
-            int(r["z_lo"]),
-            int(r["z_hi"]),
-            run.cfg.data,
-            pixel_mm=row_pixel_mm(r),
-        )
-        for r in rows
-    ]
-    return classes, clf.classify_all(images)
+    if run.cfg.data not in inputs:
+        inputs[run.cfg.data] = [row_input(cache, r, run.cfg.data) for r in rows]
+    return classes, clf.classify_all(inputs[run.cfg.data])
 
 
 def _compare(y: Any, a: Any, b: Any, patients: Any) -> dict[str, Any]:
@@ -106,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     classes = [p.value for p in label_set("paper4").phases]
     rows = _series(args.cohort, args.splits, classes)
     groups: dict[str, list[Any]] = {"baseline": [], "value": []}
+    inputs: dict[Any, list[Any]] = {}
     for group, runs in (("baseline", args.baseline), ("value", args.value)):
         for run in runs:
-            got, probs = _probs(run, args.cohort, rows)
+            got, probs = _probs(run, args.cohort, rows, inputs)
             if got != classes:
                 raise SystemExit(f"{run}: label set {got}, expected the 4 phases {classes}")
             groups[group].append(probs)

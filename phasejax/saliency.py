@@ -315,14 +315,13 @@ def results_predictions(run_dir: str | Path, split: str, classes: Sequence[str])
 def _live_probs(model: Any, cache_dir: Path, rows: list[dict], data_cfg: Any) -> np.ndarray:
     from tqdm.auto import tqdm
 
-    from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm
+    from phasejax.data.pipeline import row_input
     from phasejax.infer import Classifier
 
     clf = Classifier.for_model(model, batch_size=8)
 
     def network_input(r: dict) -> np.ndarray:
-        return preprocess(load_cached(cache_dir, r["series_id"]), int(r["z_lo"]), int(r["z_hi"]),
-                          data_cfg, pixel_mm=row_pixel_mm(r))  # fmt: skip
+        return row_input(cache_dir, r, data_cfg)
 
     out = []
     with tqdm(total=len(rows), desc="saliency: classify split", unit="series") as bar:

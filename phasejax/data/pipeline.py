@@ -334,6 +334,17 @@ def preprocess(
     return _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=False)[0]
 
 
+def row_input(cache_dir: str | Path, row: dict[str, str], data_cfg: DataConfig) -> np.ndarray:
+    """The evaluation input of one manifest row of a prepared cache (`preprocess`, no rng)."""
+    return preprocess(
+        load_cached(cache_dir, row["series_id"]),
+        int(row["z_lo"]),
+        int(row["z_hi"]),
+        data_cfg,
+        pixel_mm=row_pixel_mm(row),
+    )
+
+
 class WithTargets(NamedTuple):
     """A network input with its structure-HU targets (see `preprocess_with_targets`)."""
 

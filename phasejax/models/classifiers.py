@@ -280,6 +280,11 @@ def _head_accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> j
 
 
 # ------------------------------------------------------------------------ classifiers
+def _check_zoom(zoom: float) -> None:
+    if not 0.0 < zoom <= 1.0:
+        raise ValueError(f"model.step2_zoom must be in (0, 1], got {zoom}")
+
+
 def zoom_centre(x: jax.Array, zoom: float) -> jax.Array:
     """The central `zoom` fraction of every image's side, resampled bilinearly to the full
     size: x [N, H, W, C] -> [N, H, W, C]; zoom 1 returns x.
@@ -288,8 +293,7 @@ def zoom_centre(x: jax.Array, zoom: float) -> jax.Array:
     (p - t) / s; with s = 1 / zoom and t = side * (1 - s) / 2 the two centres coincide.
     `zoomed_position` is the inverse map, for Grad-CAM.
     """
-    if not 0.0 < zoom <= 1.0:
-        raise ValueError(f"model.step2_zoom must be in (0, 1], got {zoom}")
+    _check_zoom(zoom)
     if zoom == 1.0:
         return x
     h, w = x.shape[1], x.shape[2]
@@ -578,8 +582,7 @@ class TwoStepClassifier(_SeriesClassifier):
     ) -> None:
         if not any(step2 >= 0 for _, step2 in labels.two_step_paths()):
             raise ValueError(f"label set {labels.name!r} has no arterial phase to split in step 2")
-        if not 0.0 < step2_zoom <= 1.0:
-            raise ValueError(f"model.step2_zoom must be in (0, 1], got {step2_zoom}")
+        _check_zoom(step2_zoom)
         if step2_zoom < 1.0 and hu_head != "none":
             raise ValueError(
                 "model.step2_zoom < 1 needs model.hu_head 'none': the structure-HU targets "
