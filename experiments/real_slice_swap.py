@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phasejax.data.pipeline import load_cached, preprocess, row_pixel_mm, split_rows
+    from phasejax.data.pipeline import row_input, split_rows
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
     from phasejax.predict.inputs import prepared_inputs
@@ -71,18 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run.cfg
     classes = [p.value for p in label_set(cfg.data.label_set).phases]
 
-    def network_input(r: dict) -> np.ndarray:
-        volume = load_cached(args.cohort, r["series_id"])
-        return preprocess(volume, int(r["z_lo"]), int(r["z_hi"]), cfg.data,
-                          pixel_mm=row_pixel_mm(r))  # fmt: skip
-
     # Cohort series the model gets right, the first --per-phase of each phase.
     chosen: list[np.ndarray] = []
     per_phase: Counter[str] = Counter()
     for r in split_rows(args.cohort, "test", cfg):
         if r["phase"] not in classes or per_phase[r["phase"]] >= args.per_phase:
             continue
-        image = network_input(r)
+        image = row_input(args.cohort, r, cfg.data)
         if classes[int(np.argmax(clf.probabilities(image[None])[0]))] == r["phase"]:
             chosen.append(image)
             per_phase[r["phase"]] += 1

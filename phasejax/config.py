@@ -237,6 +237,16 @@ class TrainConfig(_Section):
     # of some series < 0.01, which no anatomy reading in predict's call can overrule. 0 = off
     # here; the named configs (quick and those built on it) use 0.1.
     label_smoothing: float = 0.0
+    # Two-step only (one-step ignores it, as reproduce trains A from B's config): network 2
+    # (EAP vs LAP) gets a batch of its own, batch_size arterial training series per step in
+    # an order of their own, instead of the arterial rows of the shared batch (about a third
+    # of it; the rest costs network 2 a forward and backward pass and counts only in its
+    # BatchNorm statistics). The paper trains network 2 on arterial images alone; this does
+    # so at the same network FLOPs, with ~2.9x the arterial series per step, for twice the
+    # preprocessing. At the quick config's budget it ties (EAP/LAP 94.8 / 89.2% internal /
+    # external against 93.0 / 91.4%, 3 seeds; quick_defaults m_step2_own, session 24), so
+    # it is off in every named config.
+    step2_own_batch: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

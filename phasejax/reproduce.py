@@ -75,6 +75,7 @@ def reproduce(
     summary = summarize_reproduction(run_dirs, preset=preset, data=str(cache))
     summary["predict_model"] = _predict_model_summary(predict_dir)
     summary["timing"] = {"data_s": cohort_s, "total_s": time.perf_counter() - t0}
+    summary["step2_own_batch"] = bool(cfg.train.step2_own_batch)
     if figures:
         from phasejax.plotting.figures import draw_all
         from phasejax.saliency import compute_saliency, summarize_saliency
@@ -174,7 +175,14 @@ def render_report(s: dict[str, Any]) -> str:
         "All numbers are per series, with 95% Wilson intervals in brackets; paired tests are "
         "exact McNemar on the same series. Strategy A = one network over all phases; "
         "B = network 1 (AP / PVP / DP) then network 2 (EAP / LAP) on arterial series, "
-        "p(EAP) = p1(AP) p2(EAP | AP). Same data, steps and batch size for both.",
+        "p(EAP) = p1(AP) p2(EAP | AP). Same data, steps and batch size for both."
+        + (
+            " Network 2 learns from a batch of its own, as many arterial training series per "
+            "step as the shared batch has series (`train.step2_own_batch`; the paper trains it "
+            "on arterial images alone), so B preprocesses twice as many series per step."
+            if s.get("step2_own_batch")
+            else ""
+        ),
         "",
         "## The paper's table next to ours",
         "",

@@ -158,6 +158,8 @@ def _full_budget_runs(suites: dict, name: str, seeds: int) -> dict:
 
 # Session 23's values: the quick config with one thing changed, every key stated.
 SESSION_23 = ("m_jit5", "m_wd05", "m_zoom06", "m_paper_cohort")
+# Session 24's: network 2's own batch, the structure-HU head as a second task.
+SESSION_24 = ("m_step2_own", "m_hu_aux")
 
 
 def test_full_budget_baseline_is_the_quick_config_unchanged():
@@ -196,6 +198,8 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_wd05": 3000,
         "m_zoom06": 3000,
         "m_paper_cohort": 3000,
+        "m_step2_own": 3000,
+        "m_hu_aux": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -205,7 +209,14 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     }
     # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too; the
     # field-of-view values are the quick config of session 21 with another field)
-    for label in ("m_multi_3000_eq", "m_multi_3000_scan", "m_body", "m_9sl", *SESSION_23):
+    for label in (
+        "m_multi_3000_eq",
+        "m_multi_3000_scan",
+        "m_body",
+        "m_9sl",
+        *SESSION_23,
+        *SESSION_24,
+    ):
         assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
     # the quick config labels DP by excretion alone; every value measured before that states
@@ -215,7 +226,14 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     rules = {
         r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
     }
-    for label in ("m_multi_3000_dpx", "m_multi_3000_scan", "m_body", "m_9sl", *SESSION_23):
+    for label in (
+        "m_multi_3000_dpx",
+        "m_multi_3000_scan",
+        "m_body",
+        "m_9sl",
+        *SESSION_23,
+        *SESSION_24,
+    ):
         assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
     eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
@@ -234,7 +252,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
     crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
-    for label in ("m_9sl", *SESSION_23):
+    for label in ("m_9sl", *SESSION_23, *SESSION_24):
         assert crops.pop(label) == pytest.approx(180.0)
     assert set(crops.values()) == {0.0} and len(crops) == 12
     base = runs["_baseline/seed0"].to_dict()
@@ -247,6 +265,8 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         ("m_wd05", {"name", "train.weight_decay"}),
         ("m_zoom06", {"name", "model.step2_zoom"}),
         ("m_paper_cohort", {"name", "cohort.preset"}),
+        ("m_step2_own", {"name", "train.step2_own_batch"}),
+        ("m_hu_aux", {"name", "model.hu_head"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
         assert set(config_differences(base, fov.to_dict())) == keys

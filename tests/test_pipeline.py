@@ -420,3 +420,78 @@ def test_image_slab_replaces_the_manifest_range_by_the_finder_on_the_volume(tmp_
         assert (m["z_lo"], m["z_hi"]) == ("1", "11")  # the fake cache's manifest range
         moved += (int(r["z_lo"]), int(r["z_hi"])) != (1, 11)
     assert moved > 0  # on this phantom the finder's slab is not the manifest's
+
+
+# --------------------------------------------------------------------------- network 2's own batch
+
+
+def test_arterial_slot_is_a_fresh_permutation_every_pass():
+    passes = [[pipeline.arterial_slot(7, 5, p) for p in range(5 * k, 5 * k + 5)] for k in range(4)]
+    assert all(sorted(p) == [0, 1, 2, 3, 4] for p in passes)
+    assert len({tuple(p) for p in passes}) > 1  # reshuffled between passes
+    assert [pipeline.arterial_slot(7, 5, p) for p in range(5)] == passes[0]  # pure function
+    assert [pipeline.arterial_slot(8, 5, p) for p in range(20)] != sum(passes, [])  # seeded
+    with pytest.raises(ValueError, match="stream position"):
+        pipeline.arterial_slot(7, 5, -1)
+
+
+def test_own_batch_carries_only_arterial_series_each_once_per_pass(cache):
+    cfg = _cfg(window="multi").override(
+        {"model.strategy": "two_step", "train.step2_own_batch": True}
+    )
+    rows = pipeline.split_rows(cache, "train", cfg)
+    arterial = pipeline.step2_rows(rows, cfg)
+    phases = [rows[i]["phase"] for i in arterial]
+    assert sorted(phases) == ["EAP"] * 6 + ["LAP"] * 6  # 6 patients x 2 arterial series
+    assert all(r["phase"] in ("PVP", "DP") for i, r in enumerate(rows) if i not in arterial)
+    it = pipeline.train_iterator(cache, cfg)
+    batches = _take(it, 6)  # 48 positions: 4 passes over the 12 arterial series
+    it.close()
+    b = batches[0]
+    assert b["image2"].shape == b["image"].shape == (8, 3, 16, 16, 3)
+    assert b["label2"].dtype == np.int32 and np.all(b["weight2"] == 1)
+    labels = label_set("paper4")
+    label2 = np.concatenate([x["label2"] for x in batches])
+    assert set(label2.tolist()) == {labels.index("EAP"), labels.index("LAP")}
+    # Each image2 is the series the slot names, augmented by its own stream: the arterial
+    # series' images at their slots, with augmentation off, equal their deterministic input.
+    plain = cfg.override({"data.augment": False})
+    it = pipeline.train_iterator(cache, plain)
+    off = _take(it, 3)
+    it.close()
+    for k, batch in enumerate(off):
+        for j in range(8):
+            row = rows[arterial[pipeline.arterial_slot(0, 12, 8 * k + j)]]
+            expected = pipeline.row_input(cache, row, plain.data)
+            np.testing.assert_array_equal(batch["image2"][j], expected)
+            assert batch["label2"][j] == labels.index(row["phase"])
+    # every arterial series once per pass of 12 positions
+    slots = [pipeline.arterial_slot(0, 12, p) for p in range(48)]
+    assert all(sorted(slots[i : i + 12]) == list(range(12)) for i in range(0, 48, 12))
+    # the shared batch is the one without the option, series and pixels
+    it = pipeline.train_iterator(cache, _cfg(window="multi"))
+    shared = _take(it, 6)
+    it.close()
+    for a, s in zip(batches, shared):
+        assert set(a) - set(s) == {"image2", "label2", "weight2"}
+        for key in s:
+            np.testing.assert_array_equal(a[key], s[key], err_msg=key)
+
+
+def test_own_batch_resumes_exactly_and_one_step_ignores_it(cache):
+    cfg = _cfg().override({"model.strategy": "two_step", "train.step2_own_batch": True})
+    it = pipeline.train_iterator(cache, cfg)
+    _take(it, 2)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = _take(it, 3)
+    it.close()
+    fresh = pipeline.train_iterator(cache, cfg)
+    fresh.set_state(state)
+    for a, b in zip(_take(fresh, 3), expected):
+        _assert_batches_equal(a, b)
+    fresh.close()
+    it = pipeline.train_iterator(cache, cfg.override({"model.strategy": "one_step"}))
+    assert "image2" not in _take(it, 1)[0]
+    it.close()
+    with pytest.raises(ValueError, match="step2_own_batch needs model.hu_head 'none'"):
+        pipeline.train_iterator(cache, cfg.override({"model.hu_head": "auxiliary"}))

@@ -78,3 +78,10 @@ def test_figures_command_redraws_every_figure_of_the_reproduce_directory(reprodu
     drawn = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert drawn == sorted(p.name for p in (out / "figures").iterdir())
     assert "saliency_B_two_step_overlays.png" in drawn
+
+
+def test_report_says_when_network_2_has_its_own_batch(reproduced):
+    _, summary = reproduced
+    assert summary["step2_own_batch"] is False  # the debug config, as the quick one
+    assert "batch of its own" not in render_report(summary)
+    assert "batch of its own" in render_report({**summary, "step2_own_batch": True})

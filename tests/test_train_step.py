@@ -209,3 +209,53 @@ def test_predict_split_counts_every_series_once_on_any_device_count(tmp_path) ->
     np.testing.assert_array_equal(out[8].labels, [phases.index(r["phase"]) for r in rows])
     assert np.isfinite(out[8].log_probs).all()
     np.testing.assert_allclose(out[8].log_probs, out[1].log_probs, rtol=1e-5, atol=1e-5)
+
+
+def _own_batch(seed: int = 0, seed2: int = 1) -> dict[str, np.ndarray]:
+    """A shared batch plus network 2's own batch of arterial series (train.step2_own_batch)."""
+    batch = _batch(seed)
+    rng = np.random.default_rng(seed2)
+    label2 = (np.arange(B, dtype=np.int32) % 2).astype(np.int32)  # EAP, LAP in paper4
+    image2 = (
+        rng.normal(size=(B, 3, 32, 32, 1)).astype(np.float32) + label2[:, None, None, None, None]
+    )
+    return {**batch, "image2": image2, "label2": label2, "weight2": np.ones(B, np.float32)}
+
+
+def _network_leaves(state: nnx.State, name: str) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(state[name])]
+
+
+def test_own_batch_trains_each_network_on_its_own_batch() -> None:
+    cfg = _cfg("two_step")
+    devices = jax.devices()[:1]
+    m, s = _one_step(cfg, devices, _own_batch(0, 1))
+    assert m["arterial_weight"] == B  # every series of network 2's batch counts
+    np.testing.assert_allclose(m["loss"], m["loss_step1"] + m["loss_step2"], rtol=1e-6)
+    assert m["accuracy"] == m["accuracy_step1"]
+    _, other_shared = _one_step(cfg, devices, _own_batch(2, 1))
+    _, other_own = _one_step(cfg, devices, _own_batch(0, 3))
+    # parameters and BatchNorm statistics: network 1 moves with the shared batch only,
+    # network 2 with its own only
+    for a, b in zip(_network_leaves(s, "step2"), _network_leaves(other_shared, "step2")):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_network_leaves(s, "step1"), _network_leaves(other_own, "step1")):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(_network_leaves(s, "step1"), _network_leaves(other_shared, "step1"))
+    )
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(_network_leaves(s, "step2"), _network_leaves(other_own, "step2"))
+    )
+    # network 1's loss is the shared step's step-1 loss on the same batch
+    shared, _ = _one_step(cfg, devices, _batch(0))
+    np.testing.assert_allclose(m["loss_step1"], shared["loss_step1"], rtol=1e-6)
+    # and the whole step is one global program: 8 devices give what 1 gives
+    m8, s8 = _one_step(cfg, jax.devices(), _own_batch(0, 1))
+    np.testing.assert_allclose(m8["loss"], m["loss"], rtol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(s, nnx.Param)), jax.tree.leaves(nnx.state(s8, nnx.Param))
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)

@@ -51,6 +51,7 @@ Grain is used only through phasejax.data.grain_io, imported lazily (Grain import
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import typing
@@ -84,6 +85,8 @@ HU_MIN_PIXELS = 20
 # Separate numpy seed streams per purpose, so adding a random draw to one
 # (e.g. a new augmentation) never changes the draws of another.
 _STREAM_AUGMENT = 1
+_STREAM_STEP2 = 2  # network 2's own batch (train.step2_own_batch): its augmentations
+_STREAM_STEP2_ORDER = 3  # and the order of its arterial series
 
 
 # --------------------------------------------------------------------------- rows
@@ -469,12 +472,24 @@ class _Series:
     training: bool
     hu_targets: bool = False  # training elements also carry "hu" / "hu_present"
     seg_grid: int = 0  # > 0: and "seg", the roi head's segmentation target on this grid
+    # Indices into `rows` of the arterial series: when given, each training element also
+    # carries one of them, for network 2's own batch ("image2", "label2", "weight2";
+    # train.step2_own_batch), each once per pass over them in an order of their own.
+    arterial: tuple[int, ...] = ()
 
     def element(self, row_index: int, position: int = -1) -> dict[str, np.ndarray]:
-        row = self.rows[row_index]
+        out = self._element(self.rows[row_index], position, _STREAM_AUGMENT)
+        out["index"] = np.int32(row_index)
+        if self.arterial:
+            k = self.arterial[arterial_slot(self.seed, len(self.arterial), position)]
+            second = self._element(self.rows[k], position, _STREAM_STEP2)
+            out.update(image2=second["image"], label2=second["label"], weight2=second["weight"])
+        return out
+
+    def _element(self, row: dict[str, str], position: int, stream: int) -> dict[str, np.ndarray]:
         rng = None
         if self.training:
-            rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, position])
+            rng = np.random.default_rng([self.seed, stream, position])
         labels = None
         if self.training and (uses_masks(self.data_cfg) or self.hu_targets):
             labels = load_mask(self.cache_dir, row["series_id"], mmap=True)
@@ -504,7 +519,6 @@ class _Series:
             "image": image,
             "label": np.int32(label_index(phase, label_set(self.data_cfg.label_set))),
             "weight": np.float32(1.0),
-            "index": np.int32(row_index),
             **out,
         }
 
@@ -523,6 +537,21 @@ class _Series:
     def __call__(self, position: int, row_index: int) -> dict[str, np.ndarray]:
         # grain map_with_index: (index in the stream, element = row index)
         return self.element(int(row_index), int(position))
+
+
+@functools.lru_cache(maxsize=4)
+def _arterial_order(seed: int, n: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, _STREAM_STEP2_ORDER, epoch]).permutation(n)
+
+
+def arterial_slot(seed: int, n: int, position: int) -> int:
+    """Which of n arterial series network 2's own batch takes at stream `position`: a fresh
+    permutation of all n every n positions, a pure function of (seed, position) like the
+    augmentations, so resuming and any process or worker count give the same series."""
+    if position < 0:
+        raise ValueError("network 2's own batch needs the element's stream position")
+    epoch, j = divmod(position, n)
+    return int(_arterial_order(seed, n, epoch)[j])
 
 
 def row_pixel_mm(row: dict[str, str]) -> float | None:
@@ -600,6 +629,7 @@ def train_iterator(
         training=True,
         hu_targets=cfg.model.hu_head != "none",
         seg_grid=seg_grid_size(cfg.data.image_size) if cfg.model.hu_head == "roi" else 0,
+        arterial=step2_rows(rows, cfg),
     )
     ds = grain_io.train_stream(
         len(rows),
@@ -610,6 +640,24 @@ def train_iterator(
         process_count=process_count,
     )
     return grain_io.to_iterator(ds, worker_count=cfg.data.worker_count, num_threads=num_threads)
+
+
+def step2_rows(rows: list[dict[str, str]], cfg: Config) -> tuple[int, ...]:
+    """Indices of the arterial rows that network 2's own batch draws from; () unless
+    train.step2_own_batch is on for a two-step model (a one-step model ignores it)."""
+    if not cfg.train.step2_own_batch or cfg.model.strategy != "two_step":
+        return ()
+    if cfg.model.hu_head != "none":
+        raise ValueError(
+            "train.step2_own_batch needs model.hu_head 'none': the structure-HU targets "
+            "come with the shared batch only"
+        )
+    labels = label_set(cfg.data.label_set)
+    paths = labels.two_step_paths()
+    arterial = tuple(i for i, r in enumerate(rows) if paths[labels.index(r["phase"])][1] >= 0)
+    if not arterial:
+        raise CacheError("train.step2_own_batch: no arterial training series for network 2")
+    return arterial
 
 
 def num_eval_batches(num_series: int, batch_size: int) -> int:

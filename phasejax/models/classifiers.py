@@ -672,26 +672,65 @@ class TwoStepClassifier(_SeriesClassifier):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Both steps' cross-entropies, plus hu_loss_weight x each network's HU (and
         segmentation) losses."""
-        y1, y2 = self.step_labels(label)
+        y1, _ = self.step_labels(label)
         w1 = weight.astype(jnp.float32) * (y1 >= 0)
+        loss, aux = self._step_losses(out.heads, label, weight, label, weight)
+        extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
+        loss = loss + extra
+        aux.update(hu_losses, loss=loss, accuracy=self._accuracy(out, label, w1))
+        return loss, aux
+
+    def own_batch_heads(self, x1: jax.Array, x2: jax.Array) -> dict[str, jax.Array]:
+        """Training with network 2's own batch (train.step2_own_batch): network 1's logits
+        on the shared batch x1, network 2's on x2 (arterial series); no combined
+        probabilities, since no series went through both networks."""
+        if self.hu_head != "none":
+            raise ValueError("network 2's own batch needs model.hu_head 'none'")
+        l1, _, _ = self._run_net("step1", self.step1, self._network_input(x1), x1)
+        xin2 = zoom_centre(self._network_input(x2), self.step2_zoom)
+        l2, _, _ = self._run_net("step2", self.step2, xin2, x2)
+        return {
+            "step1": self._series_logits(l1, x1.shape[0]),
+            "step2": self._series_logits(l2, x2.shape[0]),
+        }
+
+    def own_batch_loss(
+        self,
+        heads: dict[str, jax.Array],
+        label: jax.Array,
+        weight: jax.Array,
+        label2: jax.Array,
+        weight2: jax.Array,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Step 1's cross-entropy on the shared batch plus step 2's on network 2's own batch;
+        "accuracy" is network 1's (no series has a two-step prediction in training)."""
+        loss, aux = self._step_losses(heads, label, weight, label2, weight2)
+        aux.update(loss=loss, accuracy=aux["accuracy_step1"])
+        return loss, aux
+
+    def _step_losses(
+        self,
+        heads: dict[str, jax.Array],
+        label1: jax.Array,
+        weight1: jax.Array,
+        label2: jax.Array,
+        weight2: jax.Array,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        y1, _ = self.step_labels(label1)
+        _, y2 = self.step_labels(label2)
+        w1 = weight1.astype(jnp.float32) * (y1 >= 0)
         # Network 2 learns from arterial series only (paper's step 2); normalised by
         # their (weighted) count, and exactly 0 with no gradient when a batch has none.
-        w2 = weight.astype(jnp.float32) * (y2 >= 0)
-        loss1 = self._head_loss(0, out.heads["step1"], y1, w1)
-        loss2 = self._head_loss(1, out.heads["step2"], y2, w2)
-        extra, hu_losses = self._structure_losses(out, weight, hu, hu_present, seg)
-        loss = loss1 + loss2 + extra
-        aux = {
-            **hu_losses,
-            "loss": loss,
+        w2 = weight2.astype(jnp.float32) * (y2 >= 0)
+        loss1 = self._head_loss(0, heads["step1"], y1, w1)
+        loss2 = self._head_loss(1, heads["step2"], y2, w2)
+        return loss1 + loss2, {
             "loss_step1": loss1,
             "loss_step2": loss2,
-            "accuracy": self._accuracy(out, label, w1),
-            "accuracy_step1": _head_accuracy(out.heads["step1"], y1, w1),
-            "accuracy_step2": _head_accuracy(out.heads["step2"], y2, w2),
+            "accuracy_step1": _head_accuracy(heads["step1"], y1, w1),
+            "accuracy_step2": _head_accuracy(heads["step2"], y2, w2),
             "arterial_weight": jnp.sum(w2),
         }
-        return loss, aux
 
 
 def build_classifier(

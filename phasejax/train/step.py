@@ -44,6 +44,11 @@ def _train_fn(
     model.train()  # BatchNorm: batch statistics, running averages updated
 
     def loss_fn(m: nnx.Module) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
+        if "image2" in batch:  # network 2's own batch (train.step2_own_batch)
+            heads = m.own_batch_heads(batch["image"], batch["image2"])
+            own = (batch["label"], batch["weight"], batch["label2"], batch["weight2"])
+            loss, aux = m.own_batch_loss(heads, *own)
+            return loss, (None, aux)
         out = m(batch["image"])
         loss, aux = m.loss(
             out,
@@ -59,7 +64,9 @@ def _train_fn(
     optimizer.update(model, grads)
     metrics = {
         "loss": loss,
-        "accuracy": _weighted_accuracy(out.log_probs, batch["label"], batch["weight"]),
+        "accuracy": aux["accuracy"]
+        if out is None
+        else _weighted_accuracy(out.log_probs, batch["label"], batch["weight"]),
         "grad_norm": optax.tree.norm(nnx.state(grads, nnx.Param)),
         "count": jnp.sum(batch["weight"]),
         **{k: jnp.asarray(v) for k, v in aux.items() if k not in ("loss", "accuracy")},
@@ -102,12 +109,13 @@ def _as_global(batch: Batch, mesh: Mesh, keys: tuple[str, ...]) -> dict[str, jax
 
 
 TRAIN_KEYS = ("image", "label", "weight")
-# Targets of the structure-HU head (model.hu_head), present in training batches when on.
-HU_KEYS = ("hu", "hu_present", "seg")
+# Optional keys of training batches: the structure-HU head's targets (model.hu_head) and
+# network 2's own batch (train.step2_own_batch).
+OPTIONAL_KEYS = ("hu", "hu_present", "seg", "image2", "label2", "weight2")
 
 
 def _train_keys(batch: Batch) -> tuple[str, ...]:
-    return TRAIN_KEYS + tuple(k for k in HU_KEYS if k in batch)
+    return TRAIN_KEYS + tuple(k for k in OPTIONAL_KEYS if k in batch)
 
 
 class Trainer:
