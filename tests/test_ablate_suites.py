@@ -158,8 +158,8 @@ def _full_budget_runs(suites: dict, name: str, seeds: int) -> dict:
 
 # Session 23's values: the quick config with one thing changed, every key stated.
 SESSION_23 = ("m_jit5", "m_wd05", "m_zoom06", "m_paper_cohort")
-# Session 24's: network 2's own batch, the structure-HU head as a second task.
-SESSION_24 = ("m_step2_own", "m_hu_aux")
+# Session 24's: network 2's own batch, the structure-HU head as a second task, a larger step.
+SESSION_24 = ("m_step2_own", "m_hu_aux", "m_lr8e-3")
 
 
 def test_full_budget_baseline_is_the_quick_config_unchanged():
@@ -200,6 +200,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_paper_cohort": 3000,
         "m_step2_own": 3000,
         "m_hu_aux": 3000,
+        "m_lr8e-3": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -267,6 +268,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         ("m_paper_cohort", {"name", "cohort.preset"}),
         ("m_step2_own", {"name", "train.step2_own_batch"}),
         ("m_hu_aux", {"name", "model.hu_head"}),
+        ("m_lr8e-3", {"name", "train.learning_rate"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
         assert set(config_differences(base, fov.to_dict())) == keys
