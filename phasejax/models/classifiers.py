@@ -686,9 +686,8 @@ class TwoStepClassifier(_SeriesClassifier):
         probabilities, since no series went through both networks."""
         if self.hu_head != "none":
             raise ValueError("network 2's own batch needs model.hu_head 'none'")
-        l1, _, _ = self._run_net("step1", self.step1, self._network_input(x1), x1)
-        xin2 = zoom_centre(self._network_input(x2), self.step2_zoom)
-        l2, _, _ = self._run_net("step2", self.step2, xin2, x2)
+        l1, _, _ = self._run_net("step1", self.step1, self.network_inputs(x1)["step1"], x1)
+        l2, _, _ = self._run_net("step2", self.step2, self.network_inputs(x2)["step2"], x2)
         return {
             "step1": self._series_logits(l1, x1.shape[0]),
             "step2": self._series_logits(l2, x2.shape[0]),

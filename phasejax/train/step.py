@@ -30,12 +30,6 @@ from phasejax import parallel
 Batch = Mapping[str, Any]
 
 
-def _weighted_accuracy(log_probs: jax.Array, label: jax.Array, weight: jax.Array) -> jax.Array:
-    w = weight * (label >= 0)
-    correct = (jnp.argmax(log_probs, axis=-1) == label).astype(jnp.float32)
-    return jnp.sum(w * correct) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def _train_fn(
     model_def: nnx.GraphDef, opt_def: nnx.GraphDef, model_state: Any, opt_state: Any, batch: Any
 ) -> tuple[Any, Any, dict[str, jax.Array]]:
@@ -43,14 +37,13 @@ def _train_fn(
     optimizer = nnx.merge(opt_def, opt_state)
     model.train()  # BatchNorm: batch statistics, running averages updated
 
-    def loss_fn(m: nnx.Module) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
+    def loss_fn(m: nnx.Module) -> tuple[jax.Array, dict[str, jax.Array]]:
         if "image2" in batch:  # network 2's own batch (train.step2_own_batch)
             heads = m.own_batch_heads(batch["image"], batch["image2"])
             own = (batch["label"], batch["weight"], batch["label2"], batch["weight2"])
-            loss, aux = m.own_batch_loss(heads, *own)
-            return loss, (None, aux)
+            return m.own_batch_loss(heads, *own)
         out = m(batch["image"])
-        loss, aux = m.loss(
+        return m.loss(
             out,
             batch["label"],
             batch["weight"],
@@ -58,15 +51,14 @@ def _train_fn(
             hu_present=batch.get("hu_present"),
             seg=batch.get("seg"),
         )
-        return loss, (out, aux)
 
-    (loss, (out, aux)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     metrics = {
         "loss": loss,
-        "accuracy": aux["accuracy"]
-        if out is None
-        else _weighted_accuracy(out.log_probs, batch["label"], batch["weight"]),
+        # The classifier's own weighted accuracy (labelled series only); with network 2's
+        # own batch, network 1's.
+        "accuracy": aux["accuracy"],
         "grad_norm": optax.tree.norm(nnx.state(grads, nnx.Param)),
         "count": jnp.sum(batch["weight"]),
         **{k: jnp.asarray(v) for k, v in aux.items() if k not in ("loss", "accuracy")},
