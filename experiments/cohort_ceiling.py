@@ -2,6 +2,7 @@
 
     python experiments/cohort_ceiling.py [--exams 3000] [--train-exams N] [--roi-noise 5]
         [--delayed-rule excretion_or_equilibrium|excretion]
+    python experiments/cohort_ceiling.py --cache CACHE [--observers 5] [--runs RUN ...]
 
 The paper's 98% rests on labels that radiologists assigned from the images, so they are
 visible by construction. The synthetic cohort labels each series with a written rule on the
@@ -16,13 +17,24 @@ voltage plus ROI measurement noise, and the voltage itself (from the header, exa
 trains a small MLP on those numbers (internal site; evaluated on held-out internal exams and
 on the external sites). Its accuracy approximates the best a perfect feature extractor
 could do on this cohort, and its confusions show which boundaries are ambiguous by design.
+
+With --cache (a generated cohort's cache, e.g. the main job's), the observer reads the very
+series of that cohort instead of freshly planned ones: it trains on the cache's training
+split (the series the networks learn from) and is scored on its test and external splits,
+the series the networks are scored on, so the ceiling and a network's accuracy are paired
+by series. The ROI noise and the MLP's start are random, so --observers of them are drawn
+(seeds 0..N-1) and summarised. --runs: trained runs on that cohort (their results.json
+predictions), each compared with the observers on the same series: accuracy, the gap, and
+the exact McNemar test against every observer.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +90,131 @@ def observations(
     noise[:, -1] = 0.0  # the tube voltage is read from the header, exactly
     noisy = x + noise
     return noisy, np.asarray(ys), np.asarray(exams)
+
+
+def cache_observations(
+    rows: list[dict[str, str]],
+    info: dict,
+    roi_noise: float,
+    rng: np.random.Generator,
+    *,
+    structures: tuple[Label, ...] = VISIBLE,
+    classes: tuple[Phase, ...] = CLASSES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features, class index) of cache manifest `rows` (all with phases in `classes`), each
+    series' exam planned again as the generator planned it (cohort.json `info`: seed, preset,
+    delayed_rule), read as `observations` reads a series. The replanned label must be the
+    manifest's: a cohort of another generator version is refused."""
+    plans: dict[tuple[str, int], object] = {}
+    xs, ys = [], []
+    for r in rows:
+        index = int(r["patient_id"].rsplit("-", 1)[1])
+        key = (r["site"], index)
+        if key not in plans:
+            plans[key] = plan_exam(
+                SITES[r["site"]],
+                index,
+                cohort_seed=int(info["seed"]),
+                namespace=info["preset"],
+                delayed_rule=info.get("delayed_rule", DEFAULT_DELAYED_RULE),
+            )
+        plan = plans[key]
+        s = next(s for s in plan.series if s.series_id == r["series_id"])
+        if s.phase.value != r["true_phase"]:
+            raise ValueError(
+                f"series {r['series_id']}: planned as {s.phase.value}, the cache says "
+                f"{r['true_phase']} (a cohort of another generator version?)"
+            )
+        hu = compartment_hu(plan.patient, s.t, plan.kvp)
+        xs.append([hu[lab] for lab in structures] + [plan.kvp])
+        ys.append([c.value for c in classes].index(r["phase"]))
+    x = np.asarray(xs, np.float32)
+    noise = rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
+    noise[:, -1] = 0.0  # the tube voltage is read from the header, exactly
+    return x + noise, np.asarray(ys)
+
+
+def paired(run_right: np.ndarray, observer_right: np.ndarray) -> dict:
+    """A run against an observer on the same series: accuracies, the gap (observer - run, in
+    points), the discordant counts and the exact McNemar p."""
+    from phasejax.eval.stats import mcnemar_exact
+
+    b = int((run_right & ~observer_right).sum())  # the run right, the observer wrong
+    c = int((~run_right & observer_right).sum())
+    return {
+        "run": round(float(run_right.mean()), 4),
+        "observer": round(float(observer_right.mean()), 4),
+        "gap_points": round(100.0 * float(observer_right.mean() - run_right.mean()), 2),
+        "b": b,
+        "c": c,
+        "p": round(mcnemar_exact(b, c), 4),
+    }
+
+
+def run_correct(run_dir: str, split: str, series_ids: list[str]) -> np.ndarray:
+    """Whether a run's argmax is its label, for `series_ids` of one split (results.json)."""
+    res = json.loads((Path(run_dir) / "results.json").read_text())
+    classes = res["classes"]
+    by_id = {p["series_id"]: p for p in res["splits"][split]["predictions"]}
+    missing = [s for s in series_ids if s not in by_id]
+    if missing:
+        raise ValueError(f"{run_dir}: no {split} prediction for {len(missing)} series")
+    return np.array(
+        [classes[int(np.argmax(by_id[s]["probs"]))] == by_id[s]["label"] for s in series_ids]
+    )
+
+
+def main_cache(args: argparse.Namespace) -> dict:
+    cache = Path(args.cache)
+    info = json.loads((cache.parent / "cohort.json").read_text())
+    with open(cache / "manifest.csv", newline="") as f:
+        wanted = {c.value for c in CLASSES}
+        rows = [r for r in csv.DictReader(f) if r["phase"] in wanted]
+    splits = {k: [r for r in rows if r["split"] == k] for k in ("train", "test", "external")}
+    out: dict = {
+        "what": "the ideal observer on the cohort's own series (paired with its networks)",
+        "cache": str(cache),
+        "cohort": {k: info.get(k) for k in ("preset", "seed", "version", "delayed_rule")},
+        "visible_structures": [lab.name for lab in VISIBLE] + ["kVp (header)"],
+        "roi_noise_hu": args.roi_noise,
+        "series": {k: len(v) for k, v in splits.items()},
+        "observers": [],
+    }
+    correct: dict[str, list[np.ndarray]] = {"test": [], "external": []}
+    for seed in range(args.observers):
+        rng = np.random.default_rng(seed)
+        x, y = cache_observations(splits["train"], info, args.roi_noise, rng)
+        probs = train_mlp(x, y, seed)
+        one: dict = {"seed": seed}
+        for split in ("test", "external"):
+            xs, ys = cache_observations(splits[split], info, args.roi_noise, rng)
+            pred = np.argmax(np.asarray(probs(xs)), -1)
+            correct[split].append(pred == ys)
+            one[split] = report(pred, ys)
+            if split == "external":
+                sites = np.array([r["site"] for r in splits[split]])
+                one["external_by_site"] = {
+                    s: round(float((pred == ys)[sites == s].mean()), 4) for s in sorted(set(sites))
+                }
+        out["observers"].append(one)
+    out["summary"] = {
+        split: {
+            "mean": round(float(np.mean([c.mean() for c in cs])), 4),
+            "sd": round(float(np.std([c.mean() for c in cs], ddof=1)), 4) if len(cs) > 1 else 0.0,
+            "per_observer": [round(float(c.mean()), 4) for c in cs],
+        }
+        for split, cs in correct.items()
+    }
+    out["runs"] = {}
+    for run_dir in args.runs:
+        out["runs"][run_dir] = {
+            split: [
+                paired(run_correct(run_dir, split, [r["series_id"] for r in splits[split]]), obs)
+                for obs in correct[split]
+            ]
+            for split in ("test", "external")
+        }
+    return out
 
 
 def train_mlp(
@@ -143,8 +280,16 @@ def main() -> int:
         default=DEFAULT_DELAYED_RULE,
         help="the cohort's labelling rule for DP (config cohort.delayed_rule)",
     )
+    ap.add_argument("--cache", default=None, help="a generated cohort's cache: its own series")
+    ap.add_argument("--observers", type=int, default=5, help="with --cache: observer seeds")
+    ap.add_argument("--runs", nargs="*", default=[], help="with --cache: runs on that cohort")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.cache:
+        out = main_cache(args)
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(out, indent=1))
+        return 0
     rng = np.random.default_rng(args.seed)
     train_exams = args.train_exams if args.train_exams is not None else args.exams * 4 // 5
     if not 0 < train_exams < args.exams:

@@ -1,7 +1,7 @@
 """Runs trained on different cohorts, scored on the same series of one cohort (prints JSON).
 
     python experiments/cross_cohort.py --cohort CACHE --baseline RUN [RUN ...] \
-        --value RUN [RUN ...] [--splits test external]
+        --value RUN [RUN ...] [--splits test external] [--value-checkpoint latest]
 
 A value that changes the cohort (e.g. `quick_defaults` m_paper_cohort: the paper-sized
 cohort) is scored by `phasejax ablate` on that cohort's own test and external series, so
@@ -13,6 +13,10 @@ i) and for the seed ensembles (probabilities averaged over a group's runs) the e
 test and the difference value - baseline with its Newcombe interval
 (`phasejax.eval.stats.compare_paired`). The cohorts' exams are drawn in the preset's own
 namespace, so a network trained on one never saw a patient of the other.
+
+--value-checkpoint latest scores the value runs' last checkpoint instead of the one
+validation picked ("best"): given the same runs as --baseline, it asks what the checkpoint
+choice changes, on the same series.
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ def _series(cache: Path, splits: list[str], classes: list[str]) -> list[dict[str
 
 
 def _probs(
-    run_dir: Path, cache: Path, rows: list[dict[str, str]], inputs: dict[Any, list[Any]]
+    run_dir: Path,
+    cache: Path,
+    rows: list[dict[str, str]],
+    inputs: dict[Any, list[Any]],
+    which: str = "best",
 ) -> tuple[list[str], Any]:
     """(the run's classes, its probabilities [N, K] over `rows`). `inputs` keeps the network
     inputs per data config, so runs that preprocess alike share them."""
@@ -41,7 +49,7 @@ def _probs(
     from phasejax.infer import load_classifier
     from phasejax.phases import label_set
 
-    run, clf = load_classifier(run_dir, batch_size=32)
+    run, clf = load_classifier(run_dir, which, batch_size=32)
     classes = [p.value for p in label_set(run.cfg.data.label_set).phases]
     if run.cfg.data not in inputs:
         inputs[run.cfg.data] = [row_input(cache, r, run.cfg.data) for r in rows]
@@ -96,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", type=Path, nargs="+", required=True)
     ap.add_argument("--value", type=Path, nargs="+", required=True)
     ap.add_argument("--splits", nargs="+", default=["test", "external"])
+    ap.add_argument(
+        "--value-checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="the value runs' checkpoint: validation's pick (best) or the last one (latest)",
+    )
     args = ap.parse_args(argv)
     from phasejax.phases import label_set
 
@@ -103,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = _series(args.cohort, args.splits, classes)
     groups: dict[str, list[Any]] = {"baseline": [], "value": []}
     inputs: dict[Any, list[Any]] = {}
-    for group, runs in (("baseline", args.baseline), ("value", args.value)):
+    for group, runs, which in (
+        ("baseline", args.baseline, "best"),
+        ("value", args.value, args.value_checkpoint),
+    ):
         for run in runs:
-            got, probs = _probs(run, args.cohort, rows, inputs)
+            got, probs = _probs(run, args.cohort, rows, inputs, which)
             if got != classes:
                 raise SystemExit(f"{run}: label set {got}, expected the 4 phases {classes}")
             groups[group].append(probs)
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "cohort": str(args.cohort),
         "baseline": [str(r) for r in args.baseline],
         "value": [str(r) for r in args.value],
+        "value_checkpoint": args.value_checkpoint,
         "splits": compare_groups(
             np.array([classes.index(r["phase"]) for r in rows]),
             np.array([r["split"] for r in rows]),

@@ -160,6 +160,12 @@ class DataConfig(_Section):
     # structure's enhancement above ~40 HU scaled by its own factor exp(N(0, this)) per series
     # (phasejax.data.augment.jitter_structures); the label is kept. 0 = off.
     structure_jitter: float = 0.0
+    # Arterial enhancement jitter (training only, needs the cohort's organ masks): in series
+    # labelled EAP or LAP, every structure of augment.ARTERIAL_JITTER (aorta, arteries, heart,
+    # liver, spleen, pancreas, renal cortex and medulla) gets its own enhancement factor
+    # exp(N(0, this)); the portal vein, which alone decides EAP vs LAP, and the veins that
+    # drain into it or gate the arterial phase are left as they are. 0 = off.
+    arterial_jitter: float = 0.0
     # Field of view (phasejax.data.crop): 0 = the whole reconstruction; > 0 = a square of this
     # side in mm centred crop_anterior_mm in front of the spine's centre (near the aorta),
     # found from the image in training, evaluation and predict alike.

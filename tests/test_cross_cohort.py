@@ -36,3 +36,29 @@ def test_seed_pairs_and_ensembles_are_compared_series_by_series() -> None:
     assert ext["ensemble"]["value"] == pytest.approx(0.75)
     assert (ext["ensemble"]["b"], ext["ensemble"]["c"]) == (1, 2)  # series 7; series 4 and 5
     assert got["test"]["per_seed"][1]["c"] == 1 and got["test"]["per_seed"][1]["b"] == 0
+
+
+def test_value_checkpoint_scores_the_value_runs_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import json
+
+    mod = load_script("experiments/cross_cohort.py")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.csv").write_text(
+        "series_id,patient_id,split,phase\na,P1,test,EAP\nb,P2,test,LAP\n"
+    )
+    asked = []
+
+    def fake_probs(run_dir, cache_dir, rows, inputs, which="best"):
+        asked.append((run_dir.name, which))
+        return ["EAP", "LAP", "PVP", "DP"], np.tile([0.7, 0.1, 0.1, 0.1], (len(rows), 1))
+
+    monkeypatch.setattr(mod, "_probs", fake_probs)
+    argv = ["--cohort", str(cache), "--baseline", "r0", "--value", "r0", "--splits", "test"]
+    assert mod.main([*argv, "--value-checkpoint", "latest"]) == 0
+    assert asked == [("r0", "best"), ("r0", "latest")]
+    out = json.loads(capsys.readouterr().out)
+    assert out["value_checkpoint"] == "latest"
+    assert out["splits"]["test"]["baseline_accuracy"] == [0.5]

@@ -205,6 +205,68 @@ def test_structure_jitter_is_training_only() -> None:
     assert np.abs(a[..., :3, :] - b[..., :3, :]).min() > 1e-3  # aorta, liver, cortex moved
 
 
+def test_arterial_jitter_leaves_the_portal_and_hepatic_veins_of_arterial_series() -> None:
+    # The label of an arterial series reads the portal vein (EAP vs LAP) and the hepatic veins
+    # (the arterial gate): those must keep their HU while the aorta, spleen and liver move.
+    labels = np.zeros((3, 8, 8), np.uint8)
+    hu = np.full((3, 8, 8), -1000.0, np.float32)
+    bands = [
+        (Label.PORTAL_VEIN, 70.0),
+        (Label.HEPATIC_VEIN, 55.0),
+        (Label.FAT_VISCERAL, -100.0),
+        (Label.AORTA, 300.0),
+        (Label.SPLEEN, 160.0),
+        (Label.LIVER, 75.0),
+    ]
+    for j, (label, value) in enumerate(bands):
+        labels[:, :, j], hu[:, :, j] = label, value
+    hu[1] += 15.0  # the slices differ: one factor per series scales each slice's enhancement
+    vol, lab = np.repeat(hu, 2, axis=0).astype(np.int16), np.repeat(labels, 2, axis=0)
+    off = DataConfig(image_size=8, num_slices=3, window="raw", rotation_deg=0.0, scale=0.0,
+                     translate=0.0, intensity_jitter_hu=0.0, noise_hu=0.0, slice_jitter=0)  # fmt: skip
+    on = dataclasses.replace(off, arterial_jitter=0.3)
+    a = preprocess(vol, 0, 6, off, np.random.default_rng(0), lab)[..., 0] * 4095.0 - 1024.0
+    b = preprocess(vol, 0, 6, on, np.random.default_rng(0), lab, arterial=True)[..., 0] * 4095.0
+    b -= 1024.0  # the raw window's HU
+    np.testing.assert_array_equal(a[..., :3], b[..., :3])  # portal vein, hepatic veins, fat
+    shift = b[..., 3:6] - a[..., 3:6]  # aorta, spleen, liver
+    # one shift per structure and series (texture and slice-to-slice differences kept) ...
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[:1, :1], shift.shape), atol=0.05)
+    assert np.abs(shift[0, 0]).min() > 1.0
+    # ... that scales its enhancement above 40 HU by its own factor
+    factors = 1.0 + shift[0, 0] / (a[..., 3:6].mean(axis=(0, 1)) - 40.0)
+    assert len(set(np.round(factors, 4))) == 3 and 0.3 < factors.min() < factors.max() < 3.0
+    # A series labelled PVP or DP (arterial=False) and the evaluation input stay as they were.
+    np.testing.assert_array_equal(
+        preprocess(vol, 0, 6, on, np.random.default_rng(0), lab),
+        preprocess(vol, 0, 6, off, np.random.default_rng(0), lab),
+    )
+    np.testing.assert_array_equal(
+        preprocess(vol, 0, 6, on, None, lab, arterial=True), preprocess(vol, 0, 6, off)
+    )
+
+
+def test_training_elements_jitter_the_series_labelled_eap_or_lap(tmp_path) -> None:
+    from fake_cache import make_fake_cache
+
+    from phasejax.config import Config
+    from phasejax.data.pipeline import _Series, split_rows
+
+    cache = make_fake_cache(tmp_path / "c", patients=10, size=16, slices=6, masks=True)
+    off = Config(data=DataConfig(image_size=16, num_slices=3))
+    on = Config(data=dataclasses.replace(off.data, arterial_jitter=0.3))
+    rows = tuple(split_rows(cache, "train", off))
+    a = _Series(str(cache), rows, off.data, 0, training=True)
+    b = _Series(str(cache), rows, on.data, 0, training=True)
+    moved = {
+        r["phase"]
+        for i, r in enumerate(rows)
+        if not np.array_equal(a.element(i, i)["image"], b.element(i, i)["image"])
+    }
+    assert {r["phase"] for r in rows} == {"EAP", "LAP", "PVP", "DP"}
+    assert moved == {"EAP", "LAP"}
+
+
 def test_elastic_deformation_displaces_smoothly_and_registers_all_slices() -> None:
     yy, xx = np.mgrid[:64, :64].astype(np.float32)
     ramp = np.stack([yy * 3.0 + xx, yy * 3.0 + xx + 7.0])

@@ -31,7 +31,8 @@ training (with an rng: slice jitter and augmentation), evaluation and prediction
 2. training only: domain randomisation of the structures that do not define the
    phase (data.tissue_randomization, from the cohort's organ masks), kidney
    scrambling (data.kidney_scramble), per-structure enhancement jitter
-   (data.structure_jitter) and an intensity offset in HU;
+   (data.structure_jitter; data.arterial_jitter in EAP / LAP series, all but the portal
+   and hepatic veins) and an intensity offset in HU;
 3. resize to data.image_size with an anti-aliasing prefilter, fused with the
    training rotation / scale / translation and elastic deformation (data.elastic; one
    transform per series); with data.crop_mm > 0 the resized field is that square in
@@ -67,7 +68,7 @@ from phasejax.config import Config, DataConfig, SliceSelection
 from phasejax.data import augment, windowing
 from phasejax.data.cache import CacheError, load_mask, load_volume, read_manifest
 from phasejax.data.crop import Crop, find_body_crop, find_crop
-from phasejax.phases import LabelSet, label_set
+from phasejax.phases import ARTERIAL, LabelSet, label_set
 
 SLICE_SELECTIONS: tuple[str, ...] = typing.get_args(SliceSelection)
 # What the structure-HU head (model.hu_head) learns to read: the vessels and organs whose
@@ -177,6 +178,7 @@ def check_data_config(data_cfg: DataConfig) -> None:
         "hu_scramble",
         "crop_mm",
         "structure_jitter",
+        "arterial_jitter",
         "elastic",
     ):
         if getattr(data_cfg, key) < 0:
@@ -194,6 +196,7 @@ def uses_masks(data_cfg: DataConfig) -> bool:
         data_cfg.tissue_randomization > 0
         or data_cfg.kidney_scramble > 0
         or data_cfg.structure_jitter > 0
+        or data_cfg.arterial_jitter > 0
     )
 
 
@@ -323,6 +326,8 @@ def preprocess(
     labels: np.ndarray | None = None,
     pixel_mm: float | None = None,
     crop: Crop | None = None,
+    *,
+    arterial: bool = False,
 ) -> np.ndarray:
     """HU volume [Z, H, H] (int16 cache or float) -> float32 [S, size, size, C].
 
@@ -332,9 +337,12 @@ def preprocess(
     the evaluation input of the same series. `labels` (the cohort's organ masks on the
     cache grid) enable data.tissue_randomization during training. `pixel_mm` (mm per
     cached pixel) is needed by data.crop_mm; `crop`, that series' `input_crop` when the
-    caller has it already (it is found from the image otherwise).
+    caller has it already (it is found from the image otherwise). `arterial`: the series is
+    labelled EAP or LAP, which data.arterial_jitter needs to know.
     """
-    return _preprocess(volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=False)[0]
+    return _preprocess(
+        volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=False, arterial=arterial
+    )[0]
 
 
 def row_input(cache_dir: str | Path, row: dict[str, str], data_cfg: DataConfig) -> np.ndarray:
@@ -368,6 +376,8 @@ def preprocess_with_targets(
     seg_grid: int = 0,
     pixel_mm: float | None = None,
     crop: Crop | None = None,
+    *,
+    arterial: bool = False,
 ) -> WithTargets:
     """`preprocess` plus the structure-HU targets of exactly those slices (`structure_hu`).
 
@@ -378,7 +388,17 @@ def preprocess_with_targets(
     "roi" head on that grid (`structure_fractions`).
     """
     image, found = _preprocess(
-        volume, z_lo, z_hi, data_cfg, rng, labels, pixel_mm, crop, targets=True, seg_grid=seg_grid
+        volume,
+        z_lo,
+        z_hi,
+        data_cfg,
+        rng,
+        labels,
+        pixel_mm,
+        crop,
+        targets=True,
+        seg_grid=seg_grid,
+        arterial=arterial,
     )
     assert found is not None
     return WithTargets(image, *found)
@@ -396,6 +416,7 @@ def _preprocess(
     *,
     targets: bool,
     seg_grid: int = 0,
+    arterial: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, bool, np.ndarray | None] | None]:
     if volume.ndim != 3 or volume.shape[1] != volume.shape[2]:
         raise ValueError(f"expected a cached volume [Z, H, H], got shape {volume.shape}")
@@ -437,6 +458,10 @@ def _preprocess(
             if data_cfg.structure_jitter > 0:
                 hu = augment.jitter_structures(
                     hu, selected, rng, data_cfg.structure_jitter, HU_STRUCTURES
+                )
+            if arterial and data_cfg.arterial_jitter > 0:
+                hu = augment.jitter_structures(
+                    hu, selected, rng, data_cfg.arterial_jitter, augment.ARTERIAL_JITTER
                 )
         hu = hu + np.float32(offset)
         if targets and data_cfg.hu_scramble > 0:
@@ -497,6 +522,7 @@ class _Series:
         z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
         pixel_mm = row_pixel_mm(row)
         crop = self._crop(row["series_id"], volume, z_lo, z_hi, pixel_mm)
+        arterial = row["phase"] in {p.value for p in ARTERIAL}
         out: dict[str, np.ndarray] = {}
         if self.training and self.hu_targets:
             if labels is None:
@@ -505,7 +531,16 @@ class _Series:
                     "model.hu_head learns from the masks of the built-in cohort"
                 )
             got = preprocess_with_targets(
-                volume, z_lo, z_hi, self.data_cfg, rng, labels, self.seg_grid, pixel_mm, crop
+                volume,
+                z_lo,
+                z_hi,
+                self.data_cfg,
+                rng,
+                labels,
+                self.seg_grid,
+                pixel_mm,
+                crop,
+                arterial=arterial,
             )
             image, out["hu"], out["hu_present"] = got.image, got.hu, got.present
             if got.seg is not None:
@@ -513,7 +548,9 @@ class _Series:
             # A scrambled series teaches only the HU head: its structures show no phase.
             phase = "" if got.scrambled else row["phase"]
         else:
-            image = preprocess(volume, z_lo, z_hi, self.data_cfg, rng, labels, pixel_mm, crop)
+            image = preprocess(
+                volume, z_lo, z_hi, self.data_cfg, rng, labels, pixel_mm, crop, arterial=arterial
+            )
             phase = row["phase"]
         return {
             "image": image,
