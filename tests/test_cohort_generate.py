@@ -529,3 +529,39 @@ def test_cohort_generate_passes_the_delayed_rule_on(monkeypatch, tmp_path: Path)
     assert seen["delayed_rule"] == "excretion"
     with pytest.raises(SystemExit):
         cli.main([*argv, "--delayed-rule", "washout"])
+
+
+def test_a_disk_too_small_for_the_cache_is_refused_before_rendering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    medium = G.get_preset("medium")
+    # the cache scales with the pixels per slice and the slices per scan
+    full = G.cache_bytes_estimate(medium, CacheSpec(size=192, spacing_z=5.0))
+    assert G.cache_bytes_estimate(medium, CacheSpec(size=96, spacing_z=5.0)) == full // 4
+    assert G.cache_bytes_estimate(medium, CacheSpec(size=192, spacing_z=2.5)) == full * 2
+    assert 8e9 < full < 11e9  # the medium v8 cache measured 9.66 GB
+
+    tiny = G.get_preset("tiny")
+    need = G.cache_bytes_estimate(tiny, CacheSpec(size=32))
+    usage = shutil.disk_usage(tmp_path)
+
+    def small_disk(path: object) -> object:
+        return usage._replace(free=need // 2)
+
+    monkeypatch.setattr(shutil, "disk_usage", small_disk)
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("nothing may be rendered on a disk that cannot hold the cohort")
+
+    monkeypatch.setattr(G, "run_exam", boom)
+    with pytest.raises(G.CohortError, match=r"needs about .* GB more .* PHASEJAX_HOME"):
+        G.generate(
+            "tiny", tmp_path / "c", fmt="cache", cache_spec=CacheSpec(size=32), progress=False
+        )
+    # what is written already counts: a cache that is nearly complete needs only the rest
+    vols = tmp_path / "c" / "cache" / "volumes"
+    vols.mkdir(parents=True, exist_ok=True)
+    (vols / "done.npy").write_bytes(b"\0" * (need - need // 4))
+    G.check_free_space(tmp_path / "c" / "cache", tiny, CacheSpec(size=32))
