@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bins", default="100,120,140,170", help="bin edges in HU")
     args = ap.parse_args(argv)
 
-    from phasejax.cohort.exam import plan_exam
+    from phasejax.cohort.exam import replan_series
     from phasejax.cohort.kinetics import compartment_hu
-    from phasejax.cohort.sites import SITES
     from phasejax.cohort.structures import Label
     from phasejax.data.pipeline import row_input
     from phasejax.infer import load_classifier
@@ -95,14 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     plans: dict[tuple[str, int], Any] = {}
     series, images = [], []
     for r in rows:
-        index = int(r["patient_id"].rsplit("-", 1)[1])
-        key = (r["site"], index)
-        if key not in plans:
-            plans[key] = plan_exam(
-                SITES[r["site"]], index, cohort_seed=int(info["seed"]), namespace=info["preset"]
-            )
-        s = next(s for s in plans[key].series if s.series_id == r["series_id"])
-        hu = compartment_hu(plans[key].patient, s.t, 120.0)
+        plan, s = replan_series(r, info, plans)
+        hu = compartment_hu(plan.patient, s.t, 120.0)
         series.append(
             {
                 "series_id": r["series_id"],

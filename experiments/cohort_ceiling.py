@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from phasejax.cohort.exam import plan_exam
+from phasejax.cohort.exam import plan_exam, replan_series
 from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, DELAYED_RULES, compartment_hu
 from phasejax.cohort.sites import EXTERNAL_SITES, INTERNAL_SITE, SITES
 from phasejax.cohort.structures import Label
@@ -105,21 +105,10 @@ def cache_observations(
     series' exam planned again as the generator planned it (cohort.json `info`: seed, preset,
     delayed_rule), read as `observations` reads a series. The replanned label must be the
     manifest's: a cohort of another generator version is refused."""
-    plans: dict[tuple[str, int], object] = {}
+    plans: dict = {}
     xs, ys = [], []
     for r in rows:
-        index = int(r["patient_id"].rsplit("-", 1)[1])
-        key = (r["site"], index)
-        if key not in plans:
-            plans[key] = plan_exam(
-                SITES[r["site"]],
-                index,
-                cohort_seed=int(info["seed"]),
-                namespace=info["preset"],
-                delayed_rule=info.get("delayed_rule", DEFAULT_DELAYED_RULE),
-            )
-        plan = plans[key]
-        s = next(s for s in plan.series if s.series_id == r["series_id"])
+        plan, s = replan_series(r, info, plans)
         if s.phase.value != r["true_phase"]:
             raise ValueError(
                 f"series {r['series_id']}: planned as {s.phase.value}, the cache says "

@@ -270,3 +270,26 @@ def plan_exam(
         trigger_s=None if trigger is None else round(trigger, 2),
         series=tuple(series),
     )
+
+
+def replan_series(
+    row: dict[str, str], cohort_info: dict[str, Any], plans: dict[tuple[str, int], ExamPlan]
+) -> tuple[ExamPlan, SeriesPlan]:
+    """The exam and series plans of one manifest row of a generated cohort's cache, planned
+    again exactly as the generator planned them (`cohort_info` is its cohort.json: seed,
+    preset, delayed_rule); `plans` keeps the exams planned so far, by (site, index). No
+    pixels: patient, scan time and kVp, from which kinetics gives every structure's HU."""
+    from phasejax.cohort.sites import SITES
+
+    index = int(row["patient_id"].rsplit("-", 1)[1])
+    key = (row["site"], index)
+    if key not in plans:
+        plans[key] = plan_exam(
+            SITES[row["site"]],
+            index,
+            cohort_seed=int(cohort_info["seed"]),
+            namespace=cohort_info["preset"],
+            delayed_rule=cohort_info.get("delayed_rule", DEFAULT_DELAYED_RULE),
+        )
+    plan = plans[key]
+    return plan, next(s for s in plan.series if s.series_id == row["series_id"])
