@@ -85,26 +85,30 @@ def observations(
             xs.append([hu[lab] for lab in structures] + [v])
             ys.append(classes.index(s.phase))
             exams.append(i)
-    x = np.asarray(xs, np.float32)
+    x = roi_reading(np.asarray(xs, np.float32), roi_noise, rng)
+    return x, np.asarray(ys), np.asarray(exams)
+
+
+def roi_reading(x: np.ndarray, roi_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Exact features [N, structures + kVp] as a reader measures them: each structure's mean
+    with ROI noise of SD `roi_noise`; the tube voltage, from the header, exactly."""
     noise = rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
-    noise[:, -1] = 0.0  # the tube voltage is read from the header, exactly
-    noisy = x + noise
-    return noisy, np.asarray(ys), np.asarray(exams)
+    noise[:, -1] = 0.0
+    return x + noise
 
 
 def cache_observations(
     rows: list[dict[str, str]],
     info: dict,
-    roi_noise: float,
-    rng: np.random.Generator,
     *,
     structures: tuple[Label, ...] = VISIBLE,
     classes: tuple[Phase, ...] = CLASSES,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features, class index) of cache manifest `rows` (all with phases in `classes`), each
-    series' exam planned again as the generator planned it (cohort.json `info`: seed, preset,
-    delayed_rule), read as `observations` reads a series. The replanned label must be the
-    manifest's: a cohort of another generator version is refused."""
+    """(exact features, class index) of cache manifest `rows` (all with phases in `classes`),
+    each series' exam planned again as the generator planned it (cohort.json `info`: seed,
+    preset, delayed_rule), read as `observations` reads a series before its ROI noise
+    (`roi_reading`). The replanned label must be the manifest's: a cohort of another
+    generator version is refused."""
     plans: dict = {}
     xs, ys = [], []
     for r in rows:
@@ -117,10 +121,7 @@ def cache_observations(
         hu = compartment_hu(plan.patient, s.t, plan.kvp)
         xs.append([hu[lab] for lab in structures] + [plan.kvp])
         ys.append([c.value for c in classes].index(r["phase"]))
-    x = np.asarray(xs, np.float32)
-    noise = rng.normal(0.0, roi_noise, x.shape).astype(np.float32)
-    noise[:, -1] = 0.0  # the tube voltage is read from the header, exactly
-    return x + noise, np.asarray(ys)
+    return np.asarray(xs, np.float32), np.asarray(ys)
 
 
 def paired(run_right: np.ndarray, observer_right: np.ndarray) -> dict:
@@ -142,15 +143,14 @@ def paired(run_right: np.ndarray, observer_right: np.ndarray) -> dict:
 
 def run_correct(run_dir: str, split: str, series_ids: list[str]) -> np.ndarray:
     """Whether a run's argmax is its label, for `series_ids` of one split (results.json)."""
-    res = json.loads((Path(run_dir) / "results.json").read_text())
-    classes = res["classes"]
-    by_id = {p["series_id"]: p for p in res["splits"][split]["predictions"]}
-    missing = [s for s in series_ids if s not in by_id]
+    from phasejax.ablate.summarize import split_eval
+
+    ev = split_eval(json.loads((Path(run_dir) / "results.json").read_text()), split)
+    at = {} if ev is None else {sid: i for i, sid in enumerate(ev.series_ids)}
+    missing = [s for s in series_ids if s not in at]
     if missing:
         raise ValueError(f"{run_dir}: no {split} prediction for {len(missing)} series")
-    return np.array(
-        [classes[int(np.argmax(by_id[s]["probs"]))] == by_id[s]["label"] for s in series_ids]
-    )
+    return ev.right[[at[s] for s in series_ids]]
 
 
 def main_cache(args: argparse.Namespace) -> dict:
@@ -169,14 +169,17 @@ def main_cache(args: argparse.Namespace) -> dict:
         "series": {k: len(v) for k, v in splits.items()},
         "observers": [],
     }
+    # Each series is read once; the observers differ in their ROI noise and start only.
+    exact = {k: cache_observations(v, info) for k, v in splits.items()}
     correct: dict[str, list[np.ndarray]] = {"test": [], "external": []}
     for seed in range(args.observers):
         rng = np.random.default_rng(seed)
-        x, y = cache_observations(splits["train"], info, args.roi_noise, rng)
-        probs = train_mlp(x, y, seed)
+        x, y = exact["train"]
+        probs = train_mlp(roi_reading(x, args.roi_noise, rng), y, seed)
         one: dict = {"seed": seed}
         for split in ("test", "external"):
-            xs, ys = cache_observations(splits[split], info, args.roi_noise, rng)
+            xs, ys = exact[split]
+            xs = roi_reading(xs, args.roi_noise, rng)
             pred = np.argmax(np.asarray(probs(xs)), -1)
             correct[split].append(pred == ys)
             one[split] = report(pred, ys)

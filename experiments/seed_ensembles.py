@@ -25,29 +25,22 @@ import numpy as np
 SPLITS = ("test", "external")
 
 
-def load_predictions(run_dir: str | Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(series ids sorted, probabilities [N, K], label index [N]) of one split of a run."""
-    res = json.loads((Path(run_dir) / "results.json").read_text())
-    classes = res["classes"]
-    preds = sorted(res["splits"][split]["predictions"], key=lambda p: p["series_id"])
-    ids = [p["series_id"] for p in preds]
-    probs = np.array([p["probs"] for p in preds], np.float64)
-    labels = np.array([classes.index(p["label"]) for p in preds])
-    return ids, probs, labels
-
-
 def subset_accuracies(runs: list[str], split: str, size: int) -> dict[str, float]:
     """Accuracy of the ensemble of every `size`-subset of `runs` (all on the same series)."""
-    loaded = [load_predictions(r, split) for r in runs]
-    ids, _, labels = loaded[0]
-    for r, (other, _, _) in zip(runs, loaded):
-        if other != ids:
+    from phasejax.ablate.summarize import ensemble, split_eval
+
+    evals = []
+    for r in runs:
+        ev = split_eval(json.loads((Path(r) / "results.json").read_text()), split)
+        if ev is None:
+            raise ValueError(f"{r}: no labelled {split} predictions")
+        if evals and not np.array_equal(ev.series_ids, evals[0].series_ids):
             raise ValueError(f"{r}: its {split} series are not those of {runs[0]}")
+        evals.append(ev)
     out = {}
     for subset in itertools.combinations(range(len(runs)), size):
-        probs = np.mean([loaded[i][1] for i in subset], axis=0)
         name = "+".join(Path(runs[i]).name for i in subset)
-        out[name] = round(float((probs.argmax(-1) == labels).mean()), 4)
+        out[name] = round(ensemble([evals[i] for i in subset]).accuracy, 4)
     return out
 
 

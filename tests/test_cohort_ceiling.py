@@ -29,7 +29,7 @@ def test_cache_observations_read_each_series_of_its_replanned_exam() -> None:
     mod = load_script("experiments/cohort_ceiling.py")
     rows, plan = _rows("EXT-B", 2)
     assert rows
-    x, y = mod.cache_observations(rows, INFO, 0.0, np.random.default_rng(0))
+    x, y = mod.cache_observations(rows, INFO)
     aorta = mod.VISIBLE.index(Label.AORTA)
     for i, r in enumerate(rows):
         s = next(s for s in plan.series if s.series_id == r["series_id"])
@@ -38,13 +38,13 @@ def test_cache_observations_read_each_series_of_its_replanned_exam() -> None:
         )
         assert x[i, -1] == plan.kvp
         assert [c.value for c in mod.CLASSES][y[i]] == r["phase"]
-    noisy, _ = mod.cache_observations(rows, INFO, 5.0, np.random.default_rng(0))
+    noisy = mod.roi_reading(x, 5.0, np.random.default_rng(0))
     assert np.all(noisy[:, -1] == x[:, -1])  # the header's voltage is read exactly
     assert 1.0 < float(np.std(noisy[:, :-1] - x[:, :-1])) < 10.0
     # A manifest whose labels the generator does not give (another version) is refused.
     bad = [dict(rows[0], true_phase="DP" if rows[0]["true_phase"] != "DP" else "EAP")]
     with pytest.raises(ValueError, match="another generator version"):
-        mod.cache_observations(bad, INFO, 0.0, np.random.default_rng(0))
+        mod.cache_observations(bad, INFO)
 
 
 def test_paired_counts_the_discordant_series() -> None:

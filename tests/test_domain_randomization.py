@@ -25,19 +25,23 @@ PHASE_LABELS = (
 )
 
 
-def _labelled_slices() -> tuple[np.ndarray, np.ndarray]:
-    """Three 8x8 slices: one column band per structure, HU known per label."""
+_BANDS = (
+    (Label.AORTA, 250.0),
+    (Label.LIVER, 110.0),
+    (Label.KIDNEY_CORTEX, 180.0),
+    (Label.FAT_VISCERAL, -100.0),
+    (Label.MUSCLE, 50.0),
+    (Label.BOWEL_CONTENT, 10.0),
+    (Label.VERTEBRA, 250.0),
+)
+
+
+def _labelled_slices(
+    bands: tuple[tuple[Label, float], ...] = _BANDS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Three 8x8 slices: one column band per structure, HU known per label (air beyond)."""
     labels = np.zeros((3, 8, 8), np.uint8)
     hu = np.full((3, 8, 8), -1000.0, np.float32)
-    bands = [
-        (Label.AORTA, 250.0),
-        (Label.LIVER, 110.0),
-        (Label.KIDNEY_CORTEX, 180.0),
-        (Label.FAT_VISCERAL, -100.0),
-        (Label.MUSCLE, 50.0),
-        (Label.BOWEL_CONTENT, 10.0),
-        (Label.VERTEBRA, 250.0),
-    ]
     for j, (label, value) in enumerate(bands):
         labels[:, :, j] = label
         hu[:, :, j] = value
@@ -208,18 +212,16 @@ def test_structure_jitter_is_training_only() -> None:
 def test_arterial_jitter_leaves_the_portal_and_hepatic_veins_of_arterial_series() -> None:
     # The label of an arterial series reads the portal vein (EAP vs LAP) and the hepatic veins
     # (the arterial gate): those must keep their HU while the aorta, spleen and liver move.
-    labels = np.zeros((3, 8, 8), np.uint8)
-    hu = np.full((3, 8, 8), -1000.0, np.float32)
-    bands = [
-        (Label.PORTAL_VEIN, 70.0),
-        (Label.HEPATIC_VEIN, 55.0),
-        (Label.FAT_VISCERAL, -100.0),
-        (Label.AORTA, 300.0),
-        (Label.SPLEEN, 160.0),
-        (Label.LIVER, 75.0),
-    ]
-    for j, (label, value) in enumerate(bands):
-        labels[:, :, j], hu[:, :, j] = label, value
+    hu, labels = _labelled_slices(
+        (
+            (Label.PORTAL_VEIN, 70.0),
+            (Label.HEPATIC_VEIN, 55.0),
+            (Label.FAT_VISCERAL, -100.0),
+            (Label.AORTA, 300.0),
+            (Label.SPLEEN, 160.0),
+            (Label.LIVER, 75.0),
+        )
+    )
     hu[1] += 15.0  # the slices differ: one factor per series scales each slice's enhancement
     vol, lab = np.repeat(hu, 2, axis=0).astype(np.int16), np.repeat(labels, 2, axis=0)
     off = DataConfig(image_size=8, num_slices=3, window="raw", rotation_deg=0.0, scale=0.0,

@@ -522,7 +522,7 @@ class _Series:
         z_lo, z_hi = int(row["z_lo"]), int(row["z_hi"])
         pixel_mm = row_pixel_mm(row)
         crop = self._crop(row["series_id"], volume, z_lo, z_hi, pixel_mm)
-        arterial = row["phase"] in {p.value for p in ARTERIAL}
+        arterial = row["phase"] in ARTERIAL  # Phase is a StrEnum: "EAP" == Phase.EAP
         out: dict[str, np.ndarray] = {}
         if self.training and self.hu_targets:
             if labels is None:
