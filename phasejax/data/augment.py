@@ -335,8 +335,8 @@ def jitter_structures(
 # in the cohort every organ's arterial-phase enhancement follows the same bolus, so a network
 # can read "later" from a bright aorta, spleen or renal cortex instead. On cohort v8 the
 # two-step network's EAP misses had brighter aortas than its EAP hits (307 against 271 HU)
-# and its LAP misses dimmer ones (237 against 283), while the aorta barely separates the two
-# phases (medians 281 / 296 HU on the training series). In patients the arterial peak
+# and its LAP misses dimmer ones (237 against 282), while the aorta barely separates the two
+# phases (medians 272 / 282 HU on the test and external series). In patients the arterial peak
 # follows iodine dose rate and cardiac output, the spleen and kidneys their own perfusion,
 # none of them the splanchnic transit that opacifies the portal vein (Bae, Radiology 2010).
 # Scaling these structures in arterial series leaves the label as it is: the portal vein and
