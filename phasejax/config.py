@@ -45,6 +45,8 @@ FieldOfView = Literal["scan", "body"]
 # ResNet depths (phasejax.models.resnet.STAGES has one entry per name).
 Depth = Literal["tiny", "tiny-bottleneck", "10", "18", "34", "50", "101", "152"]
 Strategy = Literal["one_step", "two_step"]
+# ResNet stems (phasejax.models.resnet.STEMS).
+Stem = Literal["standard", "stride4", "conv3"]
 Aggregation = Literal["mean_logprob", "majority"]
 HuHead = Literal["none", "auxiliary", "bottleneck", "roi"]
 Dtype = Literal["float32", "bfloat16"]
@@ -194,6 +196,10 @@ class ModelConfig(_Section):
     SECTION: ClassVar[str] = "model"
     depth: Depth = "18"
     width: int = 64  # channels of the first stage (64 = standard ResNet)
+    # "standard": 7x7/2 conv + 3x3/2 max pool (torchvision); "stride4": one 7x7 conv of
+    # stride 4; "conv3": a 3x3/2 conv + the max pool. The same first-stage grid for a quarter
+    # (9/49) of the stem's FLOPs (phasejax.models.resnet).
+    stem: Stem = "standard"
     strategy: Strategy = "two_step"  # one_step (strategy A) | two_step (strategy B)
     aggregation: Aggregation = "mean_logprob"  # how per_slice mode combines its slices
     dtype: Dtype = "float32"  # compute dtype (params and BatchNorm stay float32)

@@ -53,7 +53,7 @@ def test_the_enumerated_settings_are_the_literal_typed_fields():
         "data.slice_mode",
         "data.slice_selection",
         "data.window", "model.aggregation", "model.depth", "model.dtype", "model.hu_head",
-        "model.strategy",
+        "model.stem", "model.strategy",
         "train.optimizer", "train.schedule",
     ]) == ENUMERATED  # fmt: skip
     assert choices()["data.window"] == ("raw", "abdomen", "liver", "wide", "multi")
@@ -113,7 +113,7 @@ def test_modules_read_the_allowed_values_from_the_config():
     from phasejax.data.pipeline import SLICE_SELECTIONS
     from phasejax.data.windowing import MULTI, NAMES, WINDOWS
     from phasejax.models.classifiers import AGGREGATIONS, SLICE_MODES, STRATEGIES
-    from phasejax.models.resnet import STAGES, resolve_dtype
+    from phasejax.models.resnet import STAGES, STEMS, resolve_dtype
     from phasejax.phases import LABEL_SETS
     from phasejax.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -127,6 +127,7 @@ def test_modules_read_the_allowed_values_from_the_config():
     assert (c["train.optimizer"], c["train.schedule"]) == (OPTIMIZERS, SCHEDULES)
     # tables keyed by name: one entry per allowed value, in the same order
     assert tuple(STAGES) == c["model.depth"]
+    assert c["model.stem"] == STEMS
     assert tuple(LABEL_SETS) == c["data.label_set"]
     assert tuple(COHORT_SIZES) == c["cohort.preset"]
     for dtype in c["model.dtype"]:

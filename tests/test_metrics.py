@@ -23,6 +23,7 @@ from phasejax.eval.metrics import (
 )
 from phasejax.eval.results import (
     ResultsError,
+    ensemble_results,
     load_results,
     make_results,
     paired_comparison,
@@ -299,12 +300,12 @@ def _rows(n_pat: int, site: str = "internal") -> list[dict[str, str]]:
     ]
 
 
-def _results(strategy: str, wrong: set[int]) -> dict:
+def _results(strategy: str, wrong: set[int], conf: float = 0.7) -> dict:
     rows = _rows(6) + [{**r, "phase": ""} for r in _rows(1, "extra")]
-    probs = np.full((len(rows), 4), 0.1)
+    probs = np.full((len(rows), 4), (1 - conf) / 3)
     for i, r in enumerate(rows):
         t = CLASSES.index(r["phase"]) if r["phase"] else 0
-        probs[i, (t + 1) % 4 if i in wrong else t] = 0.7
+        probs[i, (t + 1) % 4 if i in wrong else t] = conf
     test = split_results(predictions_from_rows(rows, probs, CLASSES), CLASSES, n_bootstrap=50)
     train = {"steps": 10, "wall_time_s": 1.5, "images_per_s": 3.0, "best_step": 10,
              "best_val_accuracy": None}  # fmt: skip
@@ -363,6 +364,36 @@ def test_paired_comparison_of_two_runs():
     b["splits"]["test"]["predictions"][0]["series_id"] = "other"
     with pytest.raises(ValueError, match="different series"):
         paired_comparison(a, b, "test")
+
+
+def test_ensemble_averages_the_members_probabilities_series_by_series(tmp_path):
+    # Member a is wrong on series 0 and 4 at 0.7, member b on 4 and 7 at 0.55. Averaged,
+    # series 0 stays wrong (true 0.325, wrong 0.425), series 7 is right (0.425 vs 0.325),
+    # series 4 is wrong in both: 16 of 18 right where a alone has 16 and b alone 16.
+    a = _results("two_step", wrong={0, 4})
+    b = _results("two_step", wrong={4, 7}, conf=0.55)
+    b["splits"]["test"]["predictions"].reverse()  # matched by series, not by position
+    ens = ensemble_results([a, b])
+    preds = ens["splits"]["test"]["predictions"]
+    assert [p["series_id"] for p in preds] == [
+        p["series_id"] for p in a["splits"]["test"]["predictions"]
+    ]
+    assert preds[0]["probs"] == pytest.approx([0.125, 0.325, 0.425, 0.125])  # LAP, said PVP
+    assert preds[7]["probs"] == pytest.approx([0.125, 0.125, 0.425, 0.325])  # PVP, said PVP
+    m = ens["splits"]["test"]["metrics"]
+    assert m["accuracy"]["k"] == 16 and m["n"] == 18
+    said = [CLASSES[int(np.argmax(p["probs"]))] for p in preds[:18]]
+    assert [i for i, p in enumerate(preds[:18]) if said[i] != p["label"]] == [0, 4]
+    assert ens["train"]["members"] == 2 and ens["train"]["wall_time_s"] == 3.0
+    assert ens["train"]["best_step"] is None and ens["strategy"] == "two_step"
+    assert load_results(write_results(tmp_path, ens)) == ens  # a valid results file
+    # Members of another strategy or on other series are refused by name.
+    with pytest.raises(ValueError, match="member 1 has strategy 'one_step'"):
+        ensemble_results([a, _results("one_step", wrong=set())])
+    other = _results("two_step", wrong=set())
+    other["splits"]["test"]["predictions"][3]["series_id"] = "elsewhere"
+    with pytest.raises(ValueError, match="other series or labels in split 'test'"):
+        ensemble_results([a, other])
 
 
 def test_per_site_accuracy_counts():

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from fake_cache import make_fake_cache
 
@@ -85,3 +86,70 @@ def test_report_says_when_network_2_has_its_own_batch(reproduced):
     assert summary["step2_own_batch"] is False  # the debug config, as the quick one
     assert "batch of its own" not in render_report(summary)
     assert "batch of its own" in render_report({**summary, "step2_own_batch": True})
+
+
+@pytest.fixture(scope="module")
+def ensembled(reproduced):
+    """The same reproduce with two networks per strategy; full5 copied from the single run
+    (a finished training is reused, not retrained)."""
+    import shutil
+
+    out1, _ = reproduced
+    out = out1.parent / "out_members"
+    shutil.copytree(out1 / "full5", out / "full5")
+    summary = reproduce(out, preset="debug", data=out1.parent / "cache", overrides=STEPS, members=2)
+    return out, summary
+
+
+def _losses(run) -> list[tuple]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("loss"), r.get("accuracy")) for r in rows]
+
+
+def test_members_train_one_run_per_seed_and_score_their_mean(ensembled, reproduced):
+    from phasejax.eval.results import load_results
+
+    out, summary = ensembled
+    out1, single = reproduced
+    assert summary["members"] == 2
+    for key in "AB":
+        run = out / f"strategy_{key}"
+        seeds = [json.loads((run / f"seed{s}" / "config.json").read_text()) for s in (0, 1)]
+        assert [c["train"]["seed"] for c in seeds] == [0, 1]
+        # Member seed 0 is the single run of the same config, loss for loss.
+        assert _losses(run / "seed0") == _losses(out1 / f"strategy_{key}")
+        assert _losses(run / "seed1") != _losses(run / "seed0")
+        ens, m0, m1 = (load_results(p) for p in (run, run / "seed0", run / "seed1"))
+        assert ens["train"]["members"] == 2
+        for split, s in ens["splits"].items():
+            by_id = [
+                {p["series_id"]: p["probs"] for p in m["splits"][split]["predictions"]}
+                for m in (m0, m1)
+            ]
+            for p in s["predictions"]:
+                mean = (np.asarray(by_id[0][p["series_id"]]) + by_id[1][p["series_id"]]) / 2
+                np.testing.assert_allclose(p["probs"], mean, rtol=0, atol=1e-12)
+        test = summary["strategies"][key]["splits"]["test"]
+        assert test["accuracy"] == ens["splits"]["test"]["metrics"]["accuracy"]
+    assert summary["comparison"]["test"]["n"] == single["comparison"]["test"]["n"] == 8
+    report = (out / "report.md").read_text()
+    assert "Each strategy is a seed ensemble of 2 networks" in report
+    assert "seed ensemble" not in (out1 / "report.md").read_text()
+    # Grad-CAM of the first member, drawn under the strategy's name.
+    assert (out / "strategy_B" / "seed0" / "saliency.npz").is_file()
+    assert (out / "figures" / "saliency_B_two_step_overlays.png").stat().st_size > 1000
+
+
+def test_members_refuse_a_directory_of_the_other_layout(ensembled, reproduced, capsys):
+    from phasejax.cli import main
+
+    out, _ = ensembled
+    out1, _ = reproduced
+    cache = str(out1.parent / "cache")
+    with pytest.raises(ValueError, match="holds a seed ensemble"):
+        reproduce(out, preset="debug", data=cache, overrides=STEPS, members=1)
+    with pytest.raises(ValueError, match="holds a single network's run"):
+        reproduce(out1, preset="debug", data=cache, overrides=STEPS, members=2)
+    args = ["reproduce", "--config", "debug", "--cache", cache, "--out", str(out), "--members", "0"]
+    assert main(args) == 2
+    assert "--members must be at least 1, got 0" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from phasejax.models.resnet import STAGES, BasicBlock, Bottleneck, ResNet, count_params
+from phasejax.models.resnet import STAGES, STEMS, BasicBlock, Bottleneck, ResNet, count_params
 
 TORCH_REFERENCE = (
     Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "torch_reference.py"
@@ -71,6 +71,49 @@ def test_wrong_input_channels_is_a_named_error() -> None:
         ValueError, match=r"expects input \[N, H, W, 3\], got shape \(2, 16, 16, 1\)"
     ):
         model(jnp.zeros((2, 16, 16, 1)))
+
+
+def test_stride4_stem_is_the_standard_stem_conv_sampled_at_every_other_pixel() -> None:
+    # Same parameters (one 7x7 conv, same shapes, same initial draw), so the stride-4 conv's
+    # output pixel i is the stride-2 conv's pixel 2i: both centred on input pixel 4i.
+    x = jax.random.normal(jax.random.key(0), (2, 40, 40, 15))
+    std = ResNet("18", in_channels=15, num_classes=4, width=16, rngs=nnx.Rngs(3))
+    s4 = ResNet("18", in_channels=15, num_classes=4, width=16, stem="stride4", rngs=nnx.Rngs(3))
+    assert count_params(s4) == count_params(std)
+    np.testing.assert_allclose(s4.stem_conv(x), std.stem_conv(x)[:, ::2, ::2], rtol=1e-5, atol=1e-5)
+    # No max pool after it: the first stage starts from the conv's own grid, as after the
+    # 3x3 stem's conv and pool.
+    c3 = ResNet("18", in_channels=15, num_classes=4, width=16, stem="conv3", rngs=nnx.Rngs(3))
+    assert c3.stem_conv.kernel.shape == (3, 3, 15, 16)
+    for size in (96, 97, 33, 8):
+        for net in (std, s4, c3):
+            fmap = net.feature_map(jnp.zeros((1, size, size, 15)), 1)
+            assert fmap.shape[1:3] == (net.feature_size(size, 1),) * 2 == (-(-size // 4),) * 2
+    with pytest.raises(ValueError, match=r"unknown ResNet stem 'patch'; known: \['standard'"):
+        ResNet("18", in_channels=3, num_classes=4, stem="patch", rngs=nnx.Rngs(0))
+    assert STEMS == ("standard", "stride4", "conv3")
+
+
+@pytest.mark.parametrize(("stem", "kept"), [("stride4", 1 / 4), ("conv3", 9 / 49)])
+def test_cheaper_stems_cut_the_stem_flops_on_the_quick_input(stem: str, kept: float) -> None:
+    # XLA's count of a forward pass at the quick config's input (15 channels, 96 px, width
+    # 16): the 7x7/2 stem is 2 * 48^2 * 16 * 7 * 7 * 15 = 54.2 MFLOPs per image, more than
+    # the four stages together; stride 4 leaves a quarter of it, a 3x3 kernel 9/49.
+    def flops(stem: str) -> float:
+        net = ResNet("18", in_channels=15, num_classes=4, width=16, stem=stem, rngs=nnx.Rngs(0))
+        graph, state = nnx.split(net)
+
+        def fwd(state, x):
+            return nnx.merge(graph, state)(x)
+
+        x = jnp.zeros((1, 96, 96, 15))
+        cost = jax.jit(fwd).lower(state, x).compile().cost_analysis()
+        return float((cost[0] if isinstance(cost, list | tuple) else cost)["flops"])
+
+    std, cheap = flops("standard"), flops(stem)
+    stem_flops = 2 * 48 * 48 * 16 * 7 * 7 * 15
+    assert std - cheap == pytest.approx((1 - kept) * stem_flops, rel=0.05)  # XLA skips padding
+    assert cheap < 0.6 * std  # 46 / 43 against 85 MFLOPs
 
 
 def test_last_batchnorm_scale_is_zero_in_every_block() -> None:

@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. train.steps=100 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        metavar="N",
+        help="networks per strategy (seeds train.seed, +1, ...), their probabilities "
+        "averaged; the same for A and B (default: 1)",
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     add_alias(p, "--preset", "--config")
     add_alias(p, "--data", "--cache")
@@ -49,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
         reproduce_config(args.config, args.overrides)
     except (FileNotFoundError, ValueError) as e:
         return _usage_error(str(e))
+    if args.members < 1:
+        return _usage_error(f"--members must be at least 1, got {args.members}")
     summary = reproduce(
         args.out,
         preset=args.config,
         data=args.cache,
         overrides=args.overrides,
         figures=not args.no_figures,
+        members=args.members,
     )
     st = summary["strategies"]
     for key in ("A", "B"):

@@ -47,7 +47,11 @@ def get_config() -> Config:
             # their hila (the 60-80 mm squares of cohort v5 missed the aorta on some).
             crop_mm=180.0,
         ),
-        model=ModelConfig(depth="18", width=16, strategy="two_step"),
+        # The standard stem (7x7/2 conv + max pool), though on this input it is half of a
+        # step's FLOPs: a 7x7/4 conv (1.7x faster B step) gave 94.8 / 91.4% and a 3x3/2 conv
+        # (1.4x) 94.3 / 93.5% against 95.4 / 95.4% (3 seeds; quick_defaults m_stem4 / m_stem3,
+        # session 26, ablations/README.md), and the latter's two-seed ensembles 94.6% externally.
+        model=ModelConfig(depth="18", width=16, strategy="two_step", stem="standard"),
         train=TrainConfig(
             batch_size=16,
             # 3000 steps, not 1500: two-step 92.3 +- 1.2% internal / 91.2 +- 0.7% external

@@ -131,6 +131,68 @@ def make_results(
     return results  # type: ignore[return-value]
 
 
+def ensemble_results(
+    members: Sequence[Mapping[str, Any]], *, n_bootstrap: int = 1000, seed: int = 0
+) -> dict:
+    """The results of a seed ensemble: in every split each series' probabilities averaged
+    over the members (the arithmetic mean, as `phasejax.ablate.summarize.ensemble`), in the
+    first member's order, and the metrics recomputed from them (`split_results`).
+
+    The members must share classes, label set, strategy, splits, series and labels (runs of
+    one config on one cohort that differ in `train.seed`); anything else is a ValueError.
+    `train` holds the members' summed wall time, their mean training images/s, their step
+    count, `members` (how many), and null best step and validation accuracy (each member
+    picked its own checkpoint)."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0]
+    for i, m in enumerate(members[1:], start=1):
+        for key in ("classes", "label_set", "strategy"):
+            if m[key] != first[key]:
+                raise ValueError(
+                    f"ensemble member {i} has {key} {m[key]!r}, member 0 {first[key]!r}"
+                )
+        if set(m["splits"]) != set(first["splits"]):
+            raise ValueError(
+                f"ensemble member {i} has splits {sorted(m['splits'])}, "
+                f"member 0 {sorted(first['splits'])}"
+            )
+    classes = first["classes"]
+    splits = {}
+    for name, split in first["splits"].items():
+        preds = [dict(p) for p in split["predictions"]]
+        label = {p["series_id"]: p["label"] for p in preds}
+        stacked = []
+        for i, m in enumerate(members):
+            own = {p["series_id"]: p for p in m["splits"][name]["predictions"]}
+            if set(own) != set(label) or any(own[s]["label"] != label[s] for s in label):
+                raise ValueError(
+                    f"ensemble member {i} was evaluated on other series or labels in split "
+                    f"{name!r} than member 0"
+                )
+            stacked.append([own[p["series_id"]]["probs"] for p in preds])
+        mean = np.mean(np.asarray(stacked, dtype=np.float64), axis=0)
+        for p, probs in zip(preds, mean):
+            p["probs"] = probs.tolist()
+        splits[name] = split_results(preds, classes, n_bootstrap=n_bootstrap, seed=seed)
+    rates = [m["train"].get("images_per_s") for m in members]
+    train = {
+        "steps": first["train"].get("steps"),
+        "wall_time_s": sum(float(m["train"].get("wall_time_s") or 0.0) for m in members),
+        "images_per_s": None if None in rates else float(np.mean(rates)),
+        "best_step": None,
+        "best_val_accuracy": None,
+        "members": len(members),
+    }
+    return make_results(
+        classes=classes,
+        label_set=first["label_set"],
+        strategy=first["strategy"],
+        train=train,
+        splits=splits,
+    )
+
+
 # --------------------------------------------------------------------------- validation
 
 

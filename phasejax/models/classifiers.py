@@ -494,6 +494,7 @@ class OneStepClassifier(_SeriesClassifier):
         aggregation: str = "mean_logprob",
         width: int = 64,
         dtype: Any = jnp.float32,
+        stem: str = "standard",
         hu_head: str = "none",
         hu_loss_weight: float = 1.0,
         window: str = "multi",
@@ -516,6 +517,7 @@ class OneStepClassifier(_SeriesClassifier):
             num_classes=HuReadout.head_outputs(hu_head, k, _num_hu()),
             width=width,
             dtype=dtype,
+            stem=stem,
             rngs=rngs,
         )
         if hu_head != "none":
@@ -574,6 +576,7 @@ class TwoStepClassifier(_SeriesClassifier):
         aggregation: str = "mean_logprob",
         width: int = 64,
         dtype: Any = jnp.float32,
+        stem: str = "standard",
         hu_head: str = "none",
         hu_loss_weight: float = 1.0,
         window: str = "multi",
@@ -608,6 +611,7 @@ class TwoStepClassifier(_SeriesClassifier):
             num_classes=HuReadout.head_outputs(hu_head, k1, _num_hu()),
             width=width,
             dtype=dtype,
+            stem=stem,
             rngs=rngs,
         )
         self.step2 = ResNet(
@@ -616,6 +620,7 @@ class TwoStepClassifier(_SeriesClassifier):
             num_classes=HuReadout.head_outputs(hu_head, k2, _num_hu()),
             width=width,
             dtype=dtype,
+            stem=stem,
             rngs=rngs,
         )
         if hu_head != "none":
@@ -765,6 +770,7 @@ def build_classifier(
         aggregation=cfg.model.aggregation,
         width=cfg.model.width,
         dtype=resolve_dtype(cfg.model.dtype),
+        stem=cfg.model.stem,
         hu_head=cfg.model.hu_head,
         hu_loss_weight=cfg.model.hu_loss_weight,
         window=cfg.data.window,

@@ -7,6 +7,13 @@ reference in experiments/benchmarks/torch_reference.py match layer for layer:
 first block's 3x3 conv; global average pool; dense head. Convolutions carry no
 bias because a BatchNorm follows each one.
 
+Two cheaper stems, the same first-stage grid (ceil(n / 4), feature pixel i centred on input
+pixel 4i): `stem="stride4"`, one 7x7 conv of stride 4 (pad 3) and no max pool, a quarter of
+the stem's multiply-adds; `stem="conv3"`, a 3x3/2 conv (pad 1) before the same max pool,
+9/49 of them. Why: on the quick config's input (5 slices x 3 windows = 15 channels at 96 px)
+the standard stem is about half of a training step's FLOPs, as many as all four stages
+together, and CPU training time is the main job's limit (experiments/benchmarks/stem_cost.py).
+
 Inputs are NHWC (JAX's native conv layout). Padding is explicit, as in PyTorch:
 "SAME" padding of a stride-2 conv on an even input pads (0, 1) where PyTorch
 pads (1, 1), which would shift every feature map by half a pixel.
@@ -35,6 +42,10 @@ STAGES: dict[str, tuple[str, tuple[int, ...]]] = {
     "152": ("bottleneck", (3, 8, 36, 3)),
 }
 BOTTLENECK_EXPANSION = 4
+# "standard": 7x7/2 conv + 3x3/2 max pool (torchvision); "stride4": one 7x7/4 conv;
+# "conv3": 3x3/2 conv + 3x3/2 max pool.
+STEMS = ("standard", "stride4", "conv3")
+_STEM_CONV = {"standard": (7, 2), "stride4": (7, 4), "conv3": (3, 2)}  # kernel, stride
 
 # PyTorch's BatchNorm momentum 0.1 (weight of the new batch) is Flax's 0.9 (weight
 # of the running average); Flax's default 0.99 would leave the running statistics
@@ -171,11 +182,14 @@ class ResNet(nnx.Module):
         num_classes: int,
         width: int = 64,
         dtype: Any = jnp.float32,
+        stem: str = "standard",
         rngs: nnx.Rngs,
     ) -> None:
         depth = str(depth)
         if depth not in STAGES:
             raise ValueError(f"unknown ResNet depth {depth!r}; known: {list(STAGES)}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown ResNet stem {stem!r}; known: {list(STEMS)}")
         if in_channels < 1 or num_classes < 0 or width < 1:
             raise ValueError(
                 f"ResNet needs in_channels, width >= 1 and num_classes >= 0, got "
@@ -188,8 +202,9 @@ class ResNet(nnx.Module):
         self.num_classes = num_classes
         self.width = width
         self.dtype = dt
+        self.stem = stem
 
-        self.stem_conv = _conv(in_channels, width, 7, 2, dt, rngs)
+        self.stem_conv = _conv(in_channels, width, *_STEM_CONV[stem], dt, rngs)
         self.stem_bn = _bn(width, rngs)
         blocks: list[BasicBlock | Bottleneck] = []
         cin = width
@@ -245,7 +260,9 @@ class ResNet(nnx.Module):
 
         Every stride-2 layer (7x7 pad 3, 3x3 pad 1, 1x1 pad 0 convs; 3x3 pad 1 max pool)
         maps n pixels to ceil(n / 2), so feature pixel i is centred on input pixel
-        stride * i and every centre lies inside the input.
+        stride * i and every centre lies inside the input (so does the 3x3 pad 1 stem
+        conv). The stride-4 stem (7x7 pad 3) maps n to ceil(n / 4) = ceil(ceil(n / 2) / 2):
+        the same grid.
         """
         n = int(size)
         for _ in range(1 + self._check_stage(stage)):  # stem conv, max pool, stages 2..k
@@ -269,8 +286,9 @@ class ResNet(nnx.Module):
                 f"got shape {tuple(x.shape)}"
             )
         x = nnx.relu(self.stem_bn(self.stem_conv(x)))
-        # Max pool pads with -inf (reduce_window's identity), as PyTorch's MaxPool2d does.
-        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        if self.stem != "stride4":
+            # Max pool pads with -inf (reduce_window's identity), as PyTorch's MaxPool2d does.
+            x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for block in list(self.blocks)[: self._stage_end(stage)]:
             x = block(x)
         return x

@@ -473,6 +473,15 @@ FIGURES: dict[str, Callable[[Runs], Figure]] = {
 # --------------------------------------------------------------------------- runs on disk
 
 
+def _saliency_dir(run_dir: Path) -> Path | None:
+    """The directory holding a run's saliency.npz: the run's own, else a seed ensemble's
+    member's (reproduce computes Grad-CAM for its first member only)."""
+    if (run_dir / "saliency.npz").is_file():
+        return run_dir
+    members = sorted(run_dir.glob("seed*/saliency.npz"))
+    return members[0].parent if members else None
+
+
 def find_runs(path: str | Path) -> dict[str, Path]:
     """Run directories under `path`: {path.name: path} for a training run (results.json inside);
     for a reproduce directory (its results.json is the A-vs-B summary), its strategy runs
@@ -530,7 +539,8 @@ def label_runs(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[st
 def draw_all(run_dirs: Mapping[str, str | Path], out: str | Path) -> list[Path]:
     """Draw every figure of the given runs into `out` (NAME.png and NAME.pdf each); figures the
     runs hold no data for (e.g. no external split) are skipped. Saliency overlays and shares
-    are drawn for runs that hold a saliency.npz. Returns the written paths."""
+    are drawn for runs that hold a saliency.npz, or whose seed ensemble's member does
+    (RUN/seed<S>/saliency.npz, `phasejax reproduce --members`). Returns the written paths."""
     runs = label_runs({name: load_results(d) for name, d in run_dirs.items()})
     out = Path(out)
     paths: list[Path] = []
@@ -544,7 +554,8 @@ def draw_all(run_dirs: Mapping[str, str | Path], out: str | Path) -> list[Path]:
     from phasejax.plotting.saliency import draw_saliency
 
     for name, d in run_dirs.items():
-        if (Path(d) / "saliency.npz").is_file():
+        d = _saliency_dir(Path(d))
+        if d is not None:
             slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
             paths += draw_saliency(d, out, name=f"saliency_{slug}")
     return paths
