@@ -198,7 +198,8 @@ class ModelConfig(_Section):
     width: int = 64  # channels of the first stage (64 = standard ResNet)
     # "standard": 7x7/2 conv + 3x3/2 max pool (torchvision); "stride4": one 7x7 conv of
     # stride 4; "conv3": a 3x3/2 conv + the max pool. The same first-stage grid for a quarter
-    # (9/49) of the stem's FLOPs (phasejax.models.resnet).
+    # (9/49) of the stem's FLOPs (phasejax.models.resnet); both lost accuracy at the quick
+    # config's budget (quick_defaults m_stem4 / m_stem3, ablations/README.md).
     stem: Stem = "standard"
     strategy: Strategy = "two_step"  # one_step (strategy A) | two_step (strategy B)
     aggregation: Aggregation = "mean_logprob"  # how per_slice mode combines its slices
