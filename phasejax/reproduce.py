@@ -15,6 +15,10 @@ Why: B's seeds spread by up to 4 points on the 224 external series, and two-seed
 the baseline scored 96.0-96.9% where its single networks scored 93.8-96.4%
 (README, "What narrows it is averaging").
 
+The trainings (A's, B's and full5) are independent: `jobs` J > 1 runs J of them at once as
+child processes (`phasejax.train.children`; the command's default is one per accelerator or
+CPU core), each the same run, bitwise on the CPU, as in one process.
+
 A third model, `OUT/full5`, is the one to give `phasejax predict`: strategy B with the
 `full5` label set (NC + the four phases, network 1 over NC / AP / PVP / DP). The paper's
 comparison stays 4-class; real archives hold a non-contrast series in every multiphase
@@ -56,42 +60,55 @@ def reproduce(
     overrides: Sequence[str] = (),
     figures: bool = True,
     members: int = 1,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train A and B, compare them, write OUT/results.json, OUT/report.md and OUT/figures/.
 
     members: networks per strategy; more than one makes each strategy a seed ensemble
-    (module docstring)."""
+    (module docstring). jobs: trainings at once, each in a child process
+    (`phasejax.train.children`; `auto_jobs` is the command's default); 1 trains them one
+    after another in this process. Either way each run is the same, bitwise on the CPU."""
     from phasejax.cohort import resolve_cache
-    from phasejax.train.loop import train
+    from phasejax.train.children import TrainJob, train_all
 
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     cfg = reproduce_config(preset, overrides)
     n = int(members)
-    if n < 1:
-        raise ValueError(f"members must be at least 1, got {n}")
+    check_layout(out, n)
     t0 = time.perf_counter()
     cache = resolve_cache(cfg, data)
     cohort_s = time.perf_counter() - t0
 
     run_dirs: dict[str, Path] = {}
-    saliency_dirs: dict[str, Path] = {}
+    member_dirs: dict[str, list[Path]] = {}
+    trainings: list[TrainJob] = []
     for key, strategy in STRATEGIES.items():
         run_dirs[key] = out / f"strategy_{key}"
         run_cfg = cfg.override({"model.strategy": strategy, "data.cache_dir": str(cache)})
         print(f"[reproduce] strategy {key} ({strategy}) -> {run_dirs[key]}", flush=True)
-        saliency_dirs[key] = _train_members(run_cfg, run_dirs[key], cache, n)
+        members_k = _members(run_cfg, run_dirs[key], n)
+        member_dirs[key] = [d for _, d in members_k]
+        trainings += [TrainJob(c, d, cache) for c, d in members_k]
     predict_dir = out / PREDICT_MODEL
     print(f"[reproduce] two-step over NC + 4 phases (for predict) -> {predict_dir}", flush=True)
     predict_cfg = cfg.override(
         {"model.strategy": "two_step", "data.label_set": "full5", "data.cache_dir": str(cache)}
     )
-    train(predict_cfg, predict_dir, cache_dir=cache)
+    trainings.append(TrainJob(predict_cfg, predict_dir, cache))
+    train_all(trainings, jobs)
+    if n > 1:
+        from phasejax.eval.results import ensemble_results, write_results
+
+        for key, dirs in member_dirs.items():
+            write_results(run_dirs[key], ensemble_results([load_results(d) for d in dirs]))
+    # Grad-CAM explains each strategy's first member.
+    saliency_dirs = {key: dirs[0] for key, dirs in member_dirs.items()}
 
     summary = summarize_reproduction(run_dirs, preset=preset, data=str(cache))
     summary["members"] = n
     summary["predict_model"] = _predict_model_summary(predict_dir)
-    summary["timing"] = {"data_s": cohort_s, "total_s": time.perf_counter() - t0}
+    summary["timing"] = {"data_s": cohort_s, "total_s": time.perf_counter() - t0, "jobs": jobs}
     summary["step2_own_batch"] = bool(cfg.train.step2_own_batch)
     if figures:
         from phasejax.plotting.figures import draw_all
@@ -108,35 +125,39 @@ def reproduce(
     return summary
 
 
-def _train_members(cfg: Config, run_dir: Path, cache: Path, members: int) -> Path:
-    """Train one strategy into run_dir: itself a training run (members 1), or the seed
-    ensemble of `members` runs in run_dir/seed<S> with its results.json; returns the run
-    whose checkpoint Grad-CAM explains. A directory of the other layout is refused, so a
-    rerun with another member count cannot mix a single network into an ensemble."""
-    from phasejax.eval.results import ensemble_results, load_results, write_results
-    from phasejax.train.loop import train
-
-    seeds = [cfg.train.seed + i for i in range(members)]
-    member_dirs = sorted(run_dir.glob("seed*"))
-    single = (run_dir / "config.json").exists()
-    if members == 1:
-        if member_dirs and not single:
+def check_layout(out: str | Path, members: int) -> None:
+    """Refuse (ValueError) a member count below 1, or an OUT whose strategy directories hold
+    the other layout: a single network's run where `members` > 1 asks for seed<S>/ runs, or
+    seed<S>/ runs where 1 asks for a single run. Checked for every strategy before any
+    training, so a rerun with another member count cannot mix a single network into an
+    ensemble, nor fail on B after A has trained."""
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
+    for key in STRATEGIES:
+        run_dir = Path(out) / f"strategy_{key}"
+        single = (run_dir / "config.json").exists()
+        member_dirs = sorted(d.name for d in run_dir.glob("seed*"))
+        if members == 1 and member_dirs and not single:
             raise ValueError(
-                f"{run_dir} holds a seed ensemble ({', '.join(d.name for d in member_dirs)}); "
-                "rerun with its member count or another --out"
+                f"{run_dir} holds a seed ensemble ({', '.join(member_dirs)}); "
+                "rerun with its --members or another --out"
             )
-        train(cfg, run_dir, cache_dir=cache)
-        return run_dir
-    if single:
-        raise ValueError(
-            f"{run_dir} holds a single network's run; rerun without members or use another --out"
-        )
-    dirs = [run_dir / f"seed{s}" for s in seeds]
-    for s, d in zip(seeds, dirs):
-        print(f"[reproduce]   member seed {s} -> {d}", flush=True)
-        train(cfg.override({"train.seed": s}), d, cache_dir=cache)
-    write_results(run_dir, ensemble_results([load_results(d) for d in dirs]))
-    return dirs[0]
+        if members > 1 and single:
+            raise ValueError(
+                f"{run_dir} holds a single network's run; rerun without --members or use "
+                "another --out"
+            )
+
+
+def _members(cfg: Config, run_dir: Path, members: int) -> list[tuple[Config, Path]]:
+    """One strategy's trainings: run_dir itself (members 1), or one run per seed train.seed,
+    +1, ... in run_dir/seed<S> (the layout was checked by `check_layout`)."""
+    if members == 1:
+        return [(cfg, run_dir)]
+    seeds = [cfg.train.seed + i for i in range(members)]
+    for s in seeds:
+        print(f"[reproduce]   member seed {s} -> {run_dir / f'seed{s}'}", flush=True)
+    return [(cfg.override({"train.seed": s}), run_dir / f"seed{s}") for s in seeds]
 
 
 def summarize_reproduction(

@@ -199,6 +199,11 @@ def test_device_slots_pin_each_child_to_its_own_devices():
         assert s.env["XLA_FLAGS"].startswith("--xla_dump_to=/tmp/x ")
         assert "--xla_cpu_multi_thread_eigen=false" in s.env["XLA_FLAGS"]
         assert s.env["OMP_NUM_THREADS"] == s.env["OPENBLAS_NUM_THREADS"] == "1"
+    # reproduce --jobs: the same limits, no affinity (a pinned child trains differently)
+    free = device_slots(2, {"JAX_PLATFORMS": "cpu"}, cpus=[0, 1], gpus=["0"], pin_cpus=False)
+    assert [s.cpus for s in free] == [(), ()]
+    assert [s.env for s in free] == [{**s.env, "XLA_FLAGS": s.env["XLA_FLAGS"].split(" ", 1)[1]}
+                                     for s in cpu]  # fmt: skip
     wide = device_slots(2, {"JAX_PLATFORMS": "cpu"}, cpus=range(8))
     assert [s.env["OMP_NUM_THREADS"] for s in wide] == ["4", "4"]
     assert "XLA_FLAGS" not in wide[0].env  # 4 cores each: XLA may use them

@@ -81,6 +81,47 @@ def test_figures_command_redraws_every_figure_of_the_reproduce_directory(reprodu
     assert "saliency_B_two_step_overlays.png" in drawn
 
 
+def test_jobs_train_in_child_processes_bitwise_as_in_one_process(reproduced, tmp_path, monkeypatch):
+    """--jobs 2: the three trainings run as children, two at a time, and give the runs this
+    process trained, loss for loss, hence the same comparison."""
+    out1, single = reproduced
+    # The children's JAX sees the 8 fake devices this process has (conftest), so they run
+    # the same sharded program, only single-threaded.
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "8")
+    out = tmp_path / "jobs"
+    summary = reproduce(
+        out, preset="debug", data=out1.parent / "cache", overrides=STEPS, figures=False, jobs=2
+    )
+    assert summary["timing"]["jobs"] == 2
+    for run in ("strategy_A", "strategy_B", "full5"):
+        assert _losses(out / run) == _losses(out1 / run), run
+        log = (out / run / "train.log").read_text()
+        assert "on 8 cpu device(s)" in log and "val accuracy" in log  # the child's output
+    assert summary["comparison"] == single["comparison"]
+    assert summary["predict_model"]["splits"] == single["predict_model"]["splits"]
+
+
+def test_a_failing_child_stops_the_others_and_names_its_log(reproduced, tmp_path):
+    from phasejax.train.children import TrainJob, train_all
+
+    out1, _ = reproduced
+    cfg = json.loads((out1 / "strategy_A" / "config.json").read_text())
+    from phasejax.config import load_config
+
+    good = load_config(str(out1 / "strategy_A" / "config.json"), ["train.steps=4000"])
+    bad = TrainJob(good, tmp_path / "bad", tmp_path / "no_such_cache")
+    slow = TrainJob(good, tmp_path / "slow", out1.parent / "cache")
+    with pytest.raises(RuntimeError, match=r"training .*bad failed \(exit 1\)") as err:
+        train_all([slow, bad], 2, poll_s=0.2)
+    assert "no_such_cache" in str(err.value)  # the child's own message, from its log
+    assert cfg["model"]["strategy"] == "one_step"
+    # The slow run was stopped long before its 4000 steps.
+    from phasejax.train.children import last_logged_step
+
+    assert last_logged_step(tmp_path / "slow" / "metrics.jsonl") < 4000
+    assert not (tmp_path / "slow" / "results.json").exists()
+
+
 def test_report_says_when_network_2_has_its_own_batch(reproduced):
     _, summary = reproduced
     assert summary["step2_own_batch"] is False  # the debug config, as the quick one
@@ -153,3 +194,25 @@ def test_members_refuse_a_directory_of_the_other_layout(ensembled, reproduced, c
     args = ["reproduce", "--config", "debug", "--cache", cache, "--out", str(out), "--members", "0"]
     assert main(args) == 2
     assert "--members must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_members_layout_is_checked_for_both_strategies_before_training(
+    reproduced, tmp_path, capsys
+):
+    """Only B's directory holds a single run: the usage error names it and A trains nothing."""
+    import shutil
+
+    from phasejax.cli import main
+
+    out1, _ = reproduced
+    out = tmp_path / "mixed"
+    shutil.copytree(out1 / "strategy_B", out / "strategy_B")
+    args = ["reproduce", "--config", "debug", "--cache", str(out1.parent / "cache"),
+            "--out", str(out), "--members", "2", *sum((["--set", s] for s in STEPS), [])]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert main([*args[:-2], "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+    assert f"{out / 'strategy_B'} holds a single network's run" in err
+    assert not (out / "strategy_A").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["strategy_B"]

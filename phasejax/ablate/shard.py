@@ -203,12 +203,16 @@ def device_slots(
     cpus: Sequence[int] | None = None,
     gpus: Sequence[str] | None = None,
     tpu_chips: Sequence[str] | None = None,
+    pin_cpus: bool = True,
 ) -> list[Slot]:
     """One Slot per child: its devices and, on every host, an even share of the CPU cores.
 
     The platform is the first found of GPUs, TPU chips and CPU, unless JAX_PLATFORMS names
     cpu. Accelerators are split evenly (the remainder stays idle); fewer accelerators than
     children is an error, as two trainings on one chip would only contend for it.
+    pin_cpus False: CPU children keep their thread limits but not an affinity (the slots'
+    cpus are ()), which `phasejax reproduce --jobs` needs: on the CPU an unpinned child
+    trains bitwise as the same run in one process does, a pinned one does not.
     """
     env = os.environ if env is None else env
     if parallel < 1:
@@ -271,7 +275,7 @@ def device_slots(
         }
         if xla_flags:
             cpu_env["XLA_FLAGS"] = xla_flags
-        cores = tuple(core_sets[k])
+        cores = tuple(core_sets[k]) if pin_cpus else ()
         what = f"CPU cores {','.join(map(str, cores))}" if cores else "CPU (shared cores)"
         slots.append(Slot(cpu_env, cores, what))
     return slots
@@ -291,7 +295,8 @@ class Child:
     seconds: float = 0.0
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last `lines` lines of a child's log, each progress-bar line in its last state."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -347,7 +352,7 @@ def launch(
                         file=stream,
                     )
                     if c.returncode != 0:
-                        print(_tail(c.log), file=stream)
+                        print(log_tail(c.log), file=stream)
             time.sleep(poll_s)
     except KeyboardInterrupt:
         for c in children:

@@ -42,6 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="networks per strategy (seeds train.seed, +1, ...), their probabilities "
         "averaged; the same for A and B (default: 1)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="J",
+        help="trainings at once, each in a child process with its share of the host (default: "
+        "one per GPU or TPU chip, or per CPU core, at most the 2 x members + 1 trainings); "
+        "1 trains them in turn in this process. The runs are the same either way",
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     add_alias(p, "--preset", "--config")
     add_alias(p, "--data", "--cache")
@@ -49,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from phasejax.reproduce import reproduce, reproduce_config
+    from phasejax.reproduce import check_layout, reproduce, reproduce_config
 
     try:
         # Every enumerated setting is checked here (phasejax.config's Literals); the
@@ -59,6 +68,15 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(e))
     if args.members < 1:
         return _usage_error(f"--members must be at least 1, got {args.members}")
+    if args.jobs is not None and args.jobs < 1:
+        return _usage_error(f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        check_layout(args.out, args.members)
+    except ValueError as e:
+        return _usage_error(str(e))
+    from phasejax.train.children import auto_jobs
+
+    jobs = args.jobs or auto_jobs(2 * args.members + 1)  # A's and B's members, and full5
     summary = reproduce(
         args.out,
         preset=args.config,
@@ -66,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         figures=not args.no_figures,
         members=args.members,
+        jobs=jobs,
     )
     st = summary["strategies"]
     for key in ("A", "B"):
