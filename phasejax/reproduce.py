@@ -16,8 +16,8 @@ the baseline scored 96.0-96.9% where its single networks scored 93.8-96.4%
 (README, "What narrows it is averaging").
 
 The trainings (A's, B's and full5) are independent: `jobs` J > 1 runs J of them at once as
-child processes (`phasejax.train.children`; the command's default is one per accelerator or
-CPU core), each the same run, bitwise on the CPU, as in one process.
+child processes (`phasejax.train.children`; the command's default is one per GPU or TPU
+chip, and 1 on a CPU host), each the same run, bitwise on the CPU, as in one process.
 
 A third model, `OUT/full5`, is the one to give `phasejax predict`: strategy B with the
 `full5` label set (NC + the four phases, network 1 over NC / AP / PVP / DP). The paper's

@@ -102,23 +102,19 @@ def test_jobs_train_in_child_processes_bitwise_as_in_one_process(reproduced, tmp
 
 
 def test_a_failing_child_stops_the_others_and_names_its_log(reproduced, tmp_path):
-    from phasejax.train.children import TrainJob, train_all
+    from phasejax.config import load_config
+    from phasejax.train.children import TrainJob, last_logged_step, train_all
 
     out1, _ = reproduced
-    cfg = json.loads((out1 / "strategy_A" / "config.json").read_text())
-    from phasejax.config import load_config
-
-    good = load_config(str(out1 / "strategy_A" / "config.json"), ["train.steps=4000"])
-    bad = TrainJob(good, tmp_path / "bad", tmp_path / "no_such_cache")
-    slow = TrainJob(good, tmp_path / "slow", out1.parent / "cache")
+    # A run that would not finish for hours beside one whose cache does not exist.
+    endless = load_config(str(out1 / "strategy_A" / "config.json"), ["train.steps=1000000"])
+    bad = TrainJob(endless, tmp_path / "bad", tmp_path / "no_such_cache")
+    slow = TrainJob(endless, tmp_path / "slow", out1.parent / "cache")
     with pytest.raises(RuntimeError, match=r"training .*bad failed \(exit 1\)") as err:
         train_all([slow, bad], 2, poll_s=0.2)
     assert "no_such_cache" in str(err.value)  # the child's own message, from its log
-    assert cfg["model"]["strategy"] == "one_step"
-    # The slow run was stopped long before its 4000 steps.
-    from phasejax.train.children import last_logged_step
-
-    assert last_logged_step(tmp_path / "slow" / "metrics.jsonl") < 4000
+    # The slow run was stopped (SIGINT: it leaves as on Ctrl-C) long before its last step.
+    assert 0 <= last_logged_step(tmp_path / "slow" / "metrics.jsonl") < 1000000
     assert not (tmp_path / "slow" / "results.json").exists()
 
 

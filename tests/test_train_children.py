@@ -5,13 +5,15 @@ import json
 from phasejax.train.children import auto_jobs, last_logged_step
 
 
-def test_auto_jobs_one_per_accelerator_or_core_at_most_one_per_training(monkeypatch):
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    assert auto_jobs(5, {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}) == 2
-    assert auto_jobs(1, {"JAX_PLATFORMS": "cpu"}) == 1
-    assert auto_jobs(5, {"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3  # GPUs, not cores
+def test_auto_jobs_one_per_accelerator_at_most_one_per_training_one_on_a_cpu(monkeypatch):
+    assert auto_jobs(5, {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}) == 1
+    assert auto_jobs(5, {"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3
     assert auto_jobs(2, {"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 2
     assert auto_jobs(3, {"CUDA_VISIBLE_DEVICES": "-1", "TPU_VISIBLE_CHIPS": "0,1,2,3"}) == 3
+    # a host with neither (no nvidia-smi, no /dev/accel*)
+    monkeypatch.setattr("phasejax.ablate.shard.visible_gpus", lambda env: [])
+    monkeypatch.setattr("phasejax.ablate.shard.visible_tpu_chips", lambda env: [])
+    assert auto_jobs(5, {}) == 1
 
 
 def test_last_logged_step_reads_the_last_complete_line(tmp_path):

@@ -47,9 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="J",
-        help="trainings at once, each in a child process with its share of the host (default: "
-        "one per GPU or TPU chip, or per CPU core, at most the 2 x members + 1 trainings); "
-        "1 trains them in turn in this process. The runs are the same either way",
+        help="trainings at once, each in a child process with its own accelerator (default: "
+        "one per GPU or TPU chip, at most the 2 x members + 1 trainings; 1 on a CPU host, "
+        "where it barely pays); 1 trains them in turn in this process. The runs are the same "
+        "either way",
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     add_alias(p, "--preset", "--config")

@@ -1,11 +1,14 @@
 """Trainings as child processes, several at a time on one host (`phasejax reproduce --jobs`).
 
-Why: on a small CPU host one training leaves the cores partly idle. XLA:CPU runs the quick
-config's training step on two cores only 1.4-1.6 times faster than on one (59 against 84 ms
-one-step, 107 against 169 ms two-step; session 27, Xeon 6/167), so two single-threaded
-trainings side by side finish sooner than the same two in turn: 160 against 187 s for two
-600-step two-step runs, input pipelines included. On a host with accelerators each child
-gets its own (`phasejax.ablate.shard.device_slots`), one training per GPU or TPU chip.
+On a host with several GPUs or TPU chips each child gets its own
+(`phasejax.ablate.shard.device_slots`), one training per accelerator, where one process
+would train the small ResNets one after another on one of them. On a CPU host it is measured
+and barely pays: XLA:CPU runs the quick config's training step on two cores only 1.6 times
+faster than on one (57 against 92 ms one-step, 100 against 165 ms two-step; session 27,
+2-core Xeon 6/167, docs/benchmarks/stem_cost_quick_xeon_*.json), but with the input
+pipelines sharing the cores two single-threaded two-step trainings side by side took 714 s
+where one alone took 376 s in one process (3000 steps each), so there the default is one
+training at a time, in this process.
 
 Each child runs `phasejax train --config RUN/config.json --out RUN --cache CACHE`, so each
 training is an ordinary run directory: resumable, and on the CPU bitwise the run that
@@ -56,16 +59,16 @@ class TrainJob:
 
 
 def auto_jobs(n_trainings: int, env: Mapping[str, str] | None = None) -> int:
-    """Trainings at once by default: one per GPU or TPU chip on an accelerator host, one per
-    core on a CPU host, never more than there are trainings. Reads no JAX backend, which
-    would take the accelerators' memory before the children start."""
+    """Trainings at once by default: one per GPU or TPU chip on an accelerator host, never
+    more than there are trainings; 1 on a CPU host (the module docstring says why). Reads no
+    JAX backend, which would take the accelerators' memory before the children start."""
     from phasejax.ablate.shard import visible_gpus, visible_tpu_chips
 
     env = os.environ if env is None else env
-    cpu_only = env.get("JAX_PLATFORMS", "").strip().lower() == "cpu"
-    accelerators = [] if cpu_only else (visible_gpus(env) or visible_tpu_chips(env))
-    slots = len(accelerators) if accelerators else len(os.sched_getaffinity(0))
-    return max(1, min(n_trainings, slots))
+    if env.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return 1
+    accelerators = visible_gpus(env) or visible_tpu_chips(env)
+    return max(1, min(n_trainings, len(accelerators)))
 
 
 def last_logged_step(metrics: Path) -> int:
