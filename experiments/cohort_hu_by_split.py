@@ -28,6 +28,25 @@ import numpy as np
 STRUCTURES = ("aorta", "portal_vein", "liver", "kidney_cortex", "kidney_collecting")
 
 
+def bin_counts(hu: dict[tuple[str, str], list[float]], edges: list[float]) -> list[dict[str, Any]]:
+    """Per (split, phase): the count per HU bin, the bins half-open ([a, b): a value on an
+    edge counts in the bin above it) and open-ended below the first edge and above the last."""
+    full = [-np.inf, *edges, np.inf]
+    names = [
+        f"<{b:g}" if a == -np.inf else (f">={a:g}" if b == np.inf else f"{a:g}-{b:g}")
+        for a, b in zip(full[:-1], full[1:])
+    ]
+    return [
+        {
+            "split": split,
+            "phase": phase,
+            "n": len(values),
+            "counts": dict(zip(names, np.histogram(values, full)[0].tolist())),
+        }
+        for (split, phase), values in sorted(hu.items())
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cohort", type=Path, required=True, help="the cohort cache (manifest.csv)")
@@ -53,20 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             float(compartment_hu(plan.patient, s.t, 120.0)[label])
         )
     edges = [float(x) for x in args.bins.split(",") if x]
-    full = [-np.inf, *edges, np.inf]
-    names = [
-        f"<{b:g}" if a == -np.inf else (f">={a:g}" if b == np.inf else f"{a:g}-{b:g}")
-        for a, b in zip(full[:-1], full[1:])
-    ]
-    counts = [
-        {
-            "split": split,
-            "phase": phase,
-            "n": len(values),
-            "counts": dict(zip(names, np.histogram(values, full)[0].tolist())),
-        }
-        for (split, phase), values in sorted(hu.items())
-    ]
+    counts = bin_counts(hu, edges)
     json.dump({"cohort": str(args.cohort), "structure": args.structure, "bins": counts},
               sys.stdout, indent=1)  # fmt: skip
     print()
