@@ -355,12 +355,17 @@ def launch(
                         print(log_tail(c.log), file=stream)
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        for c in children:
-            if c.proc is not None and c.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    c.proc.send_signal(signal.SIGINT)
-        for c in children:
-            if c.proc is not None:
-                c.proc.wait()
+        interrupt([c.proc for c in children if c.proc is not None])
         raise
     return children
+
+
+def interrupt(procs: Sequence[subprocess.Popen]) -> None:
+    """SIGINT every child still running (each stops as on Ctrl-C, its last checkpoint kept),
+    then wait for all of them."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        proc.wait()

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -51,11 +50,6 @@ class TrainJob:
     def finished(self) -> bool:
         done = wd.read_results(self.run_dir)
         return done is not None and "splits" in done
-
-    def steps_done(self) -> int:
-        if self.finished():
-            return int(self.cfg.train.steps)
-        return last_logged_step(self.run_dir / wd.METRICS_FILE)
 
 
 def auto_jobs(n_trainings: int, env: Mapping[str, str] | None = None) -> int:
@@ -122,9 +116,10 @@ def train_all(
 
     from tqdm.auto import tqdm
 
-    from phasejax.ablate.shard import device_slots, log_tail
+    from phasejax.ablate.shard import device_slots, interrupt, log_tail
 
     queue = sorted((j for j in jobs if not j.finished()), key=lambda j: -j.cost)
+    done_steps = sum(int(j.cfg.train.steps) for j in jobs if j not in queue)
     slots = device_slots(min(parallel, max(1, len(queue))), pin_cpus=False)
     for job in queue:
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,27 +150,21 @@ def train_all(
                 if rc is None:
                     continue
                 del running[k]
+                done_steps += int(job.cfg.train.steps)
                 if rc != 0:
                     raise RuntimeError(
                         f"training {job.run_dir} failed (exit {rc}); the end of "
                         f"{job.run_dir / LOG_FILE}:\n{log_tail(job.run_dir / LOG_FILE)}"
                     )
                 bar.write(f"[train] {job.run_dir} done")
-            bar.n = sum(min(j.steps_done(), int(j.cfg.train.steps)) for j in jobs)
+            # Queued runs count the steps an interrupted earlier attempt logged.
+            bar.n = done_steps + sum(
+                min(last_logged_step(j.run_dir / wd.METRICS_FILE), int(j.cfg.train.steps))
+                for j in [*queue, *(job for job, _ in running.values())]
+            )
             bar.refresh()
             if queue or running:
                 time.sleep(poll_s)
     finally:
         bar.close()
-        _stop(proc for _, proc in running.values())
-
-
-def _stop(procs: Iterable[subprocess.Popen]) -> None:
-    """SIGINT (a training stops as on Ctrl-C, its last checkpoint kept) and wait."""
-    procs = list(procs)
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-    for proc in procs:
-        proc.wait()
+        interrupt([proc for _, proc in running.values()])
