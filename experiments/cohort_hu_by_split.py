@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-STRUCTURES = ("aorta", "portal_vein", "liver", "kidney_cortex", "kidney_collecting")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cohort_accuracy_by_hu import STRUCTURES  # noqa: E402  the structures the labels read
 
 
 def bin_counts(hu: dict[tuple[str, str], list[float]], edges: list[float]) -> list[dict[str, Any]]:
