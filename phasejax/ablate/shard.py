@@ -360,12 +360,18 @@ def launch(
     return children
 
 
-def interrupt(procs: Sequence[subprocess.Popen]) -> None:
+def interrupt(procs: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
     """SIGINT every child still running (each stops as on Ctrl-C, its last checkpoint kept),
-    then wait for all of them."""
+    then wait for all of them; one still running after `grace_s` (a KeyboardInterrupt caught
+    inside a library during its start, say) is killed, so the parent never waits forever."""
     for proc in procs:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
     for proc in procs:
-        proc.wait()
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
