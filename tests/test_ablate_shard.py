@@ -249,3 +249,24 @@ def test_parallel_two_children_train_the_smoke_plan(tmp_path, capsys):
     logs = sorted(p.name for p in (out / "_logs").iterdir())
     assert logs == ["shard-0-of-2.log", "shard-1-of-2.log"]
     assert "1 run(s) done now" in (out / "_logs" / "shard-0-of-2.log").read_text()
+
+
+def test_interrupt_kills_a_child_that_ignores_sigint_after_the_grace():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from phasejax.ablate.shard import interrupt
+
+    code = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"  # noqa: E501
+    stubborn = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    polite = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE)  # fmt: skip
+    for p in (stubborn, polite):
+        assert p.stdout.readline() == b"1\n"  # started, its handlers in place
+    t = time.monotonic()
+    interrupt([stubborn, polite], grace_s=1.0)
+    assert time.monotonic() - t < 30
+    assert polite.returncode != 0 and polite.returncode != -signal.SIGKILL  # KeyboardInterrupt
+    assert stubborn.returncode == -signal.SIGKILL
