@@ -111,6 +111,10 @@ class CohortConfig(_Section):
     # equilibrium thresholds leave more series near a boundary; on real scans it cost nothing
     # with label smoothing (sim2real suite, 6 seeds: predict's call 67 against 66 of 72).
     delayed_rule: DelayedRule = "excretion"
+    # Arterial series added to each training exam, scanned when the portal vein lies within
+    # 30 HU of the EAP/LAP threshold (phasejax.cohort.exam.EXTRA_ARTERIAL_PORTAL_HU), so that
+    # the training data pin that boundary; the other splits are the same whatever its value.
+    extra_arterial: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -565,3 +565,82 @@ def test_a_disk_too_small_for_the_cache_is_refused_before_rendering(
     vols.mkdir(parents=True, exist_ok=True)
     (vols / "done.npy").write_bytes(b"\0" * (need - need // 4))
     G.check_free_space(tmp_path / "c" / "cache", tiny, CacheSpec(size=32))
+
+
+def test_extra_arterial_series_sit_at_the_portal_threshold_and_leave_the_exam_as_it_was() -> None:
+    from phasejax.cohort.exam import EXTRA_ARTERIAL_PORTAL_HU, portal_vein_time
+    from phasejax.cohort.kinetics import EAP_LAP_PORTAL_HU, structure_hu
+
+    lo, hi = EXTRA_ARTERIAL_PORTAL_HU
+    phases, portal = Counter(), []
+    # EXT-C shares one UID between its arterial and portal series: an extra one must not.
+    for site in (SITES["INT"], SITES["EXT-C"]):
+        for i in range(16):
+            plain = plan_exam(site, i, cohort_seed=0, namespace="t")
+            more = plan_exam(site, i, cohort_seed=0, namespace="t", extra_arterial=2)
+            n = len(plain.series)
+            assert more.series[:n] == plain.series and len(more.series) == n + 2
+            uids = {s.series_uid for s in plain.series}
+            for s in more.series[n:]:
+                assert s.protocol_phase == "arterial" and s.series_uid not in uids
+                assert s.acquisition == "" and s.series_number > max(
+                    p.series_number for p in plain.series
+                )
+                pv = float(structure_hu(more.patient, np.array([s.t]))[Label.PORTAL_VEIN][0])
+                portal.append(pv)
+                phases[s.phase] += 1
+                if s.phase in (Phase.EAP, Phase.LAP):
+                    assert (s.phase == Phase.LAP) == (pv >= EAP_LAP_PORTAL_HU)
+            assert len({s.series_id for s in more.series}) == n + 2
+    # Within the band (below it only where a patient's unenhanced portal vein is brighter
+    # than its lower end), and both sides of the threshold well represented.
+    assert lo - 1e-6 <= min(portal) and max(portal) <= hi + 1e-6
+    assert np.mean(np.array(portal) < EAP_LAP_PORTAL_HU) == pytest.approx(0.5, abs=0.2)
+    assert phases[Phase.EAP] >= 15 and phases[Phase.LAP] >= 10
+    # The time at which the portal vein reaches a level is where its curve crosses it.
+    p = plain.patient
+    t = portal_vein_time(p, 90.0)
+    before, at = structure_hu(p, np.array([t - 0.5, t]))[Label.PORTAL_VEIN]
+    assert before < 90.0 and at == pytest.approx(90.0, abs=1e-6)
+
+
+def test_extra_arterial_series_go_to_training_exams_only(tiny_cache: Path, tmp_path: Path) -> None:
+    from phasejax.cohort.exam import replan_series
+
+    out = tmp_path / "artx"
+    argv = ["cohort", "generate", "--size", "tiny", "--out", str(out), "--format", "cache"]
+    assert cli.main([*argv, "--cache-size", "64", "--no-progress", "--extra-arterial", "1"]) == 0
+    plain = {r["series_id"]: r for r in read_csv(tiny_cache / "cache" / "manifest.csv")}
+    more = {r["series_id"]: r for r in read_csv(out / "cache" / "manifest.csv")}
+    extra = sorted(set(more) - set(plain))
+    assert set(plain) <= set(more)
+    train = {r["patient_id"] for r in plain.values() if r["split"] == "train"}
+    assert sorted(more[s]["patient_id"] for s in extra) == sorted(train)
+    assert {more[s]["protocol_phase"] for s in extra} == {"arterial"}
+    # Every series of the cohort without extras is byte for byte the same.
+    a, b = _tree_bytes(tiny_cache / "cache" / "volumes"), _tree_bytes(out / "cache" / "volumes")
+    assert [k for k in a if a[k] != b[k]] == []
+    # replan_series finds the extra series again (the experiments read structure HU that way).
+    info = json.loads((out / "cohort.json").read_text())
+    assert info["extra_arterial"] == 1
+    plans: dict = {}
+    for sid in extra:
+        _, s = replan_series(more[sid], info, plans)
+        assert s.phase.value == more[sid]["phase"]
+    with pytest.raises(G.CohortError, match="extra_arterial: 1 != 0"):
+        G.generate("tiny", out, fmt="cache", cache_spec=SPEC, progress=False)
+    # A folder without the option is the cohort without extras.
+    spec = CacheSpec(spacing_z=5.0, size=192)
+    assert G.cohort_dir_name(CohortConfig(preset="medium", extra_arterial=1), spec).endswith(
+        "-dpexcretion-artx1-z5-px192"
+    )
+    (tmp_path / "old").mkdir()
+    old = {
+        k: v
+        for k, v in G._cohort_info(G.get_preset("tiny"), 0, "cache", SPEC, 0.0, "excretion").items()
+        if k != "extra_arterial"
+    }
+    (tmp_path / "old" / "cohort.json").write_text(json.dumps(old))
+    G._check_same_cohort(
+        tmp_path / "old", G._cohort_info(G.get_preset("tiny"), 0, "cache", SPEC, 0.0, "excretion")
+    )

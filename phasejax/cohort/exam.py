@@ -27,9 +27,17 @@ from typing import Any
 import numpy as np
 
 from phasejax.cohort.dicom_writer import make_uid
-from phasejax.cohort.kinetics import DEFAULT_DELAYED_RULE, aorta_trigger_time, phase_of
+from phasejax.cohort.kinetics import (
+    DEFAULT_DELAYED_RULE,
+    DT,
+    EAP_LAP_PORTAL_HU,
+    aorta_trigger_time,
+    phase_of,
+    structure_hu,
+)
 from phasejax.cohort.patient import sample_patient
 from phasejax.cohort.sites import ArterialTiming, Site
+from phasejax.cohort.structures import Label
 from phasejax.data.series import make_series_id
 from phasejax.phases import Phase
 
@@ -44,6 +52,14 @@ NEIGHBOUR: dict[Phase, Phase] = {
 MIN_INTERSCAN_S = 10.0
 # Bolus tracking starts monitoring the aorta a few seconds after injection start.
 MONITOR_START_S = 8.0
+# Extra arterial series of training exams (`plan_exam(extra_arterial=...)`) are scanned when
+# the portal vein (at 120 kVp) has reached a level drawn uniformly from this band around the
+# EAP/LAP threshold (kinetics.EAP_LAP_PORTAL_HU = 80). Why: the protocols put few arterial
+# series there (medium v8: 12 EAP at 60-80 HU and 12 LAP at 80-100 HU of 314 training
+# arterial series; docs/cohort/portal_vein_by_split.json), so a network may place the
+# boundary anywhere in 60-120 HU and still fit its training series, and where a seed put it
+# decided the two-step network's external accuracy (session 27).
+EXTRA_ARTERIAL_PORTAL_HU = (EAP_LAP_PORTAL_HU - 30.0, EAP_LAP_PORTAL_HU + 30.0)
 _BASE_DATE = dt.datetime(2024, 1, 1, 7, 30)
 
 
@@ -145,6 +161,22 @@ def _tracking_trigger(patient: Any, protocol: Any, kvp: float, rng: np.random.Ge
     return start + n * dt_s
 
 
+def portal_vein_time(patient: Any, portal_hu: float) -> float:
+    """The first time (s after injection start) at which the patient's portal vein reaches
+    `portal_hu` at 120 kVp (the labels' voltage), interpolated between the kinetics grid's
+    points as `structure_hu` interpolates; the time of its peak when it never does."""
+    times = np.arange(MONITOR_START_S, 120.0, DT)
+    pv = structure_hu(patient, times)[Label.PORTAL_VEIN]
+    above = np.flatnonzero(pv >= portal_hu)
+    if not above.size:
+        return float(times[int(np.argmax(pv))])
+    i = int(above[0])
+    if i == 0:
+        return float(times[0])
+    frac = (portal_hu - pv[i - 1]) / max(float(pv[i] - pv[i - 1]), 1e-9)
+    return float(times[i - 1] + DT * frac)
+
+
 def plan_exam(
     site: Site,
     index: int,
@@ -154,12 +186,17 @@ def plan_exam(
     label_noise: float = 0.0,
     min_slice_thickness_mm: float = 0.0,
     delayed_rule: str = DEFAULT_DELAYED_RULE,
+    extra_arterial: int = 0,
 ) -> ExamPlan:
     """Everything about exam `index` of `site` except its pixels.
 
     `min_slice_thickness_mm` lets small presets force thick slices (after all random
     draws, so the exam is otherwise the same). `delayed_rule` is the labelling rule's
     (kinetics.phase_from_hu); it changes labels only, never a random draw or a pixel.
+    `extra_arterial` adds that many arterial series scanned when the portal vein lies in
+    EXTRA_ARTERIAL_PORTAL_HU (the generator gives them to training exams only); they come
+    last, from their own random stream, so the exam's other series are the same with or
+    without them.
     """
     pid = patient_id_for(site, index)
     ns = (namespace, cohort_seed, site.name, index)
@@ -207,6 +244,11 @@ def plan_exam(
         ("portal", float(t_pv), float(t_pv)),
         ("delayed", t_dp, t_dp),
     ]
+    n_regular = len(times)
+    rng_extra = rng_for("extra-arterial", *ns)
+    for _ in range(int(extra_arterial)):
+        t_x = portal_vein_time(patient, float(rng_extra.uniform(*EXTRA_ARTERIAL_PORTAL_HU)))
+        times.append(("arterial", t_x, t_x))
 
     vendor = site.vendor
     uid_ns = ("series", namespace, cohort_seed, pid)
@@ -215,20 +257,22 @@ def plan_exam(
     series = []
     for k, (pphase, t, seconds) in enumerate(times):
         acq_number = k + 1
-        if pphase in vendor.shared_uid_phases:
+        # An extra series keeps its own UID (never shared) and its own noise key.
+        key = pphase if k < n_regular else f"{pphase}-extra{k - n_regular + 1}"
+        if pphase in vendor.shared_uid_phases and k < n_regular:
             uid, acquisition = shared_uid, str(acq_number)
             series_number = 2 + times.index(
                 next(x for x in times if x[0] in vendor.shared_uid_phases)
             )
         else:
-            uid, acquisition = make_uid(*uid_ns, pphase), ""
+            uid, acquisition = make_uid(*uid_ns, key), ""
             series_number = 2 + k
         true_phase = Phase(phase_of(patient, t, delayed_rule))
         phase, flipped = given_label(
             true_phase,
             label_noise=label_noise,
             cohort_seed=cohort_seed,
-            series_key=f"{namespace}|{pid}|{pphase}",
+            series_key=f"{namespace}|{pid}|{key}",
         )
         template = vendor.descriptions.get(pphase, pphase.upper())
         series.append(
@@ -277,8 +321,9 @@ def replan_series(
 ) -> tuple[ExamPlan, SeriesPlan]:
     """The exam and series plans of one manifest row of a generated cohort's cache, planned
     again exactly as the generator planned them (`cohort_info` is its cohort.json: seed,
-    preset, delayed_rule); `plans` keeps the exams planned so far, by (site, index). No
-    pixels: patient, scan time and kVp, from which kinetics gives every structure's HU."""
+    preset, delayed_rule, extra_arterial); `plans` keeps the exams planned so far, by (site,
+    index). No pixels: patient, scan time and kVp, from which kinetics gives every
+    structure's HU."""
     from phasejax.cohort.sites import SITES
 
     index = int(row["patient_id"].rsplit("-", 1)[1])
@@ -290,6 +335,9 @@ def replan_series(
             cohort_seed=int(cohort_info["seed"]),
             namespace=cohort_info["preset"],
             delayed_rule=cohort_info.get("delayed_rule", DEFAULT_DELAYED_RULE),
+            # Extras come last and change no other series: planning them for every exam
+            # finds the training exams' extra series and leaves the others as generated.
+            extra_arterial=int(cohort_info.get("extra_arterial", 0)),
         )
     plan = plans[key]
     return plan, next(s for s in plan.series if s.series_id == row["series_id"])

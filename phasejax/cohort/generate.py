@@ -443,6 +443,7 @@ class _Job:
     seed: int
     label_noise: float
     delayed_rule: str
+    extra_arterial: int
     fmt: str
     spacing_z: float
     size: int
@@ -544,6 +545,7 @@ def _run_exam(job: _Job) -> list[dict]:
         label_noise=job.label_noise,
         min_slice_thickness_mm=preset.min_slice_thickness_mm,
         delayed_rule=job.delayed_rule,
+        extra_arterial=job.extra_arterial if job.split == "train" else 0,
     )
     todo = [s for s in plan.series if not _series_done(out, s.series_id, job.fmt)]
     if not todo:
@@ -614,9 +616,16 @@ def _run_exam(job: _Job) -> list[dict]:
 
 
 def _cohort_info(
-    preset: Preset, seed: int, fmt: str, spec: CacheSpec, label_noise: float, delayed_rule: str
+    preset: Preset,
+    seed: int,
+    fmt: str,
+    spec: CacheSpec,
+    label_noise: float,
+    delayed_rule: str,
+    extra_arterial: int = 0,
 ) -> dict:
     return {
+        "extra_arterial": int(extra_arterial),
         "version": COHORT_VERSION,
         "preset": preset.name,
         "seed": int(seed),
@@ -641,11 +650,13 @@ def _check_same_cohort(out: Path, info: dict) -> None:
         "seed",
         "label_noise",
         "delayed_rule",
+        "extra_arterial",
         "cache_spacing_z",
         "cache_size",
     )
     # cohort.json written before delayed_rule existed: the rule was the default of then
     old.setdefault("delayed_rule", UNSTATED_DELAYED_RULE)
+    old.setdefault("extra_arterial", 0)
     diff = {k: (old.get(k), info[k]) for k in keys if old.get(k) != info[k]}
     if old.get("format") != info["format"]:
         diff["format"] = (old.get("format"), info["format"])
@@ -664,6 +675,7 @@ def _jobs(
     spec: CacheSpec,
     label_noise: float,
     delayed_rule: str = DEFAULT_DELAYED_RULE,
+    extra_arterial: int = 0,
 ) -> Iterator[_Job]:
     splits = internal_splits(preset, seed)
     for site_name, idx in exam_list(preset):
@@ -673,7 +685,7 @@ def _jobs(
         split = splits[patient_id_for(site, idx)] if site.internal else "external"
         yield _Job(
             out=str(out), preset=preset, seed=seed, label_noise=float(label_noise),
-            delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
+            delayed_rule=delayed_rule, extra_arterial=int(extra_arterial), fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
             site=site_name, index=idx, split=split,
         )  # fmt: skip
 
@@ -700,6 +712,7 @@ def generate(
     cache_spec: CacheSpec | None = None,
     label_noise: float = 0.0,
     delayed_rule: str = DEFAULT_DELAYED_RULE,
+    extra_arterial: int = 0,
     progress: bool = True,
 ) -> Path:
     """Generate (or finish generating) a cohort into `out`; returns `out`.
@@ -708,6 +721,8 @@ def generate(
     fmt: "dicom" (DICOM + organ npz), "cache" (training cache only, rendered directly on
     the cache grid) or "both" (DICOM, and a cache made from exactly the DICOM pixels).
     The training cache, when made, is `out / "cache"`.
+    extra_arterial: arterial series added to each training exam near the EAP/LAP threshold
+    (exam.plan_exam); validation, test and external exams are the same whatever its value.
     """
     from tqdm import tqdm
 
@@ -718,9 +733,11 @@ def generate(
         raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
     if delayed_rule not in DELAYED_RULES:
         raise ValueError(f"delayed_rule must be one of {DELAYED_RULES}, got {delayed_rule!r}")
+    if int(extra_arterial) < 0:
+        raise ValueError(f"extra_arterial must be >= 0, got {extra_arterial}")
     p = preset if isinstance(preset, Preset) else get_preset(preset)
     out = Path(out)
-    info = _cohort_info(p, seed, fmt, cache_spec, label_noise, delayed_rule)
+    info = _cohort_info(p, seed, fmt, cache_spec, label_noise, delayed_rule, extra_arterial)
     _check_same_cohort(out, info)
     out.mkdir(parents=True, exist_ok=True)
     (out / ".progress").mkdir(exist_ok=True)
@@ -737,7 +754,7 @@ def generate(
         )
         check_free_space(out / "cache", p, cache_spec)
 
-    jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise, delayed_rule))
+    jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise, delayed_rule, extra_arterial))
     bar = tqdm(
         total=len(jobs), unit="exam", desc=f"cohort {p.name}", disable=not progress, file=sys.stderr
     )
@@ -811,6 +828,9 @@ def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
     # is named (a folder without a tag holding other labels would be reused silently).
     rule = cohort_cfg.delayed_rule
     tag = "" if rule == UNSTATED_DELAYED_RULE else f"-dp{rule}"
+    extra = int(getattr(cohort_cfg, "extra_arterial", 0))
+    if extra:
+        tag += f"-artx{extra}"
     return (
         f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
         f"-noise{float(cohort_cfg.label_noise):g}{tag}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
@@ -851,6 +871,7 @@ def ensure_cohort_cache(cohort_cfg: Any, spec: CacheSpec, root: Path | None = No
                     cache_spec=spec,
                     label_noise=float(cohort_cfg.label_noise),
                     delayed_rule=cohort_cfg.delayed_rule,
+                    extra_arterial=int(cohort_cfg.extra_arterial),
                 )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -73,6 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="what makes a series delayed (DP): iodine in the renal collecting system "
         "(excretion, the default), or that or the equilibrium image (the default up to cohort v8)",
     )
+    g.add_argument(
+        "--extra-arterial",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N arterial series added to each training exam, scanned when the portal vein is "
+        "within 30 HU of the EAP/LAP threshold (default 0; other splits unchanged)",
+    )
     g.add_argument("--cache-spacing-z", type=float, default=5.0, help="cache slice spacing, mm")
     g.add_argument("--cache-size", type=int, default=256, help="cache in-plane matrix")
     g.add_argument("--no-progress", action="store_true")
@@ -107,6 +115,7 @@ def run_generate(args: argparse.Namespace) -> int:
             cache_spec=CacheSpec(spacing_z=args.cache_spacing_z, size=args.cache_size),
             label_noise=args.label_noise,
             delayed_rule=args.delayed_rule,
+            extra_arterial=args.extra_arterial,
             progress=not args.no_progress,
         )
     except (CohortError, ValueError) as e:
