@@ -212,3 +212,24 @@ def test_members_layout_is_checked_for_both_strategies_before_training(
     assert f"{out / 'strategy_B'} holds a single network's run" in err
     assert not (out / "strategy_A").exists()
     assert sorted(p.name for p in out.iterdir()) == ["strategy_B"]
+
+
+def test_more_jobs_than_gpus_is_a_usage_error_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Three children on a host with two GPUs: refused before the cohort step (exit 2)."""
+    from phasejax.cli import main
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    out = tmp_path / "r"
+    args = [
+        "reproduce",
+        "--config",
+        "debug",
+        "--cache",
+        str(tmp_path / "no_cache"),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--jobs", "3"]) == 2
+    assert "--jobs 3: 3 children, but only 2 GPU(s) visible" in capsys.readouterr().err
+    assert not out.exists()

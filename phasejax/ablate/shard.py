@@ -229,7 +229,7 @@ def device_slots(
     slots = []
     if gpu_list:
         if len(gpu_list) < parallel:
-            raise ShardError(f"--parallel {parallel}: only {len(gpu_list)} GPU(s) visible")
+            raise ShardError(f"{parallel} children, but only {len(gpu_list)} GPU(s) visible")
         for k, group in enumerate(_split_even(gpu_list, parallel)):
             devices = ",".join(group)
             slots.append(
@@ -238,7 +238,7 @@ def device_slots(
         return slots
     if tpu_list:
         if len(tpu_list) < parallel:
-            raise ShardError(f"--parallel {parallel}: only {len(tpu_list)} TPU chip(s) visible")
+            raise ShardError(f"{parallel} children, but only {len(tpu_list)} TPU chip(s) visible")
         if len(tpu_list) // parallel != 1:
             # Several chips per process need the chip topology in the bounds; one chip each is
             # the layout that libtpu documents for independent processes on one VM.

@@ -75,9 +75,17 @@ def run(args: argparse.Namespace) -> int:
         check_layout(args.out, args.members)
     except ValueError as e:
         return _usage_error(str(e))
+    from phasejax.ablate.shard import ShardError, device_slots
     from phasejax.train.children import auto_jobs
 
-    jobs = args.jobs or auto_jobs(2 * args.members + 1)  # A's and B's members, and full5
+    trainings = 2 * args.members + 1  # A's and B's members, and full5
+    jobs = args.jobs or auto_jobs(trainings)
+    if jobs > 1:
+        # More children than accelerators: said before the cohort is generated, not after.
+        try:
+            device_slots(min(jobs, trainings), pin_cpus=False)
+        except ShardError as e:
+            return _usage_error(f"--jobs {jobs}: {e}")
     summary = reproduce(
         args.out,
         preset=args.config,
