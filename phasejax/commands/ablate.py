@@ -294,7 +294,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _child_argv(args: argparse.Namespace, shard: str) -> list[str]:
     """The command line of one `--parallel` child: this command for one shard, no summary."""
-    argv = [sys.executable, "-m", "phasejax.cli", "ablate", "--suite", ",".join(args.suite)]
+    from phasejax.child_cli import command
+
+    argv = command("ablate", "--suite", ",".join(args.suite))
     argv += ["--budget", args.budget, "--out", str(args.out), "--shard", shard, "--no-summary"]
     if args.seeds is not None:
         argv += ["--seeds", str(args.seeds)]

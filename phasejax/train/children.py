@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -85,12 +84,14 @@ def last_logged_step(metrics: Path) -> int:
 
 
 def child_command(job: TrainJob) -> list[str]:
-    return [
-        sys.executable, "-m", "phasejax.cli", "train",
+    from phasejax.child_cli import command
+
+    return command(
+        "train",
         "--config", str(job.run_dir / wd.CONFIG_FILE),
         "--out", str(job.run_dir),
         "--cache", str(job.cache),
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def train_all(

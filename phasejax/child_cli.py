@@ -1,0 +1,32 @@
+"""`python -m phasejax.child_cli ARGS...`: the phasejax command run as another one's child.
+
+`phasejax reproduce --jobs` and `phasejax ablate --parallel` stop their children with SIGINT
+(phasejax.ablate.shard.interrupt: each child stops as on Ctrl-C, its last checkpoint kept). A
+parent started as a background job of a non-interactive shell (`phasejax reproduce ... &` in
+a script, CI's runners) starts with SIGINT ignored (bash: "asynchronous commands ignore SIGINT
+and SIGQUIT"); Python leaves an ignored SIGINT ignored, and a child inherits it, so the
+children ran on after their parent's SIGINT until `interrupt` killed them 60 s later (seen in
+session 27's `.ci/run`). A child therefore restores Python's own handler before anything else.
+The parent itself keeps what it was given: a script that backgrounds it asked for that.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def command(*args: str) -> list[str]:
+    """The argv that runs `phasejax ARGS...` as a child of this process."""
+    return [sys.executable, "-m", "phasejax.child_cli", *args]
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from phasejax.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
