@@ -362,8 +362,9 @@ def launch(
 
 def interrupt(procs: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
     """SIGINT every child still running (each stops as on Ctrl-C, its last checkpoint kept),
-    then wait for all of them; one still running after `grace_s` (a KeyboardInterrupt caught
-    inside a library during its start, say) is killed, so the parent never waits forever."""
+    then wait for all of them; one still running after `grace_s` is killed, so the parent never
+    waits forever (children run as phasejax.child_cli, which honours SIGINT even where it was
+    inherited ignored; the kill covers any child that still does not stop)."""
     for proc in procs:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
