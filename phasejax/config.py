@@ -115,6 +115,10 @@ class CohortConfig(_Section):
     # 30 HU of the EAP/LAP threshold (phasejax.cohort.exam.EXTRA_ARTERIAL_PORTAL_HU), so that
     # the training data pin that boundary; the other splits are the same whatever its value.
     extra_arterial: int = 0
+    # Internal training exams added to the preset's (patients of their own, all in the
+    # training split): more training data while the test, validation and external series stay
+    # the same, so runs with and without them are scored on the same series.
+    extra_train_exams: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -644,3 +644,32 @@ def test_extra_arterial_series_go_to_training_exams_only(tiny_cache: Path, tmp_p
     G._check_same_cohort(
         tmp_path / "old", G._cohort_info(G.get_preset("tiny"), 0, "cache", SPEC, 0.0, "excretion")
     )
+
+
+def test_extra_training_exams_are_new_training_patients_and_change_no_other_exam(
+    tiny_cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "trainx"
+    argv = ["cohort", "generate", "--size", "tiny", "--out", str(out), "--format", "cache"]
+    assert cli.main([*argv, "--cache-size", "64", "--no-progress", "--extra-train-exams", "2"]) == 0
+    plain = {r["series_id"]: r for r in read_csv(tiny_cache / "cache" / "manifest.csv")}
+    more = {r["series_id"]: r for r in read_csv(out / "cache" / "manifest.csv")}
+    assert set(plain) <= set(more)
+    assert all(more[s]["split"] == r["split"] for s, r in plain.items())
+    extra = {(more[s]["patient_id"], more[s]["split"]) for s in set(more) - set(plain)}
+    tiny = G.get_preset("tiny")
+    assert extra == {
+        (f"INT-{tiny.internal:04d}", "train"),
+        (f"INT-{tiny.internal + 1:04d}", "train"),
+    }
+    a, b = _tree_bytes(tiny_cache / "cache" / "volumes"), _tree_bytes(out / "cache" / "volumes")
+    assert [k for k in a if a[k] != b[k]] == []
+    info = json.loads((out / "cohort.json").read_text())
+    assert (info["extra_train_exams"], info["num_exams"]) == (2, tiny.num_exams + 2)
+    with pytest.raises(G.CohortError, match="extra_train_exams: 2 != 0"):
+        G.generate("tiny", out, fmt="cache", cache_spec=SPEC, progress=False)
+    with pytest.raises(ValueError, match="extra_train_exams must be >= 0"):
+        G.generate("tiny", tmp_path / "neg", extra_train_exams=-1, progress=False)
+    spec = CacheSpec(spacing_z=5.0, size=192)
+    cfg = CohortConfig(preset="medium", extra_train_exams=315)
+    assert G.cohort_dir_name(cfg, spec).endswith("-dpexcretion-trainx315-z5-px192")

@@ -119,10 +119,13 @@ class Preset:
     external_per_site: int
     matrix: int = 512  # DICOM in-plane matrix (the FOV stays the site's)
     min_slice_thickness_mm: float = 0.0  # tiny: thick slices only, to stay small
+    # Internal exams beyond `internal`, every one a training exam (cohort.extra_train_exams):
+    # more training patients while the test, validation and external exams stay the same.
+    extra_train: int = 0
 
     @property
     def num_exams(self) -> int:
-        return self.internal + self.external_per_site * len(EXTERNAL_SITES)
+        return self.internal + self.extra_train + self.external_per_site * len(EXTERNAL_SITES)
 
 
 PRESETS: dict[str, Preset] = {
@@ -200,7 +203,7 @@ def get_preset(name: str) -> Preset:
 
 def exam_list(preset: Preset) -> list[tuple[str, int]]:
     """(site name, exam index) of every exam of a preset, internal first."""
-    out = [(INTERNAL_SITE, i) for i in range(preset.internal)]
+    out = [(INTERNAL_SITE, i) for i in range(preset.internal + preset.extra_train)]
     for name in EXTERNAL_SITES:
         out += [(name, i) for i in range(preset.external_per_site)]
     return out
@@ -210,7 +213,8 @@ def internal_splits(preset: Preset, seed: int) -> dict[str, str]:
     """Patient-level split of the internal site with exact test / val counts.
 
     Ordering by a hash of (seed, patient id), as phasejax.data.cache.assign_splits does,
-    so each patient's split is fixed by the seed alone.
+    so each patient's split is fixed by the seed alone. The preset's `extra_train` exams
+    (indices from `internal` on) are all training exams and move no other exam's split.
     """
     import hashlib
 
@@ -228,6 +232,8 @@ def internal_splits(preset: Preset, seed: int) -> dict[str, str]:
             if i < preset.internal_test + preset.internal_val
             else "train"
         )
+    for i in range(preset.internal, preset.internal + preset.extra_train):
+        out[patient_id_for(site, i)] = "train"
     return out
 
 
@@ -626,6 +632,7 @@ def _cohort_info(
 ) -> dict:
     return {
         "extra_arterial": int(extra_arterial),
+        "extra_train_exams": int(preset.extra_train),
         "version": COHORT_VERSION,
         "preset": preset.name,
         "seed": int(seed),
@@ -651,12 +658,14 @@ def _check_same_cohort(out: Path, info: dict) -> None:
         "label_noise",
         "delayed_rule",
         "extra_arterial",
+        "extra_train_exams",
         "cache_spacing_z",
         "cache_size",
     )
     # cohort.json written before delayed_rule existed: the rule was the default of then
     old.setdefault("delayed_rule", UNSTATED_DELAYED_RULE)
     old.setdefault("extra_arterial", 0)
+    old.setdefault("extra_train_exams", 0)
     diff = {k: (old.get(k), info[k]) for k in keys if old.get(k) != info[k]}
     if old.get("format") != info["format"]:
         diff["format"] = (old.get("format"), info["format"])
@@ -713,6 +722,7 @@ def generate(
     label_noise: float = 0.0,
     delayed_rule: str = DEFAULT_DELAYED_RULE,
     extra_arterial: int = 0,
+    extra_train_exams: int = 0,
     progress: bool = True,
 ) -> Path:
     """Generate (or finish generating) a cohort into `out`; returns `out`.
@@ -723,6 +733,8 @@ def generate(
     The training cache, when made, is `out / "cache"`.
     extra_arterial: arterial series added to each training exam near the EAP/LAP threshold
     (exam.plan_exam); validation, test and external exams are the same whatever its value.
+    extra_train_exams: internal training exams added to the preset's (Preset.extra_train);
+    the preset's own exams, their splits included, are the same whatever its value.
     """
     from tqdm import tqdm
 
@@ -735,7 +747,11 @@ def generate(
         raise ValueError(f"delayed_rule must be one of {DELAYED_RULES}, got {delayed_rule!r}")
     if int(extra_arterial) < 0:
         raise ValueError(f"extra_arterial must be >= 0, got {extra_arterial}")
+    if int(extra_train_exams) < 0:
+        raise ValueError(f"extra_train_exams must be >= 0, got {extra_train_exams}")
     p = preset if isinstance(preset, Preset) else get_preset(preset)
+    if extra_train_exams:
+        p = dataclasses.replace(p, extra_train=int(extra_train_exams))
     out = Path(out)
     info = _cohort_info(p, seed, fmt, cache_spec, label_noise, delayed_rule, extra_arterial)
     _check_same_cohort(out, info)
@@ -831,6 +847,9 @@ def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
     extra = int(getattr(cohort_cfg, "extra_arterial", 0))
     if extra:
         tag += f"-artx{extra}"
+    more = int(getattr(cohort_cfg, "extra_train_exams", 0))
+    if more:
+        tag += f"-trainx{more}"
     return (
         f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
         f"-noise{float(cohort_cfg.label_noise):g}{tag}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
@@ -872,6 +891,7 @@ def ensure_cohort_cache(cohort_cfg: Any, spec: CacheSpec, root: Path | None = No
                     label_noise=float(cohort_cfg.label_noise),
                     delayed_rule=cohort_cfg.delayed_rule,
                     extra_arterial=int(cohort_cfg.extra_arterial),
+                    extra_train_exams=int(cohort_cfg.extra_train_exams),
                 )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -81,6 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="N arterial series added to each training exam, scanned when the portal vein is "
         "within 30 HU of the EAP/LAP threshold (default 0; other splits unchanged)",
     )
+    g.add_argument(
+        "--extra-train-exams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N internal training exams added to the preset's (default 0; the test, "
+        "validation and external exams are unchanged)",
+    )
     g.add_argument("--cache-spacing-z", type=float, default=5.0, help="cache slice spacing, mm")
     g.add_argument("--cache-size", type=int, default=256, help="cache in-plane matrix")
     g.add_argument("--no-progress", action="store_true")
@@ -116,6 +124,7 @@ def run_generate(args: argparse.Namespace) -> int:
             label_noise=args.label_noise,
             delayed_rule=args.delayed_rule,
             extra_arterial=args.extra_arterial,
+            extra_train_exams=args.extra_train_exams,
             progress=not args.no_progress,
         )
     except (CohortError, ValueError) as e:
