@@ -164,6 +164,7 @@ SESSION_24 = ("m_step2_own", "m_hu_aux", "m_lr8e-3")
 SESSION_25 = ("m_art_jit", "m_steps1500")
 # Session 26's: cheaper ResNet stems (a 7x7 conv of stride 4; a 3x3 conv before the pool).
 SESSION_26 = ("m_stem4", "m_stem3")
+SESSION_28 = ("m_artx1", "m_artx1_jit5", "m_trainx315", "m_trainx315_artx1")
 
 
 def test_full_budget_baseline_is_the_quick_config_unchanged():
@@ -209,6 +210,10 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_steps1500": 1500,
         "m_stem4": 3000,
         "m_stem3": 3000,
+        "m_artx1": 3000,
+        "m_artx1_jit5": 3000,
+        "m_trainx315": 3000,
+        "m_trainx315_artx1": 3000,
     }
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
@@ -227,6 +232,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         *SESSION_24,
         *SESSION_25,
         *SESSION_26,
+        *SESSION_28,
     ):
         assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
@@ -246,6 +252,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         *SESSION_24,
         *SESSION_25,
         *SESSION_26,
+        *SESSION_28,
     ):
         assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
@@ -265,7 +272,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
     crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
-    for label in ("m_9sl", *SESSION_23, *SESSION_24, *SESSION_25, *SESSION_26):
+    for label in ("m_9sl", *SESSION_23, *SESSION_24, *SESSION_25, *SESSION_26, *SESSION_28):
         assert crops.pop(label) == pytest.approx(180.0)
     assert set(crops.values()) == {0.0} and len(crops) == 12
     base = runs["_baseline/seed0"].to_dict()
@@ -285,6 +292,11 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         ("m_steps1500", {"name", "train.steps"}),
         ("m_stem4", {"name", "model.stem"}),
         ("m_stem3", {"name", "model.stem"}),
+        # session 28: more training series from the synthetic cohort, tests unchanged
+        ("m_artx1", {"name", "cohort.extra_arterial"}),
+        ("m_artx1_jit5", {"name", "cohort.extra_arterial", "data.intensity_jitter_hu"}),
+        ("m_trainx315", {"name", "cohort.extra_train_exams"}),
+        ("m_trainx315_artx1", {"name", "cohort.extra_train_exams", "cohort.extra_arterial"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
         assert set(config_differences(base, fov.to_dict())) == keys
