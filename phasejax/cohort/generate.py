@@ -551,7 +551,7 @@ def _run_exam(job: _Job) -> list[dict]:
         label_noise=job.label_noise,
         min_slice_thickness_mm=preset.min_slice_thickness_mm,
         delayed_rule=job.delayed_rule,
-        extra_arterial=job.extra_arterial if job.split == "train" else 0,
+        extra_arterial=job.extra_arterial,
     )
     todo = [s for s in plan.series if not _series_done(out, s.series_id, job.fmt)]
     if not todo:
@@ -694,7 +694,9 @@ def _jobs(
         split = splits[patient_id_for(site, idx)] if site.internal else "external"
         yield _Job(
             out=str(out), preset=preset, seed=seed, label_noise=float(label_noise),
-            delayed_rule=delayed_rule, extra_arterial=int(extra_arterial), fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
+            delayed_rule=delayed_rule, fmt=fmt, spacing_z=spec.spacing_z, size=spec.size,
+            # extra arterial series for training exams only: the other splits stay as they are
+            extra_arterial=int(extra_arterial) if split == "train" else 0,
             site=site_name, index=idx, split=split,
         )  # fmt: skip
 
@@ -844,12 +846,10 @@ def cohort_dir_name(cohort_cfg: Any, spec: CacheSpec) -> str:
     # is named (a folder without a tag holding other labels would be reused silently).
     rule = cohort_cfg.delayed_rule
     tag = "" if rule == UNSTATED_DELAYED_RULE else f"-dp{rule}"
-    extra = int(getattr(cohort_cfg, "extra_arterial", 0))
-    if extra:
-        tag += f"-artx{extra}"
-    more = int(getattr(cohort_cfg, "extra_train_exams", 0))
-    if more:
-        tag += f"-trainx{more}"
+    if cohort_cfg.extra_arterial:
+        tag += f"-artx{int(cohort_cfg.extra_arterial)}"
+    if cohort_cfg.extra_train_exams:
+        tag += f"-trainx{int(cohort_cfg.extra_train_exams)}"
     return (
         f"cohort-{cohort_cfg.preset}-v{COHORT_VERSION}-seed{int(cohort_cfg.seed)}"
         f"-noise{float(cohort_cfg.label_noise):g}{tag}-z{float(spec.spacing_z):g}-px{int(spec.size)}"
