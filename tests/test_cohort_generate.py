@@ -573,8 +573,9 @@ def test_extra_arterial_series_sit_at_the_portal_threshold_and_leave_the_exam_as
 
     lo, hi = EXTRA_ARTERIAL_PORTAL_HU
     phases, portal = Counter(), []
-    # EXT-C shares one UID between its arterial and portal series: an extra one must not.
-    for site in (SITES["INT"], SITES["EXT-C"]):
+    # EXT-E shares one UID between its arterial and portal series: an extra one must not.
+    assert SITES["EXT-E"].vendor.shared_uid_phases == ("arterial", "portal")
+    for site in (SITES["INT"], SITES["EXT-E"]):
         for i in range(16):
             plain = plan_exam(site, i, cohort_seed=0, namespace="t")
             more = plan_exam(site, i, cohort_seed=0, namespace="t", extra_arterial=2)
