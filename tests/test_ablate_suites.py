@@ -164,7 +164,11 @@ SESSION_24 = ("m_step2_own", "m_hu_aux", "m_lr8e-3")
 SESSION_25 = ("m_art_jit", "m_steps1500")
 # Session 26's: cheaper ResNet stems (a 7x7 conv of stride 4; a 3x3 conv before the pool).
 SESSION_26 = ("m_stem4", "m_stem3")
-SESSION_28 = ("m_artx1", "m_artx1_jit5", "m_trainx315", "m_trainx315_artx1")
+# Session 28's: more training series from the cohort (m_artx1_jit5 is the quick config since
+# session 29, so at budget full it is the shared baseline run, not a run of its own).
+SESSION_28 = ("m_artx1", "m_trainx315", "m_trainx315_artx1")
+# Session 29: the quick config of sessions 21-28.
+SESSION_29 = ("m_quick_s27",)
 
 
 def test_full_budget_baseline_is_the_quick_config_unchanged():
@@ -211,10 +215,26 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         "m_stem4": 3000,
         "m_stem3": 3000,
         "m_artx1": 3000,
-        "m_artx1_jit5": 3000,
         "m_trainx315": 3000,
         "m_trainx315_artx1": 3000,
+        "m_quick_s27": 3000,
     }
+    # the value equal to the quick config is the baseline run itself, trained once
+    assert "quick_defaults/m_artx1_jit5/seed0" not in runs
+    assert runs["_baseline/seed0"].cohort.extra_arterial == 1
+    assert runs["_baseline/seed0"].data.intensity_jitter_hu == pytest.approx(5.0)
+    # every other value states the extra arterial series and the HU offset it was measured
+    # with, so that its row keeps its meaning now that the quick config has changed them
+    extra = {
+        r.split("/")[1]: c.cohort.extra_arterial for r, c in runs.items() if r.startswith("quick_")
+    }
+    jitter = {
+        r.split("/")[1]: c.data.intensity_jitter_hu
+        for r, c in runs.items()
+        if r.startswith("quick_")
+    }
+    assert {k for k, v in extra.items() if v} == {"m_artx1", "m_trainx315_artx1"}
+    assert {k: v for k, v in jitter.items() if v != 15.0} == {"m_jit5": 5.0}
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
     assert runs["_baseline/seed0"].train.label_smoothing == pytest.approx(0.1)
@@ -233,6 +253,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         *SESSION_25,
         *SESSION_26,
         *SESSION_28,
+        *SESSION_29,
     ):
         assert smoothing.pop(label) == pytest.approx(0.1)
     assert set(smoothing.values()) == {0.0} and len(smoothing) == 9
@@ -253,11 +274,15 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
         *SESSION_25,
         *SESSION_26,
         *SESSION_28,
+        *SESSION_29,
     ):
         assert rules.pop(label) == "excretion"
     assert set(rules.values()) == {"excretion_or_equilibrium"} and len(rules) == 9
+    # (against m_quick_s27, the quick config of sessions 21-28: m_multi_3000_eq and _dpx
+    # predate session 29's extra arterial series and narrower offset, and state theirs)
+    s27 = runs["quick_defaults/m_quick_s27/seed0"].to_dict()
     eq = runs["quick_defaults/m_multi_3000_eq/seed0"]
-    assert set(config_differences(runs["_baseline/seed0"].to_dict(), eq.to_dict())) <= {
+    assert set(config_differences(s27, eq.to_dict())) <= {
         "name",
         "cohort.delayed_rule",
         "data.crop_mm",
@@ -272,37 +297,51 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
     crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
-    for label in ("m_9sl", *SESSION_23, *SESSION_24, *SESSION_25, *SESSION_26, *SESSION_28):
+    for label in (
+        "m_9sl",
+        *SESSION_23,
+        *SESSION_24,
+        *SESSION_25,
+        *SESSION_26,
+        *SESSION_28,
+        *SESSION_29,
+    ):
         assert crops.pop(label) == pytest.approx(180.0)
     assert set(crops.values()) == {0.0} and len(crops) == 12
+    # sessions 21-28 changed one thing against the quick config of their day (m_quick_s27);
+    # against today's they differ in that and in the two keys session 29 changed
     base = runs["_baseline/seed0"].to_dict()
+    assert set(config_differences(base, s27)) == {
+        "name",
+        "cohort.extra_arterial",
+        "data.intensity_jitter_hu",
+    }
     for label, keys in (
-        ("m_multi_3000_scan", {"name", "data.crop_mm"}),
-        ("m_body", {"name", "data.crop_mm", "data.field_of_view"}),
-        ("m_9sl", {"name", "data.num_slices"}),
+        ("m_multi_3000_scan", {"data.crop_mm"}),
+        ("m_body", {"data.crop_mm", "data.field_of_view"}),
+        ("m_9sl", {"data.num_slices"}),
         # session 23's levers at the main job's budget: one key each
-        ("m_jit5", {"name", "data.intensity_jitter_hu"}),
-        ("m_wd05", {"name", "train.weight_decay"}),
-        ("m_zoom06", {"name", "model.step2_zoom"}),
-        ("m_paper_cohort", {"name", "cohort.preset"}),
-        ("m_step2_own", {"name", "train.step2_own_batch"}),
-        ("m_hu_aux", {"name", "model.hu_head"}),
-        ("m_lr8e-3", {"name", "train.learning_rate"}),
-        ("m_art_jit", {"name", "data.arterial_jitter"}),
-        ("m_steps1500", {"name", "train.steps"}),
-        ("m_stem4", {"name", "model.stem"}),
-        ("m_stem3", {"name", "model.stem"}),
+        ("m_jit5", {"data.intensity_jitter_hu"}),
+        ("m_wd05", {"train.weight_decay"}),
+        ("m_zoom06", {"model.step2_zoom"}),
+        ("m_paper_cohort", {"cohort.preset"}),
+        ("m_step2_own", {"train.step2_own_batch"}),
+        ("m_hu_aux", {"model.hu_head"}),
+        ("m_lr8e-3", {"train.learning_rate"}),
+        ("m_art_jit", {"data.arterial_jitter"}),
+        ("m_steps1500", {"train.steps"}),
+        ("m_stem4", {"model.stem"}),
+        ("m_stem3", {"model.stem"}),
         # session 28: more training series from the synthetic cohort, tests unchanged
-        ("m_artx1", {"name", "cohort.extra_arterial"}),
-        ("m_artx1_jit5", {"name", "cohort.extra_arterial", "data.intensity_jitter_hu"}),
-        ("m_trainx315", {"name", "cohort.extra_train_exams"}),
-        ("m_trainx315_artx1", {"name", "cohort.extra_train_exams", "cohort.extra_arterial"}),
+        ("m_artx1", {"cohort.extra_arterial"}),
+        ("m_trainx315", {"cohort.extra_train_exams"}),
+        ("m_trainx315_artx1", {"cohort.extra_train_exams", "cohort.extra_arterial"}),
     ):
         fov = runs[f"quick_defaults/{label}/seed0"]
-        assert set(config_differences(base, fov.to_dict())) == keys
+        assert set(config_differences(s27, fov.to_dict())) == {"name", *keys}
     assert runs["quick_defaults/m_r10_3000/seed0"].model.depth == "10"
     dpx = runs["quick_defaults/m_multi_3000_dpx/seed0"]
-    assert set(config_differences(runs["_baseline/seed0"].to_dict(), dpx.to_dict())) <= {
+    assert set(config_differences(s27, dpx.to_dict())) <= {
         "name",
         "train.label_smoothing",
         "data.crop_mm",

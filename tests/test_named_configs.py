@@ -11,14 +11,16 @@ from phasejax.config import config_differences, load_config
 # documented in each module rely on).
 PINNED = {
     "quick": {
-        "cohort.preset": "medium", "data.image_size": 96, "data.num_slices": 5,
+        "cohort.preset": "medium", "cohort.extra_arterial": 1, "data.intensity_jitter_hu": 5.0,
+        "data.image_size": 96, "data.num_slices": 5,
         "data.window": "multi", "data.cache_size": 192, "model.depth": "18", "model.width": 16,
         "model.strategy": "two_step", "model.dtype": "float32", "train.batch_size": 16,
         "train.steps": 3000, "train.learning_rate": 2e-3, "train.optimizer": "adamw",
         "train.schedule": "cosine", "train.eval_every": 250,
     },
     "debug": {
-        "cohort.preset": "tiny", "data.image_size": 64, "data.num_slices": 3,
+        "cohort.preset": "tiny", "cohort.extra_arterial": 0, "data.image_size": 64,
+        "data.num_slices": 3,
         "data.window": "abdomen", "data.cache_size": 128, "model.depth": "tiny",
         "model.width": 16, "train.batch_size": 16, "train.steps": 200,
         "train.learning_rate": 3e-3, "train.warmup_steps": 10, "train.eval_every": 50,
@@ -30,7 +32,8 @@ PINNED = {
         "train.eval_batch_size": 16,
     },
     "paper": {
-        "cohort.preset": "paper", "data.image_size": 224, "data.num_slices": 5,
+        "cohort.preset": "paper", "cohort.extra_arterial": 0, "data.intensity_jitter_hu": 5.0,
+        "data.image_size": 224, "data.num_slices": 5,
         "data.window": "multi", "data.cache_size": 256, "data.worker_count": 8,
         "model.depth": "18", "model.width": 64, "model.dtype": "bfloat16",
         "train.batch_size": 64, "train.steps": 4000, "train.learning_rate": 1e-3,
@@ -41,7 +44,7 @@ PINNED = {
 # What each derived config sets itself; everything else is its base's.
 OWN_KEYS = {
     ("quick", "debug"): {
-        "name", "cohort.preset", "data.image_size", "data.num_slices", "data.window",
+        "name", "cohort.preset", "cohort.extra_arterial", "data.image_size", "data.num_slices", "data.window",
         "data.cache_size", "model.depth", "train.steps", "train.learning_rate",
         "train.warmup_steps", "train.eval_every", "train.checkpoint_every",
     },
@@ -51,7 +54,7 @@ OWN_KEYS = {
         "train.eval_batch_size",
     },
     ("quick", "paper"): {
-        "name", "cohort.preset", "data.image_size", "data.cache_size", "data.worker_count",
+        "name", "cohort.preset", "cohort.extra_arterial", "data.image_size", "data.cache_size", "data.worker_count",
         "model.width", "model.dtype", "train.batch_size", "train.steps", "train.learning_rate",
         "train.warmup_steps", "train.eval_every", "train.checkpoint_every", "train.log_every",
         "train.eval_batch_size",

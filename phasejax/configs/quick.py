@@ -25,7 +25,18 @@ def get_config() -> Config:
         # patients (3 seeds, ensemble McNemar p = 0.013; external 86.8 vs 85.6%, p = 1.0),
         # early-arterial sensitivity 71 vs 53% (suite quick_defaults, cohort v6,
         # ablations/README.md). Generating it costs about a minute more, once.
-        cohort=CohortConfig(preset="medium", seed=0),
+        # One extra training arterial series per training exam, scanned when its portal vein
+        # is within 30 HU of the 80 HU EAP/LAP threshold (cohort.extra_arterial; validation,
+        # test and external series unchanged), with the HU offset below narrowed to +/- 5:
+        # the only variant whose every seed reached 95% on both tests, 96.7 +- 1.3% internal
+        # / 95.5 +- 0.4% external against 95.4 +- 0.6 / 93.5 +- 2.9 (3 seeds, paired;
+        # quick_defaults m_artx1_jit5 against m_multi_3000, session 28, ablations/README.md);
+        # EAP-vs-LAP accuracy 95.9 / 92.3% (internal / external) against 92.2 / 84.2%. Not significant
+        # (seed ensembles p 0.61): adopted for the narrower spread between seeds. The medium
+        # cohort alone holds only 12 EAP series at portal vein 60-80 HU and 12 LAP at 80-100
+        # HU for training (docs/cohort/portal_vein_by_split.json), so where network 2 put
+        # the boundary was the seed's choice. The cohort costs about 11 GB instead of 9.
+        cohort=CohortConfig(preset="medium", seed=0, extra_arterial=1),
         data=DataConfig(
             image_size=96,
             # 5 slices x 3 windows (abdomen, liver, wide) as 15 input channels: on the
@@ -46,6 +57,12 @@ def get_config() -> Config:
             # series the square shows the aorta, IVC, portal vein and the medial kidneys with
             # their hila (the 60-80 mm squares of cohort v5 missed the aorta on some).
             crop_mm=180.0,
+            # A global training HU offset of +/- 5 HU, not 15: scanner calibration keeps
+            # water within about +/- 5 HU (ACR CT accreditation: 0 +/- 7 HU), and with the
+            # extra series near the 80 HU portal-vein threshold a +/- 15 HU offset shows a
+            # 70 HU early-arterial portal vein as an 85 HU one under the early label (see the
+            # cohort's comment above for the measurement).
+            intensity_jitter_hu=5.0,
         ),
         # The standard stem (7x7/2 conv + max pool), though on this input it is half of a
         # step's FLOPs: a 7x7/4 conv (1.7x faster B step) gave 94.8 / 91.4% and a 3x3/2 conv
