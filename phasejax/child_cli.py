@@ -8,12 +8,22 @@ and SIGQUIT"); Python leaves an ignored SIGINT ignored, and a child inherits it,
 children ran on after their parent's SIGINT until `interrupt` killed them 60 s later (seen in
 session 27's `.ci/run`). A child therefore restores Python's own handler before anything else.
 The parent itself keeps what it was given: a script that backgrounds it asked for that.
+
+A child given CPU cores (`ablate --parallel` on a CPU host) pins itself to them, from
+PHASEJAX_CPUS, before JAX starts its thread pools: pinning from the parent between fork and
+exec (subprocess's preexec_fn) is unsafe in a parent that runs threads, which a phasejax
+process with JAX loaded does.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from collections.abc import Mapping
+
+# Comma-separated core ids the child restricts itself to (phasejax.ablate.shard.launch).
+CPUS_ENV = "PHASEJAX_CPUS"
 
 
 def command(*args: str) -> list[str]:
@@ -21,8 +31,19 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "phasejax.child_cli", *args]
 
 
+def pin_cpus(env: Mapping[str, str]) -> set[int] | None:
+    """Restrict this process to the cores that env[CPUS_ENV] names; the cores, or None."""
+    value = env.get(CPUS_ENV, "").strip()
+    if not value:
+        return None
+    cores = {int(c) for c in value.split(",")}
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    pin_cpus(os.environ)
     from phasejax.cli import main as cli_main
 
     return cli_main()

@@ -57,3 +57,27 @@ def test_the_plain_command_keeps_sigint_ignored(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_launch_gives_each_child_its_cores_and_the_child_pins_itself(tmp_path: Path) -> None:
+    # ablate --parallel passes a CPU child its cores in PHASEJAX_CPUS (not a preexec_fn in the
+    # threaded parent); the child (phasejax.child_cli) restricts itself before JAX starts.
+    import io
+    import os
+
+    from phasejax.ablate.shard import Shard, Slot, launch
+
+    cores = sorted(os.sched_getaffinity(0))
+    probe = (
+        "import os; from phasejax.child_cli import pin_cpus; pin_cpus(os.environ); "
+        "print('affinity', sorted(os.sched_getaffinity(0)))"
+    )
+    argv = [sys.executable, "-c", probe]
+    slots = [Slot({}, (cores[-1],), "the last core"), Slot({}, (), "inherit")]
+    children = launch(
+        [argv, argv], [Shard(0, 2), Shard(1, 2)], slots, tmp_path, stream=io.StringIO(), poll_s=0.05
+    )
+    assert [c.returncode for c in children] == [0, 0]
+    logs = [c.log.read_text() for c in children]
+    assert f"affinity [{cores[-1]}]" in logs[0]
+    assert f"affinity {cores}" in logs[1]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TextIO
 
 from phasejax.ablate.suites import Plan, Run
+from phasejax.child_cli import CPUS_ENV
 
 SHARD_COUNT_ENV = "PHASEJAX_SHARD_COUNT"
 LOG_DIR = "_logs"  # under the ablation directory; "_" names are never suites
@@ -317,8 +318,10 @@ def launch(
 ) -> list[Child]:
     """Start one child per command with its slot's environment and cores; wait for all.
 
-    Each child's output goes to log_dir/shard-K-of-N.log; a line is printed as each one starts
-    and ends, with the tail of the log of a child that failed. Ctrl-C interrupts every child
+    The commands are `phasejax.child_cli.command(...)` argvs: a child is given its slot's
+    cores in PHASEJAX_CPUS and pins itself to them. Each child's output goes to
+    log_dir/shard-K-of-N.log; a line is printed as each one starts and ends, with the tail of
+    the log of a child that failed. Ctrl-C interrupts every child
     (each stops at once, as a single `phasejax ablate` would) and is re-raised.
     """
     stream = stream or sys.stdout
@@ -328,16 +331,12 @@ def launch(
         log = log_dir / f"shard-{shard.index}-of-{shard.count}.log"
         child = Child(shard, slot, log)
         env = {**os.environ, **slot.env}
-        cores = set(slot.cpus)
-
-        def pin(cores: set[int] = cores) -> None:
-            if cores:
-                os.sched_setaffinity(0, cores)
-
+        env.pop(CPUS_ENV, None)
+        if slot.cpus:
+            # The child pins itself (phasejax.child_cli), not a preexec_fn in this threaded parent
+            env[CPUS_ENV] = ",".join(map(str, sorted(slot.cpus)))
         with open(log, "w") as fh:
-            child.proc = subprocess.Popen(
-                list(cmd), env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pin
-            )
+            child.proc = subprocess.Popen(list(cmd), env=env, stdout=fh, stderr=subprocess.STDOUT)
         child.started = time.perf_counter()
         print(f"shard {shard} on {slot.describe}: pid {child.proc.pid}, log {log}", file=stream)
         children.append(child)
