@@ -542,6 +542,10 @@ def test_a_disk_too_small_for_the_cache_is_refused_before_rendering(
     assert G.cache_bytes_estimate(medium, CacheSpec(size=96, spacing_z=5.0)) == full // 4
     assert G.cache_bytes_estimate(medium, CacheSpec(size=192, spacing_z=2.5)) == full * 2
     assert 8e9 < full < 11e9  # the medium v8 cache measured 9.66 GB
+    # one extra arterial series per training exam (the quick config's cohort): 11.40 GB measured
+    artx1 = G.cache_bytes_estimate(medium, CacheSpec(size=192, spacing_z=5.0), extra_arterial=1)
+    assert 11.0e9 < artx1 < 11.8e9
+    assert G.cache_bytes_estimate(medium, CacheSpec(size=96), extra_arterial=1) == artx1 // 4
 
     tiny = G.get_preset("tiny")
     need = G.cache_bytes_estimate(tiny, CacheSpec(size=32))
@@ -565,6 +569,21 @@ def test_a_disk_too_small_for_the_cache_is_refused_before_rendering(
     vols.mkdir(parents=True, exist_ok=True)
     (vols / "done.npy").write_bytes(b"\0" * (need - need // 4))
     G.check_free_space(tmp_path / "c" / "cache", tiny, CacheSpec(size=32))
+    # extra arterial series count: a disk that holds the plain cohort but not its extras
+    need_x = G.cache_bytes_estimate(tiny, CacheSpec(size=32), extra_arterial=1)
+    assert need_x > need
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: usage._replace(free=(need + need_x) // 2)
+    )
+    with pytest.raises(G.CohortError, match=r"needs about"):
+        G.generate(
+            "tiny",
+            tmp_path / "x",
+            fmt="cache",
+            cache_spec=CacheSpec(size=32),
+            extra_arterial=1,
+            progress=False,
+        )
 
 
 def test_extra_arterial_series_sit_at_the_portal_threshold_and_leave_the_exam_as_it_was() -> None:

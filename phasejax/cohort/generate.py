@@ -162,17 +162,25 @@ PRESETS: dict[str, Preset] = {
 # slices, measured on cohort v8: medium 9.66 GB / 525 exams, paper 25.8 GB / 1,390 (18.4
 # and 18.6 MB). The cache scales with the pixels per slice and the slices per scan.
 _CACHE_BYTES_PER_EXAM = 18.6e6
+# An extra arterial series (cohort.extra_arterial): medium with one per training exam took
+# 11.40 GB, 1.73 GB more for its 315 extra series (5.5 MB each).
+_CACHE_BYTES_PER_EXTRA_SERIES = 5.5e6
 _CACHE_REFERENCE = (192, 5.0)  # (size, spacing_z) of that measurement
 
 
-def cache_bytes_estimate(preset: Preset, spec: CacheSpec) -> int:
-    """About how many bytes the training cache of `preset` on the grid `spec` takes."""
+def cache_bytes_estimate(preset: Preset, spec: CacheSpec, extra_arterial: int = 0) -> int:
+    """About how many bytes the training cache of `preset` on the grid `spec` takes, with
+    `extra_arterial` more series per training exam."""
     size, spacing = _CACHE_REFERENCE
-    per_exam = _CACHE_BYTES_PER_EXAM * (spec.size / size) ** 2 * (spacing / spec.spacing_z)
-    return int(preset.num_exams * per_exam)
+    scale = (spec.size / size) ** 2 * (spacing / spec.spacing_z)
+    train_exams = sum(1 for split in internal_splits(preset, 0).values() if split == "train")
+    extra = train_exams * int(extra_arterial) * _CACHE_BYTES_PER_EXTRA_SERIES
+    return int((preset.num_exams * _CACHE_BYTES_PER_EXAM + extra) * scale)
 
 
-def check_free_space(cache_dir: Path, preset: Preset, spec: CacheSpec) -> None:
+def check_free_space(
+    cache_dir: Path, preset: Preset, spec: CacheSpec, extra_arterial: int = 0
+) -> None:
     """CohortError, before any rendering, when the disk holding `cache_dir` lacks the space the
     rest of the cache needs (what is written already counts): a full disk otherwise stops
     generation minutes in with an OSError from deep inside numpy."""
@@ -184,7 +192,7 @@ def check_free_space(cache_dir: Path, preset: Preset, spec: CacheSpec) -> None:
         if (cache_dir / sub).is_dir()
         for f in (cache_dir / sub).iterdir()
     )
-    needed = cache_bytes_estimate(preset, spec) - written
+    needed = cache_bytes_estimate(preset, spec, extra_arterial) - written
     free = shutil.disk_usage(cache_dir).free
     if needed > free:
         raise CohortError(
@@ -770,7 +778,7 @@ def generate(
             seed=int(seed),
             cohort_version=COHORT_VERSION,
         )
-        check_free_space(out / "cache", p, cache_spec)
+        check_free_space(out / "cache", p, cache_spec, int(extra_arterial))
 
     jobs = list(_jobs(out, p, seed, fmt, cache_spec, label_noise, delayed_rule, extra_arterial))
     bar = tqdm(
