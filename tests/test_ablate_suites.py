@@ -706,6 +706,16 @@ def test_sim2real_suite_expands_on_the_quick_config_with_label_smoothing():
     assert off.cohort.delayed_rule == "excretion"
     assert eq.cohort.delayed_rule == "excretion_or_equilibrium"
     assert set(config_differences(off.to_dict(), eq.to_dict())) <= {"name", "cohort.delayed_rule"}
+    # quick_s27: the quick config of sessions 21-28, without session 29's extra threshold
+    # arterial series and with the wider HU offset (the real-set check of that change)
+    s27 = runs["sim2real/quick_s27/seed1"]
+    assert (off.cohort.extra_arterial, s27.cohort.extra_arterial) == (1, 0)
+    assert (off.data.intensity_jitter_hu, s27.data.intensity_jitter_hu) == (5.0, 15.0)
+    assert set(config_differences(off.to_dict(), s27.to_dict())) == {
+        "name",
+        "cohort.extra_arterial",
+        "data.intensity_jitter_hu",
+    }
     assert {r.split("/")[1] for r in runs if r.startswith("sim2real/")} == set(
         suites["sim2real"].labels
     )
