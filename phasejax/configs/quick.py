@@ -6,8 +6,8 @@
 Expected time on a 2-core CPU: about 5-8 minutes per model (ResNet-18 of width
 16 at 96 px on a 180 mm square in front of the spine, 5 slices x 3 windows as channels,
 3000 steps of 16 series, ~38 epochs of the 1,260 training series of the medium cohort with
-its extra threshold arterial series), so that the quick reproduce (cohort + strategy A + strategy B + full5 + evaluation) fits in
-under 30 minutes.
+its extra threshold arterial series), so that the quick reproduce (cohort + strategy A +
+strategy B + full5 + evaluation) fits in under 30 minutes.
 
 The base of the other named configs: `debug` and `paper` are quick with other sizes and
 budgets, `smoke` is debug made smaller. A change here changes them all, unless they set
