@@ -187,8 +187,18 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     assert set(config_differences(quick, runs["_baseline/seed0"].to_dict())) <= {"name"}
     assert runs["_baseline/seed0"].cohort.preset == "medium"
     assert runs["_baseline/seed0"].train.steps == 3000
+
     # (the baseline, m_multi_3000, is _baseline); the other values keep the step count they were measured at, whatever quick's default
-    steps = {r.split("/")[1]: c.train.steps for r, c in runs.items() if r.startswith("quick_")}
+    def per_value(key: str) -> dict:
+        """{value label: that run's config value at `key`} over the suite's own runs."""
+        section, field = key.split(".")
+        return {
+            r.split("/")[1]: getattr(getattr(c, section), field)
+            for r, c in runs.items()
+            if r.startswith("quick_")
+        }
+
+    steps = per_value("train.steps")
     assert steps == {
         "q_multi": 1500,
         "m_multi": 1500,
@@ -225,22 +235,14 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     assert runs["_baseline/seed0"].data.intensity_jitter_hu == pytest.approx(5.0)
     # every other value states the extra arterial series and the HU offset it was measured
     # with, so that its row keeps its meaning now that the quick config has changed them
-    extra = {
-        r.split("/")[1]: c.cohort.extra_arterial for r, c in runs.items() if r.startswith("quick_")
-    }
-    jitter = {
-        r.split("/")[1]: c.data.intensity_jitter_hu
-        for r, c in runs.items()
-        if r.startswith("quick_")
-    }
+    extra = per_value("cohort.extra_arterial")
+    jitter = per_value("data.intensity_jitter_hu")
     assert {k for k, v in extra.items() if v} == {"m_artx1", "m_trainx315_artx1"}
     assert {k: v for k, v in jitter.items() if v != 15.0} == {"m_jit5": 5.0}
     # the quick config smooths its labels (0.1); every other value was measured without, and
     # m_multi_3000_ls0 is session 19's quick config (m_multi_3000_eq) with smoothing off
     assert runs["_baseline/seed0"].train.label_smoothing == pytest.approx(0.1)
-    smoothing = {
-        r.split("/")[1]: c.train.label_smoothing for r, c in runs.items() if r.startswith("quick_")
-    }
+    smoothing = per_value("train.label_smoothing")
     # (m_multi_3000_eq: the equilibrium labels with the default's smoothing, stated too; the
     # field-of-view values are the quick config of session 21 with another field)
     for label in (
@@ -261,9 +263,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # the rule it was measured on, and only m_multi_3000_dpx and the field-of-view values
     # share the baseline's labels
     assert runs["_baseline/seed0"].cohort.delayed_rule == "excretion"
-    rules = {
-        r.split("/")[1]: c.cohort.delayed_rule for r, c in runs.items() if r.startswith("quick_")
-    }
+    rules = per_value("cohort.delayed_rule")
     for label in (
         "m_multi_3000_dpx",
         "m_multi_3000_scan",
@@ -296,7 +296,7 @@ def test_full_budget_baseline_is_the_quick_config_unchanged():
     # value measured before states the whole field, m_body the body's square instead, and
     # m_9sl (session 22) states the square
     assert runs["_baseline/seed0"].data.crop_mm == pytest.approx(180.0)
-    crops = {r.split("/")[1]: c.data.crop_mm for r, c in runs.items() if r.startswith("quick_")}
+    crops = per_value("data.crop_mm")
     for label in (
         "m_9sl",
         *SESSION_23,
