@@ -693,3 +693,16 @@ def test_extra_training_exams_are_new_training_patients_and_change_no_other_exam
     spec = CacheSpec(spacing_z=5.0, size=192)
     cfg = CohortConfig(preset="medium", extra_train_exams=315)
     assert G.cohort_dir_name(cfg, spec).endswith("-dpexcretion-trainx315-z5-px192")
+
+
+def test_num_train_exams_is_the_training_split_of_every_preset_and_seed() -> None:
+    # the cache estimate counts extra arterial series by Preset.num_train_exams: it must be
+    # what internal_splits assigns, with extra training patients too
+    import dataclasses
+
+    for name in ("tiny", "quick", "medium", "paper"):
+        p = G.get_preset(name)
+        for preset in (p, dataclasses.replace(p, extra_train=7)):
+            for seed in (0, 5):
+                splits = G.internal_splits(preset, seed).values()
+                assert preset.num_train_exams == sum(s == "train" for s in splits)

@@ -127,6 +127,11 @@ class Preset:
     def num_exams(self) -> int:
         return self.internal + self.extra_train + self.external_per_site * len(EXTERNAL_SITES)
 
+    @property
+    def num_train_exams(self) -> int:
+        """Training exams, whatever the seed (internal_splits fixes the test and val counts)."""
+        return self.internal - self.internal_test - self.internal_val + self.extra_train
+
 
 PRESETS: dict[str, Preset] = {
     # For tests: every site present, 128 matrix, 5 mm slices (a few MB of DICOM).
@@ -173,8 +178,7 @@ def cache_bytes_estimate(preset: Preset, spec: CacheSpec, extra_arterial: int = 
     `extra_arterial` more series per training exam."""
     size, spacing = _CACHE_REFERENCE
     scale = (spec.size / size) ** 2 * (spacing / spec.spacing_z)
-    train_exams = sum(1 for split in internal_splits(preset, 0).values() if split == "train")
-    extra = train_exams * int(extra_arterial) * _CACHE_BYTES_PER_EXTRA_SERIES
+    extra = preset.num_train_exams * int(extra_arterial) * _CACHE_BYTES_PER_EXTRA_SERIES
     return int((preset.num_exams * _CACHE_BYTES_PER_EXAM + extra) * scale)
 
 
