@@ -1,7 +1,7 @@
 """`python -m phasejax.child_cli ARGS...`: the phasejax command run as another one's child.
 
 `phasejax reproduce --jobs` and `phasejax ablate --parallel` stop their children with SIGINT
-(phasejax.ablate.shard.interrupt: each child stops as on Ctrl-C, its last checkpoint kept). A
+(phasejax.child_devices.interrupt: each child stops as on Ctrl-C, its last checkpoint kept). A
 parent started as a background job of a non-interactive shell (`phasejax reproduce ... &` in
 a script, CI's runners) starts with SIGINT ignored (bash: "asynchronous commands ignore SIGINT
 and SIGQUIT"); Python leaves an ignored SIGINT ignored, and a child inherits it, so the

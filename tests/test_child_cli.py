@@ -65,7 +65,8 @@ def test_launch_gives_each_child_its_cores_and_the_child_pins_itself(tmp_path: P
     import io
     import os
 
-    from phasejax.ablate.shard import Shard, Slot, launch
+    from phasejax.ablate.shard import Shard, launch
+    from phasejax.child_devices import Slot
 
     cores = sorted(os.sched_getaffinity(0))
     probe = (

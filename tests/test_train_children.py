@@ -11,8 +11,8 @@ def test_auto_jobs_one_per_accelerator_at_most_one_per_training_one_on_a_cpu(mon
     assert auto_jobs(2, {"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 2
     assert auto_jobs(3, {"CUDA_VISIBLE_DEVICES": "-1", "TPU_VISIBLE_CHIPS": "0,1,2,3"}) == 3
     # a host with neither (no nvidia-smi, no /dev/accel*)
-    monkeypatch.setattr("phasejax.ablate.shard.visible_gpus", lambda env: [])
-    monkeypatch.setattr("phasejax.ablate.shard.visible_tpu_chips", lambda env: [])
+    monkeypatch.setattr("phasejax.child_devices.visible_gpus", lambda env: [])
+    monkeypatch.setattr("phasejax.child_devices.visible_tpu_chips", lambda env: [])
     assert auto_jobs(5, {}) == 1
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from phasejax.commands._aliases import add_alias
 
 if TYPE_CHECKING:
-    from phasejax.ablate.shard import Shard, Slot
+    from phasejax.ablate.shard import Shard
+    from phasejax.child_devices import Slot
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from phasejax.ablate.runner import AblationError
     from phasejax.ablate.shard import ShardError
     from phasejax.ablate.suites import SuiteError
+    from phasejax.child_devices import DeviceSlotError
     from phasejax.config import ConfigError
     from phasejax.data.prepare import LabelsError
 
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         SuiteError,
         AblationError,
         ShardError,
+        DeviceSlotError,
         LabelsError,
         ConfigError,
         FileNotFoundError,
@@ -238,7 +241,8 @@ def _run(args: argparse.Namespace) -> int:
         all_suites=list(suites.values()),
         only=_split(args.only),
     )
-    from phasejax.ablate.shard import assign, device_slots, resolve_shard, shard_plan
+    from phasejax.ablate.shard import assign, resolve_shard, shard_plan
+    from phasejax.child_devices import device_slots
 
     shard = resolve_shard(args.shard)
     if args.parallel < 1:

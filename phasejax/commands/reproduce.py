@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         check_layout(args.out, args.members)
     except ValueError as e:
         return _usage_error(str(e))
-    from phasejax.ablate.shard import ShardError, device_slots
+    from phasejax.child_devices import DeviceSlotError, device_slots
     from phasejax.train.children import auto_jobs
 
     trainings = 2 * args.members + 1  # A's and B's members, and full5
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         # More children than accelerators: said before the cohort is generated, not after.
         try:
             device_slots(min(jobs, trainings), pin_cpus=False)
-        except ShardError as e:
+        except DeviceSlotError as e:
             return _usage_error(f"--jobs {jobs}: {e}")
     summary = reproduce(
         args.out,

@@ -1,7 +1,7 @@
 """Trainings as child processes, several at a time on one host (`phasejax reproduce --jobs`).
 
 On a host with several GPUs or TPU chips each child gets its own
-(`phasejax.ablate.shard.device_slots`), one training per accelerator, where one process
+(`phasejax.child_devices.device_slots`), one training per accelerator, where one process
 would train the small ResNets one after another on one of them. On a CPU host it is measured
 and barely pays: XLA:CPU runs the quick config's training step on two cores only 1.6 times
 faster than on one (57 against 92 ms one-step, 100 against 165 ms two-step; session 27,
@@ -55,7 +55,7 @@ def auto_jobs(n_trainings: int, env: Mapping[str, str] | None = None) -> int:
     """Trainings at once by default: one per GPU or TPU chip on an accelerator host, never
     more than there are trainings; 1 on a CPU host (the module docstring says why). Reads no
     JAX backend, which would take the accelerators' memory before the children start."""
-    from phasejax.ablate.shard import visible_gpus, visible_tpu_chips
+    from phasejax.child_devices import visible_gpus, visible_tpu_chips
 
     env = os.environ if env is None else env
     if env.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
@@ -117,7 +117,7 @@ def train_all(
 
     from tqdm.auto import tqdm
 
-    from phasejax.ablate.shard import device_slots, interrupt, log_tail
+    from phasejax.child_devices import device_slots, interrupt, log_tail
 
     queue = sorted((j for j in jobs if not j.finished()), key=lambda j: -j.cost)
     done_steps = sum(int(j.cfg.train.steps) for j in jobs if j not in queue)
