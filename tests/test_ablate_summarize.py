@@ -374,3 +374,27 @@ def test_a_long_question_is_cut_to_three_lines_with_a_marker():
     lines = title.split("\n")
     assert len(lines) == 3 and all(len(line) <= 70 for line in lines)
     assert lines[0].startswith("quick_defaults: lever0,") and lines[2].endswith(" ...")
+
+
+def test_a_suite_figure_with_two_groups_puts_its_legend_beside_the_axes(tmp_path):
+    """Six entries (two groups x three splits) inside the axes covered the curves."""
+    from matplotlib.figure import Figure
+
+    from phasejax.plotting import ablation
+
+    def row(value, x, group, acc):
+        r = {"value": value, "x": x, "group": group, "baseline": value == "B_1.0"}
+        for p in ("internal", "external", "real"):
+            r[f"{p}_acc_mean"], r[f"{p}_acc_lo"], r[f"{p}_acc_hi"] = acc, acc - 0.05, acc + 0.05
+        return r
+
+    two = [row(f"{g}_{x}", x, g, 0.8 + x / 10) for g in ("A", "B") for x in (0.1, 0.5, 1.0)]
+    one = [r for r in two if r["group"] == "A"]
+    for rows, outside in ((two, True), (one, False)):
+        fig = Figure(layout="constrained")
+        ax = fig.add_subplot()
+        ablation._draw_axis(ax, rows, {"axis": "share"}, legend=True, legend_outside=True)
+        fig.canvas.draw()
+        box = ax.get_legend().get_window_extent()
+        assert bool(box.x0 > ax.get_window_extent().x1) is outside
+    assert all(p.is_file() for p in ablation.plot_suite(two, {"name": "lc"}, tmp_path / "lc"))

@@ -46,7 +46,14 @@ def _with_results(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if any(_finite(r.get(f"{p}_acc_mean")) for p, _, _ in SPLITS)]
 
 
-def _draw_axis(ax: Any, rows: Sequence[Row], meta: Mapping[str, Any], *, legend: bool) -> None:
+def _draw_axis(
+    ax: Any,
+    rows: Sequence[Row],
+    meta: Mapping[str, Any],
+    *,
+    legend: bool,
+    legend_outside: bool = False,
+) -> None:
     xs, ticklabels = _positions(rows)
     kept = _with_results(rows)
     if ticklabels is not None and kept:
@@ -124,7 +131,13 @@ def _draw_axis(ax: Any, rows: Sequence[Row], meta: Mapping[str, Any], *, legend:
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, axis="y")
     if legend or len(groups) > 1:
-        ax.legend(loc="best")
+        if legend_outside and len(ax.get_legend_handles_labels()[1]) > len(SPLITS):
+            # Two groups x three splits (A and B of learning_curve_ab, or the slice modes): six
+            # entries inside the axes cover the curves whatever corner "best" picks; it starts
+            # below the top, where the " baseline" mark of an axis at x = max runs out of the axes.
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 0.88), borderaxespad=0.0)
+        else:
+            ax.legend(loc="best")
 
 
 def _draw_groups(ax: Any, groups: Sequence[Row], by: str) -> bool:
@@ -176,8 +189,10 @@ def plot_suite(
     by = [b for b in meta.get("group_by", []) if any(g["group_by"] == b for g in groups)]
     ncols = 1 + len(by)
     width = SINGLE_COLUMN_IN * 1.25 if ncols == 1 else min(DOUBLE_COLUMN_IN, 2.6 * ncols)
+    if len({str(r.get("group", "")) for r in rows}) > 1:
+        width += 1.4  # room for the legend beside the axes (_draw_axis)
     fig, axes = new_figure(1, ncols, width=width, height=2.7)
-    _draw_axis(axes[0, 0], rows, meta, legend=True)
+    _draw_axis(axes[0, 0], rows, meta, legend=True, legend_outside=True)
     for j, b in enumerate(by, start=1):
         _draw_groups(axes[0, j], groups, b)
         axes[0, j].set_title(f"clean baseline by {b}")
