@@ -53,7 +53,9 @@ def _draw_axis(
     *,
     legend: bool,
     legend_outside: bool = False,
-) -> None:
+) -> bool:
+    """Draw one suite on `ax`; True when its legend went beside the axes (legend_outside and
+    more entries than one group's splits), which the figure must make room for."""
     xs, ticklabels = _positions(rows)
     kept = _with_results(rows)
     if ticklabels is not None and kept:
@@ -136,8 +138,9 @@ def _draw_axis(
             # entries inside the axes cover the curves whatever corner "best" picks; it starts
             # below the top, where the " baseline" mark of an axis at x = max runs out of the axes.
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 0.88), borderaxespad=0.0)
-        else:
-            ax.legend(loc="best")
+            return True
+        ax.legend(loc="best")
+    return False
 
 
 def _draw_groups(ax: Any, groups: Sequence[Row], by: str) -> bool:
@@ -189,10 +192,9 @@ def plot_suite(
     by = [b for b in meta.get("group_by", []) if any(g["group_by"] == b for g in groups)]
     ncols = 1 + len(by)
     width = SINGLE_COLUMN_IN * 1.25 if ncols == 1 else min(DOUBLE_COLUMN_IN, 2.6 * ncols)
-    if len({str(r.get("group", "")) for r in rows}) > 1:
-        width += 1.4  # room for the legend beside the axes (_draw_axis)
     fig, axes = new_figure(1, ncols, width=width, height=2.7)
-    _draw_axis(axes[0, 0], rows, meta, legend=True, legend_outside=True)
+    if _draw_axis(axes[0, 0], rows, meta, legend=True, legend_outside=True):
+        fig.set_figwidth(width + 1.4)  # room for the legend (constrained layout runs at save)
     for j, b in enumerate(by, start=1):
         _draw_groups(axes[0, j], groups, b)
         axes[0, j].set_title(f"clean baseline by {b}")
